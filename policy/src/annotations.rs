@@ -1,0 +1,79 @@
+//! Annotations that crun and runc honour and that would bypass or weaken an injected policy.
+//!
+//! Engines pass pod and image annotations through to `config.json`, so a workload author can set
+//! them. crun, for instance, loads a pre-compiled filter from `run.oci.seccomp_bpf_data` instead
+//! of `linux.seccomp`, and runs extra hooks from `run.oci.hooks.*`.
+
+/// Exact keys, and prefixes (ending in `.`), of annotations stripped under `enforce`.
+pub const UNSAFE: &[&str] = &[
+    "run.oci.seccomp_bpf_data",
+    "run.oci.seccomp.",
+    "run.oci.seccomp_fail_unknown_syscall",
+    "run.oci.handler",
+    "run.oci.keep_original_groups",
+    "run.oci.hooks.",
+    "org.criu.",
+    "org.systemd.property.",
+];
+
+/// Annotation keys ociguard writes itself; policies may not select on them, so a rewritten
+/// bundle selects the same policy again (idempotent create) and nobody can forge a decision.
+pub const OWN_PREFIX: &str = "org.ociguard.";
+pub const POLICY: &str = "org.ociguard.policy";
+pub const POLICY_DIGEST: &str = "org.ociguard.policy.digest";
+pub const POLICY_MODE: &str = "org.ociguard.policy.mode";
+
+/// The [`UNSAFE`] entry that covers `key`, if any.
+pub fn unsafe_entry(key: &str) -> Option<&'static str> {
+    UNSAFE.iter().copied().find(|entry| {
+        if entry.ends_with('.') {
+            key.starts_with(entry)
+        } else {
+            key == *entry
+        }
+    })
+}
+
+/// Is `key` allowed by one of `allowed` (each an exact key or a prefix ending in `.`)?
+pub fn is_allowed(key: &str, allowed: &[&str]) -> bool {
+    allowed.iter().any(|a| {
+        if a.ends_with('.') {
+            key.starts_with(a)
+        } else {
+            key == *a
+        }
+    })
+}
+
+/// For `allow_unsafe` validation: is `entry` a key or prefix that [`UNSAFE`] covers?
+pub fn is_unsafe_entry(entry: &str) -> bool {
+    UNSAFE.contains(&entry) || unsafe_entry(entry).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_and_prefix() {
+        assert_eq!(
+            unsafe_entry("run.oci.seccomp_bpf_data"),
+            Some("run.oci.seccomp_bpf_data")
+        );
+        assert_eq!(
+            unsafe_entry("run.oci.hooks.prestart"),
+            Some("run.oci.hooks.")
+        );
+        assert_eq!(
+            unsafe_entry("org.systemd.property.CPUQuota"),
+            Some("org.systemd.property.")
+        );
+        assert_eq!(unsafe_entry("run.oci.handlerx"), None);
+        assert_eq!(unsafe_entry("io.kubernetes.cri.image-name"), None);
+        assert!(is_allowed("org.criu.config", &["org.criu."]));
+        assert!(!is_allowed("org.criu.config", &["org.criu.other"]));
+        assert!(is_unsafe_entry("run.oci.hooks."));
+        assert!(is_unsafe_entry("run.oci.hooks.prestart"));
+        assert!(!is_unsafe_entry("run.oci.hook"));
+    }
+}

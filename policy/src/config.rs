@@ -1,0 +1,241 @@
+//! `/etc/ociguard/config.toml`: where the delegate runtime, the policies and the decision log live.
+//!
+//! A missing file means "all defaults" (a fresh install must work); a file that exists but does not
+//! parse is an error naming the file and line, never a silent fallback.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::location::Location;
+
+/// Default location of the runtime configuration.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ociguard/config.toml";
+/// Environment variable that overrides [`DEFAULT_CONFIG_PATH`] (tests, packaging).
+pub const CONFIG_ENV: &str = "OCIGUARD_CONFIG";
+
+/// Directories searched for a runtime named without a path. Deliberately not `$PATH`: engines
+/// call us with whatever environment they have, and a runtime must not be hijackable by it.
+const SEARCH_DIRS: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+/// The delegate runtime: one path or name, or a search list tried in order.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RuntimeSetting {
+    One(String),
+    SearchList(Vec<String>),
+}
+
+impl Default for RuntimeSetting {
+    fn default() -> Self {
+        RuntimeSetting::SearchList(vec!["crun".to_owned(), "runc".to_owned()])
+    }
+}
+
+/// Parsed `config.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    #[serde(default)]
+    pub runtime: RuntimeSetting,
+    #[serde(default = "default_policy_dir")]
+    pub policy_dir: PathBuf,
+    #[serde(default = "default_decision_log")]
+    pub decision_log: PathBuf,
+    /// Per-container records ociguard keeps for `exec` (tmpfs: gone after reboot, like the containers).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+fn default_policy_dir() -> PathBuf {
+    PathBuf::from("/etc/ociguard/policies")
+}
+fn default_decision_log() -> PathBuf {
+    PathBuf::from("/var/log/ociguard/decisions.jsonl")
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/run/ociguard")
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            runtime: RuntimeSetting::default(),
+            policy_dir: default_policy_dir(),
+            decision_log: default_decision_log(),
+            state_dir: default_state_dir(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{location}: {message}")]
+    Parse { location: Location, message: String },
+    #[error("no delegate runtime found: tried {tried} (set `runtime` in {config})")]
+    NoRuntime { tried: String, config: PathBuf },
+    #[error("delegate runtime {path} is ociguard itself (set `runtime` in {config} to crun or runc)")]
+    RuntimeIsSelf { path: PathBuf, config: PathBuf },
+}
+
+impl RuntimeConfig {
+    /// The config path in effect: `$OCIGUARD_CONFIG` or the default.
+    pub fn path_from_env() -> PathBuf {
+        std::env::var_os(CONFIG_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+    }
+
+    /// Load `path`; a file that does not exist yields the defaults.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut config: RuntimeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            location: Location::from_span(path, text, e.span()),
+            message: e.message().to_owned(),
+        })?;
+        // Relative paths in a root-owned config would depend on the engine's cwd.
+        let base = path.parent().unwrap_or(Path::new("/"));
+        for p in [
+            &mut config.policy_dir,
+            &mut config.decision_log,
+            &mut config.state_dir,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Resolve the delegate runtime to an absolute, executable path that is not `self_exe`.
+    pub fn resolve_runtime(
+        &self,
+        config_path: &Path,
+        self_exe: Option<&Path>,
+    ) -> Result<PathBuf, ConfigError> {
+        let candidates: Vec<&str> = match &self.runtime {
+            RuntimeSetting::One(one) => vec![one.as_str()],
+            RuntimeSetting::SearchList(list) => list.iter().map(String::as_str).collect(),
+        };
+        let mut tried = Vec::new();
+        for candidate in candidates {
+            let paths: Vec<PathBuf> = if candidate.contains('/') {
+                vec![PathBuf::from(candidate)]
+            } else {
+                SEARCH_DIRS
+                    .iter()
+                    .map(|d| Path::new(d).join(candidate))
+                    .collect()
+            };
+            for path in paths {
+                if is_executable(&path) {
+                    if let (Some(me), Ok(real)) = (self_exe, path.canonicalize()) {
+                        if real == me {
+                            return Err(ConfigError::RuntimeIsSelf {
+                                path,
+                                config: config_path.to_owned(),
+                            });
+                        }
+                    }
+                    return Ok(path);
+                }
+                tried.push(path.display().to_string());
+            }
+        }
+        Err(ConfigError::NoRuntime {
+            tried: tried.join(", "),
+            config: config_path.to_owned(),
+        })
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.is_absolute()
+        && std::fs::metadata(path)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_when_missing() {
+        let c = RuntimeConfig::load(Path::new("/nonexistent/ociguard.toml")).unwrap();
+        assert_eq!(c, RuntimeConfig::default());
+    }
+
+    #[test]
+    fn parse_error_names_file_and_line() {
+        let err = RuntimeConfig::parse(
+            "runtime = \"/usr/bin/crun\"\npolicy_dirr = \"x\"\n",
+            Path::new("/etc/ociguard/config.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("/etc/ociguard/config.toml:2:"), "{err}");
+        assert!(err.contains("policy_dirr"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_are_resolved_against_the_config_dir() {
+        let c = RuntimeConfig::parse("policy_dir = \"pol\"\n", Path::new("/tmp/x/config.toml"))
+            .unwrap();
+        assert_eq!(c.policy_dir, PathBuf::from("/tmp/x/pol"));
+    }
+
+    #[test]
+    fn runtime_resolution() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("fake-runtime");
+        std::fs::write(&fake, "#!/bin/sh\n").unwrap();
+        let cfg = Path::new("/c.toml");
+        let mut c = RuntimeConfig {
+            runtime: RuntimeSetting::One(fake.display().to_string()),
+            ..Default::default()
+        };
+        // not executable yet
+        assert!(matches!(
+            c.resolve_runtime(cfg, None),
+            Err(ConfigError::NoRuntime { .. })
+        ));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(c.resolve_runtime(cfg, None).unwrap(), fake);
+        let me = fake.canonicalize().unwrap();
+        assert!(matches!(
+            c.resolve_runtime(cfg, Some(&me)),
+            Err(ConfigError::RuntimeIsSelf { .. })
+        ));
+        c.runtime = RuntimeSetting::SearchList(vec!["no-such-runtime-xyz".into()]);
+        let err = c.resolve_runtime(cfg, None).unwrap_err().to_string();
+        assert!(err.contains("/usr/bin/no-such-runtime-xyz"), "{err}");
+    }
+}

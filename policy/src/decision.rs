@@ -1,0 +1,121 @@
+//! The whole create-time decision as one value: facts → policy → edits → new document.
+//!
+//! No I/O happens here: callers hand in the bytes of `config.json` and a loaded policy set and
+//! get back what to write and why. `ociguard create` writes it; `ociguardctl explain` prints it.
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::model::Mode;
+use crate::rewrite::{self, Change, RewriteError};
+use crate::select::{self, Considered, Facts, SelectError};
+use crate::spec::{self, SpecError};
+use crate::PolicySet;
+
+/// Why a container got its policy and what that did to its config.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub policy: String,
+    pub policy_source: String,
+    pub policy_digest: String,
+    pub mode: Mode,
+    pub reason: String,
+    pub facts: Facts,
+    pub considered: Vec<Considered>,
+    pub changes: Vec<Change>,
+}
+
+/// A decision plus the document to write back.
+#[derive(Debug, Clone)]
+pub struct Rewritten {
+    pub decision: Decision,
+    pub document: Value,
+    pub bytes: Vec<u8>,
+    /// False when the bytes equal the input (nothing to write: a retried create).
+    pub changed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("choose policy: {0}")]
+    Select(#[from] SelectError),
+    #[error("apply policy {policy:?} ({source_path}): {source}")]
+    Rewrite {
+        policy: String,
+        source_path: String,
+        mode: Mode,
+        source: RewriteError,
+    },
+}
+
+/// Decide and rewrite `config.json` (`original` are its bytes, `path` is for messages).
+pub fn decide(original: &[u8], path: &Path, set: &PolicySet) -> Result<Rewritten, DecideError> {
+    let mut document = spec::parse_config(original, path)?;
+    let facts = Facts::from_spec(&document);
+    let selection = select::select(set, &facts)?;
+    let policy = selection.policy;
+    let changes = rewrite::apply(&mut document, policy).map_err(|source| DecideError::Rewrite {
+        policy: policy.name().to_owned(),
+        source_path: policy.source_display(),
+        mode: policy.policy.mode,
+        source,
+    })?;
+    let bytes = spec::to_bytes(&document);
+    let changed = bytes != original;
+    Ok(Rewritten {
+        decision: Decision {
+            policy: policy.name().to_owned(),
+            policy_source: policy.source_display(),
+            policy_digest: policy.digest.clone(),
+            mode: policy.policy.mode,
+            reason: selection.reason,
+            facts,
+            considered: selection.considered,
+            changes,
+        },
+        document,
+        bytes,
+        changed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(files: &[(&str, &str)]) -> PolicySet {
+        PolicySet::from_texts(files.iter().map(|(p, t)| (Path::new(*p), *t))).unwrap()
+    }
+
+    #[test]
+    fn decide_by_annotation_and_idempotent() {
+        let s = set(&[(
+            "/p/nomkdir.toml",
+            "name = \"nomkdir\"\n[match]\nannotations = { \"org.example/profile\" = \"nomkdir\" }\n[seccomp]\ndeny = [\"mkdir\", \"mkdirat\"]\n",
+        )]);
+        let config = br#"{"ociVersion":"1.0.2","process":{"user":{"uid":0,"gid":0},"args":["sh"],"cwd":"/"},"root":{"path":"rootfs"},"annotations":{"org.example/profile":"nomkdir"}}"#;
+        let r = decide(config, Path::new("config.json"), &s).unwrap();
+        assert!(r.changed);
+        assert_eq!(r.decision.policy, "nomkdir");
+        let again = decide(&r.bytes, Path::new("config.json"), &s).unwrap();
+        assert!(!again.changed);
+        assert_eq!(again.bytes, r.bytes);
+        assert_eq!(again.decision.policy_digest, r.decision.policy_digest);
+
+        let plain = br#"{"ociVersion":"1.0.2","process":{"user":{"uid":0,"gid":0},"args":["sh"],"cwd":"/"},"root":{"path":"rootfs"}}"#;
+        let r = decide(plain, Path::new("config.json"), &s).unwrap();
+        assert_eq!(r.decision.policy, "default");
+        assert_eq!(r.decision.policy_source, "built-in");
+    }
+
+    #[test]
+    fn errors() {
+        let s = PolicySet::default();
+        let err = decide(b"[", Path::new("/b/config.json"), &s).unwrap_err();
+        assert!(err.to_string().contains("/b/config.json"), "{err}");
+    }
+}

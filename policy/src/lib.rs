@@ -1,0 +1,25 @@
+//! ociguard's policy library: the policy model and its files, choosing a policy for a container,
+//! and the edits a policy makes to an OCI bundle's `config.json` (seccomp, capabilities,
+//! no-new-privileges, unsafe annotations).
+//!
+//! It owns decisions, never side effects: nothing here execs a runtime, writes a bundle or
+//! talks to a daemon. Everything is a function of its inputs so it can be unit-tested and
+//! printed by `ociguardctl explain`.
+
+pub mod annotations;
+pub mod capabilities;
+pub mod config;
+pub mod decision;
+pub mod digest;
+pub mod load;
+pub mod location;
+pub mod model;
+pub mod rewrite;
+pub mod seccomp;
+pub mod select;
+pub mod spec;
+
+pub use config::RuntimeConfig;
+pub use decision::{decide, Decision, Rewritten};
+pub use load::{LoadedPolicy, PolicySet};
+pub use model::{Mode, Policy};

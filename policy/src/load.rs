@@ -1,0 +1,535 @@
+//! Loading and validating the policy directory.
+//!
+//! Every `*.toml` file is one policy. All files are read and all problems are reported together
+//! (so `ociguardctl policy check` can list them), each with `file:line:column`. A directory that
+//! does not exist is an empty set: the built-in default policy applies.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Capability;
+use toml::Spanned;
+
+use crate::annotations;
+use crate::digest;
+use crate::location::Location;
+use crate::model::{Mode, Policy, DEFAULT_POLICY};
+use crate::seccomp;
+
+/// A validated policy with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedPolicy {
+    pub policy: Policy,
+    /// `None` for the built-in default.
+    pub source: Option<PathBuf>,
+    /// `sha256:<hex>` over the canonical bytes (see [`crate::digest`]).
+    pub digest: String,
+    /// Capabilities to drop, parsed; `None` in the list position means "ALL".
+    pub drop_all_capabilities: bool,
+    pub drop_capabilities: Vec<Capability>,
+}
+
+impl LoadedPolicy {
+    pub fn name(&self) -> &str {
+        self.policy.name.get_ref()
+    }
+    pub fn source_display(&self) -> String {
+        self.source
+            .as_ref()
+            .map_or_else(|| "built-in".to_owned(), |p| p.display().to_string())
+    }
+}
+
+/// All policies of a directory.
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    /// Sorted by file name; the default policy is not in here.
+    pub policies: Vec<LoadedPolicy>,
+    /// The directory's `default` policy, or the built-in one ([`builtin_default`]).
+    pub default: LoadedPolicy,
+}
+
+impl Default for PolicySet {
+    fn default() -> Self {
+        PolicySet {
+            policies: Vec::new(),
+            default: builtin_default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("read policy directory {path}: {source}")]
+    ReadDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("read policy {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{location}: {message}")]
+    Parse { location: Location, message: String },
+    #[error("{location}: {message}")]
+    Invalid { location: Location, message: String },
+    #[error("{location}: policy name {name:?} is already used by {first}")]
+    DuplicateName {
+        location: Location,
+        name: String,
+        first: PathBuf,
+    },
+    #[error("{location}: policy {name:?} has the same [match] and priority as {other:?} ({other_path}): no container could tell them apart")]
+    Overlap {
+        location: Location,
+        name: String,
+        other: String,
+        other_path: PathBuf,
+    },
+}
+
+impl PolicyError {
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            PolicyError::Parse { location, .. }
+            | PolicyError::Invalid { location, .. }
+            | PolicyError::DuplicateName { location, .. }
+            | PolicyError::Overlap { location, .. } => Some(location),
+            PolicyError::ReadDir { .. } | PolicyError::Read { .. } => None,
+        }
+    }
+}
+
+/// Every problem found while loading a directory.
+#[derive(Debug)]
+pub struct LoadErrors(pub Vec<PolicyError>);
+
+impl fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadErrors {}
+
+impl PolicySet {
+    /// Load every `*.toml` in `dir` (hidden files and other extensions, e.g. editor backups or
+    /// `.dpkg-old`, are ignored).
+    pub fn load_dir(dir: &Path) -> Result<PolicySet, LoadErrors> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(PolicySet::default()),
+            Err(source) => {
+                return Err(LoadErrors(vec![PolicyError::ReadDir {
+                    path: dir.to_owned(),
+                    source,
+                }]))
+            }
+        };
+        let mut paths = Vec::new();
+        let mut errors = Vec::new();
+        for entry in entries {
+            match entry {
+                Ok(entry) => {
+                    let path = entry.path();
+                    let name = entry.file_name();
+                    let name = name.to_string_lossy();
+                    if !name.starts_with('.') && name.ends_with(".toml") {
+                        paths.push(path);
+                    }
+                }
+                Err(source) => errors.push(PolicyError::ReadDir {
+                    path: dir.to_owned(),
+                    source,
+                }),
+            }
+        }
+        paths.sort();
+        let mut files = Vec::with_capacity(paths.len());
+        for path in paths {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => files.push((path, text)),
+                Err(source) => errors.push(PolicyError::Read { path, source }),
+            }
+        }
+        match Self::from_texts(files.iter().map(|(p, t)| (p.as_path(), t.as_str()))) {
+            Ok(set) if errors.is_empty() => Ok(set),
+            Ok(_) => Err(LoadErrors(errors)),
+            Err(LoadErrors(more)) => {
+                errors.extend(more);
+                Err(LoadErrors(errors))
+            }
+        }
+    }
+
+    /// Build a set from `(path, text)` pairs (the path is only used for messages).
+    pub fn from_texts<'a>(
+        files: impl IntoIterator<Item = (&'a Path, &'a str)>,
+    ) -> Result<PolicySet, LoadErrors> {
+        let mut errors = Vec::new();
+        let mut loaded: Vec<(LoadedPolicy, &'a str)> = Vec::new();
+        for (path, text) in files {
+            match parse_policy(path, text) {
+                Ok(p) => loaded.push((p, text)),
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        // Cross-file checks.
+        for (i, (p, text)) in loaded.iter().enumerate() {
+            let Some(path) = p.source.as_deref() else {
+                continue;
+            };
+            for (q, _) in &loaded[..i] {
+                let q_path = q.source.clone().unwrap_or_default();
+                if q.name() == p.name() {
+                    errors.push(PolicyError::DuplicateName {
+                        location: Location::from_span(path, text, Some(p.policy.name.span())),
+                        name: p.name().to_owned(),
+                        first: q_path,
+                    });
+                } else if p.policy.priority == q.policy.priority
+                    && p.policy.selector == q.policy.selector
+                {
+                    errors.push(PolicyError::Overlap {
+                        location: Location::from_span(path, text, Some(p.policy.name.span())),
+                        name: p.name().to_owned(),
+                        other: q.name().to_owned(),
+                        other_path: q_path,
+                    });
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(LoadErrors(errors));
+        }
+        let mut set = PolicySet::default();
+        for (p, _) in loaded {
+            if p.name() == DEFAULT_POLICY {
+                set.default = p;
+            } else {
+                set.policies.push(p);
+            }
+        }
+        Ok(set)
+    }
+
+    /// Every policy, the default last.
+    pub fn iter(&self) -> impl Iterator<Item = &LoadedPolicy> {
+        self.policies.iter().chain(std::iter::once(&self.default))
+    }
+}
+
+/// The built-in default: enforce, inject the built-in seccomp profile when the engine gave none,
+/// nothing else (it must not break ordinary workloads on a fresh install).
+pub fn builtin_default() -> LoadedPolicy {
+    let policy = Policy {
+        name: Spanned::new(0..0, DEFAULT_POLICY.to_owned()),
+        mode: Mode::Enforce,
+        priority: 0,
+        selector: Default::default(),
+        seccomp: Default::default(),
+        process: Default::default(),
+        annotations: Default::default(),
+    };
+    let digest = digest::policy_digest(&policy);
+    LoadedPolicy {
+        policy,
+        source: None,
+        digest,
+        drop_all_capabilities: false,
+        drop_capabilities: Vec::new(),
+    }
+}
+
+/// Parse and validate one file; all problems in it are returned.
+pub fn parse_policy(path: &Path, text: &str) -> Result<LoadedPolicy, Vec<PolicyError>> {
+    let mut policy: Policy = toml::from_str(text).map_err(|e| {
+        vec![PolicyError::Parse {
+            location: Location::from_span(path, text, e.span()),
+            message: e.message().trim_end().to_owned(),
+        }]
+    })?;
+    let mut errors = Vec::new();
+    let mut invalid = |span: std::ops::Range<usize>, message: String| {
+        errors.push(PolicyError::Invalid {
+            location: Location::from_span(path, text, Some(span)),
+            message,
+        })
+    };
+
+    let name = policy.name.get_ref();
+    if !valid_name(name) {
+        invalid(
+            policy.name.span(),
+            format!("policy name {name:?} must be 1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit"),
+        );
+    }
+    let is_default = name == DEFAULT_POLICY;
+    if is_default && !policy.selector.is_empty() {
+        invalid(
+            policy.name.span(),
+            "the default policy applies when nothing else matches; it must not have a [match] section".to_owned(),
+        );
+    }
+    if !is_default && policy.selector.is_empty() {
+        invalid(
+            policy.name.span(),
+            format!("policy {name:?} has an empty [match] and would match every container; name it \"default\" or add selectors"),
+        );
+    }
+    for glob in &policy.selector.images {
+        if let Err(why) = check_glob(glob.get_ref()) {
+            invalid(glob.span(), format!("image glob {:?}: {why}", glob.get_ref()));
+        }
+    }
+    for (key, glob) in &policy.selector.annotations {
+        if key.is_empty() || key.starts_with(annotations::OWN_PREFIX) {
+            invalid(
+                glob.span(),
+                format!("annotation key {key:?} cannot be matched on (empty, or written by ociguard itself)"),
+            );
+        }
+        if let Err(why) = check_glob(glob.get_ref()) {
+            invalid(
+                glob.span(),
+                format!("annotation glob {:?}: {why}", glob.get_ref()),
+            );
+        }
+    }
+    for sys in &policy.seccomp.deny {
+        if !seccomp::is_known_syscall(sys.get_ref()) {
+            invalid(sys.span(), format!("unknown syscall {:?}", sys.get_ref()));
+        }
+    }
+    let mut drop_all = false;
+    let mut drop = Vec::new();
+    for cap in &mut policy.process.drop_capabilities {
+        if cap.get_ref().eq_ignore_ascii_case("ALL") {
+            drop_all = true;
+            *cap = Spanned::new(cap.span(), "ALL".to_owned());
+            continue;
+        }
+        match serde_json::from_value::<Capability>(serde_json::Value::String(cap.get_ref().clone()))
+        {
+            Ok(c) => {
+                drop.push(c);
+                *cap = Spanned::new(cap.span(), capability_name(c));
+            }
+            Err(_) => invalid(cap.span(), format!("unknown capability {:?}", cap.get_ref())),
+        }
+    }
+    for entry in &policy.annotations.allow_unsafe {
+        if !annotations::is_unsafe_entry(entry.get_ref()) {
+            invalid(
+                entry.span(),
+                format!(
+                    "{:?} is not an annotation ociguard strips (known: {})",
+                    entry.get_ref(),
+                    annotations::UNSAFE.join(", ")
+                ),
+            );
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let digest = digest::policy_digest(&policy);
+    Ok(LoadedPolicy {
+        policy,
+        source: Some(path.to_owned()),
+        digest,
+        drop_all_capabilities: drop_all,
+        drop_capabilities: drop,
+    })
+}
+
+/// `CAP_X` spelling of a capability (oci-spec's serde name).
+pub fn capability_name(c: Capability) -> String {
+    match serde_json::to_value(c) {
+        Ok(serde_json::Value::String(s)) => s,
+        // oci-spec serialises every variant as a string; keep a readable fallback regardless.
+        _ => format!("CAP_{c}"),
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 64
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes.iter().all(|&b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
+}
+
+/// glob-match treats malformed patterns as "no match"; reject them at load time instead.
+fn check_glob(glob: &str) -> Result<(), &'static str> {
+    if glob.is_empty() {
+        return Err("empty pattern");
+    }
+    let (mut brackets, mut braces) = (0i32, 0i32);
+    let mut escaped = false;
+    for c in glob.chars() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '[' => brackets += 1,
+            ']' => brackets -= 1,
+            '{' => braces += 1,
+            '}' => braces -= 1,
+            _ => {}
+        }
+        if brackets < 0 || braces < 0 || brackets > 1 {
+            return Err("unbalanced [] or {}");
+        }
+    }
+    if brackets != 0 || braces != 0 || escaped {
+        return Err("unbalanced [] or {}, or trailing backslash");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(files: &[(&str, &str)]) -> Result<PolicySet, LoadErrors> {
+        PolicySet::from_texts(files.iter().map(|(p, t)| (Path::new(*p), *t)))
+    }
+
+    #[test]
+    fn a_valid_policy() {
+        let set = load(&[(
+            "/p/web.toml",
+            r#"
+name = "web"
+mode = "enforce"
+[match]
+images = ["docker.io/library/nginx:*"]
+annotations = { "io.kubernetes.pod.namespace" = "web-*" }
+[seccomp]
+deny = ["mkdir", "mkdirat"]
+errno = "EACCES"
+[process]
+drop_capabilities = ["net_raw", "CAP_SYS_CHROOT"]
+no_new_privileges = true
+[annotations]
+allow_unsafe = ["run.oci.keep_original_groups"]
+"#,
+        )])
+        .unwrap();
+        let p = &set.policies[0];
+        assert_eq!(p.name(), "web");
+        assert_eq!(p.drop_capabilities.len(), 2);
+        assert_eq!(p.policy.process.drop_capabilities[0].get_ref(), "CAP_NET_RAW");
+        assert!(p.digest.starts_with("sha256:") && p.digest.len() == 71);
+        assert_eq!(set.default.source, None);
+    }
+
+    fn one_error(text: &str) -> String {
+        let errs = load(&[("/p/x.toml", text)]).unwrap_err();
+        assert_eq!(errs.0.len(), 1, "{errs}");
+        errs.to_string()
+    }
+
+    #[test]
+    fn errors_carry_file_and_line() {
+        let e = one_error("name = \"x\"\n[match]\nimages=[\"a\"]\n[seccomp]\ndeny = [\"mkdir\", \"nosuchcall\"]\n");
+        assert!(e.starts_with("/p/x.toml:5:"), "{e}");
+        assert!(e.contains("unknown syscall \"nosuchcall\""), "{e}");
+
+        let e = one_error("name = \"x\"\n[match]\nimages=[\"a\"]\n[process]\ndrop_capabilities = [\"CAP_FLY\"]\n");
+        assert!(e.starts_with("/p/x.toml:5:"), "{e}");
+        assert!(e.contains("unknown capability"), "{e}");
+
+        let e = one_error("name = \"x\"\nmode = \"permissive\"\n");
+        assert!(e.starts_with("/p/x.toml:2:"), "{e}");
+
+        let e = one_error("name = \"x\"\n[seccomp]\ndenyy = []\n");
+        assert!(e.starts_with("/p/x.toml:3:"), "{e}");
+        assert!(e.contains("denyy"), "{e}");
+
+        let e = one_error("name = \"x\"\n[match\n");
+        assert!(e.starts_with("/p/x.toml:2:"), "{e}");
+
+        let e = one_error("name = \"Bad Name\"\n[match]\nimages=[\"a\"]\n");
+        assert!(e.contains("policy name"), "{e}");
+
+        let e = one_error("name = \"x\"\n");
+        assert!(e.contains("empty [match]"), "{e}");
+
+        let e = one_error("name = \"default\"\n[match]\nimages = [\"a\"]\n");
+        assert!(e.contains("must not have a [match]"), "{e}");
+
+        let e = one_error("name = \"x\"\n[match]\nimages = [\"a[\"]\n");
+        assert!(e.contains("unbalanced"), "{e}");
+
+        let e = one_error("name = \"x\"\n[match]\nannotations = { \"org.ociguard.policy\" = \"*\" }\n");
+        assert!(e.contains("written by ociguard"), "{e}");
+
+        let e = one_error("name = \"x\"\n[match]\nimages = [\"a\"]\n[annotations]\nallow_unsafe = [\"foo\"]\n");
+        assert!(e.starts_with("/p/x.toml:5:"), "{e}");
+    }
+
+    #[test]
+    fn all_errors_of_a_file_are_reported() {
+        let errs = load(&[(
+            "/p/x.toml",
+            "name = \"x\"\n[match]\nimages=[\"a\"]\n[seccomp]\ndeny = [\"nope1\", \"nope2\"]\n",
+        )])
+        .unwrap_err();
+        assert_eq!(errs.0.len(), 2);
+    }
+
+    #[test]
+    fn duplicate_names_and_overlaps_are_load_errors() {
+        let a = "name = \"a\"\n[match]\nimages = [\"x/*\"]\n";
+        let errs = load(&[("/p/a.toml", a), ("/p/a2.toml", a)]).unwrap_err();
+        assert!(matches!(errs.0[0], PolicyError::DuplicateName { .. }), "{errs}");
+        assert!(errs.to_string().contains("/p/a.toml"));
+
+        let b = "name = \"b\"\n[match]\nimages = [\"x/*\"]\n";
+        let errs = load(&[("/p/a.toml", a), ("/p/b.toml", b)]).unwrap_err();
+        assert!(matches!(errs.0[0], PolicyError::Overlap { .. }), "{errs}");
+
+        // Different priority: resolvable, fine.
+        let c = "name = \"c\"\npriority = 1\n[match]\nimages = [\"x/*\"]\n";
+        assert!(load(&[("/p/a.toml", a), ("/p/c.toml", c)]).is_ok());
+    }
+
+    #[test]
+    fn digest_ignores_formatting_but_not_content() {
+        let a = parse_policy(Path::new("/a"), "name = \"a\"\n[match]\nimages = [\"x\"]\n").unwrap();
+        let b = parse_policy(
+            Path::new("/b"),
+            "# comment\nname=\"a\"\n\n[match]\nimages=[ \"x\" ]\n",
+        )
+        .unwrap();
+        let c = parse_policy(Path::new("/c"), "name = \"a\"\n[match]\nimages = [\"y\"]\n").unwrap();
+        assert_eq!(a.digest, b.digest);
+        assert_ne!(a.digest, c.digest);
+    }
+
+    #[test]
+    fn directory_loading() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("default.toml"), "name = \"default\"\n[process]\nno_new_privileges = true\n").unwrap();
+        std::fs::write(dir.path().join("web.toml"), "name = \"web\"\n[match]\nimages=[\"a\"]\n").unwrap();
+        std::fs::write(dir.path().join("web.toml~"), "garbage").unwrap();
+        std::fs::write(dir.path().join(".hidden.toml"), "garbage").unwrap();
+        let set = PolicySet::load_dir(dir.path()).unwrap();
+        assert_eq!(set.policies.len(), 1);
+        assert!(set.default.policy.process.no_new_privileges);
+        assert!(PolicySet::load_dir(&dir.path().join("missing")).unwrap().policies.is_empty());
+    }
+}

@@ -1,0 +1,125 @@
+//! The policy file format, v1: one TOML file per policy in the policy directory.
+//!
+//! Every section is `deny_unknown_fields`, so a typo is a load error with its line, never a key
+//! that is silently ignored. Values that need more than type checking (syscall and capability
+//! names, globs) keep their byte span so validation can point at the offending line.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::seccomp::Errno;
+
+/// Name of the policy that applies when no other policy's `[match]` selects a container.
+pub const DEFAULT_POLICY: &str = "default";
+
+/// What ociguard does with a policy's demands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Apply everything; if something cannot be applied the container does not start.
+    #[default]
+    Enforce,
+    /// Record what would be applied; only add logging (seccomp `SCMP_ACT_LOG`), never deny.
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
+}
+
+/// One policy file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Breaks ties between policies whose selectors are equally specific; higher wins.
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default, rename = "match")]
+    pub selector: Selector,
+    #[serde(default)]
+    pub seccomp: SeccompRules,
+    #[serde(default)]
+    pub process: ProcessRules,
+    #[serde(default)]
+    pub annotations: AnnotationRules,
+}
+
+/// `[match]`: every condition given must hold (AND); within `images`, any glob may match (OR).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selector {
+    /// Globs over the image reference (`*` stays within one `/` segment, `**` crosses them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<Spanned<String>>,
+    /// Annotation key → glob over its value (`"*"` means "present").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, Spanned<String>>,
+}
+
+impl Selector {
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty() && self.annotations.is_empty()
+    }
+}
+
+/// `[seccomp]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeccompRules {
+    /// Syscalls the container may never make, whatever profile the engine supplied.
+    #[serde(default)]
+    pub deny: Vec<Spanned<String>>,
+    /// What a denied syscall returns.
+    #[serde(default)]
+    pub errno: Errno,
+    /// Inject ociguard's built-in profile when the bundle has none.
+    #[serde(default = "yes")]
+    pub inject_default: bool,
+}
+
+impl Default for SeccompRules {
+    fn default() -> Self {
+        SeccompRules {
+            deny: Vec::new(),
+            errno: Errno::default(),
+            inject_default: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[process]`
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessRules {
+    /// Capabilities removed from every set (`"ALL"` empties them). Names as in the OCI spec,
+    /// `CAP_` prefix optional, case-insensitive; normalised to `CAP_X` at load.
+    #[serde(default)]
+    pub drop_capabilities: Vec<Spanned<String>>,
+    /// Force `process.noNewPrivileges = true` (also on `exec`).
+    #[serde(default)]
+    pub no_new_privileges: bool,
+}
+
+/// `[annotations]`
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnotationRules {
+    /// Runtime-honoured annotations that weaken isolation and that this policy nevertheless lets
+    /// through (exact keys or the listed prefixes, see [`crate::annotations::UNSAFE`]).
+    #[serde(default)]
+    pub allow_unsafe: Vec<Spanned<String>>,
+}
