@@ -3,7 +3,13 @@
 use serde_json::{Map, Value};
 
 /// The sets of an OCI `process.capabilities` object.
-pub const SETS: [&str; 5] = ["bounding", "effective", "inheritable", "permitted", "ambient"];
+pub const SETS: [&str; 5] = [
+    "bounding",
+    "effective",
+    "inheritable",
+    "permitted",
+    "ambient",
+];
 
 /// runc's `spec` default, used when a policy drops capabilities from a spec that lists none
 /// (an absent object would otherwise leave the runtime's own, possibly larger, default in place).
@@ -98,10 +104,15 @@ mod tests {
 
     #[test]
     fn drop_named_and_all() {
-        let mut c = obj(json!({"bounding": ["CAP_NET_RAW", "CAP_CHOWN"], "effective": ["cap_net_raw"], "ambient": []}));
+        let mut c = obj(
+            json!({"bounding": ["CAP_NET_RAW", "CAP_CHOWN"], "effective": ["cap_net_raw"], "ambient": []}),
+        );
         let removed = drop_from(&mut c, &["CAP_NET_RAW".into()], false);
         assert_eq!(removed, vec!["CAP_NET_RAW"]);
-        assert_eq!(Value::Object(c.clone()), json!({"bounding": ["CAP_CHOWN"], "effective": [], "ambient": []}));
+        assert_eq!(
+            Value::Object(c.clone()),
+            json!({"bounding": ["CAP_CHOWN"], "effective": [], "ambient": []})
+        );
         // idempotent
         assert!(drop_from(&mut c, &["CAP_NET_RAW".into()], false).is_empty());
         let removed = drop_from(&mut c, &[], true);
@@ -111,16 +122,24 @@ mod tests {
     #[test]
     fn restrict_exec_caps() {
         let allowed = obj(json!({"bounding": ["CAP_CHOWN"], "effective": ["CAP_CHOWN"]}));
-        let mut c = obj(json!({"bounding": ["CAP_CHOWN", "CAP_SYS_ADMIN"], "effective": ["CAP_SYS_ADMIN"], "permitted": ["CAP_CHOWN"]}));
+        let mut c = obj(
+            json!({"bounding": ["CAP_CHOWN", "CAP_SYS_ADMIN"], "effective": ["CAP_SYS_ADMIN"], "permitted": ["CAP_CHOWN"]}),
+        );
         let removed = restrict_to(&mut c, &allowed);
         assert_eq!(removed, vec!["CAP_CHOWN", "CAP_SYS_ADMIN"]);
-        assert_eq!(Value::Object(c), json!({"bounding": ["CAP_CHOWN"], "effective": [], "permitted": []}));
+        assert_eq!(
+            Value::Object(c),
+            json!({"bounding": ["CAP_CHOWN"], "effective": [], "permitted": []})
+        );
     }
 
     #[test]
     fn defaults() {
         let c = default_minus(&["CAP_KILL".into()], false);
-        assert_eq!(c["bounding"], json!(["CAP_AUDIT_WRITE", "CAP_NET_BIND_SERVICE"]));
+        assert_eq!(
+            c["bounding"],
+            json!(["CAP_AUDIT_WRITE", "CAP_NET_BIND_SERVICE"])
+        );
         assert_eq!(default_minus(&[], true)["permitted"], json!([]));
     }
 }

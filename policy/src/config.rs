@@ -86,7 +86,9 @@ pub enum ConfigError {
     Parse { location: Location, message: String },
     #[error("no delegate runtime found: tried {tried} (set `runtime` in {config})")]
     NoRuntime { tried: String, config: PathBuf },
-    #[error("delegate runtime {path} is ociguard itself (set `runtime` in {config} to crun or runc)")]
+    #[error(
+        "delegate runtime {path} is ociguard itself (set `runtime` in {config} to crun or runc)"
+    )]
     RuntimeIsSelf { path: PathBuf, config: PathBuf },
 }
 

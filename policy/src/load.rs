@@ -286,7 +286,10 @@ pub fn parse_policy(path: &Path, text: &str) -> Result<LoadedPolicy, Vec<PolicyE
     }
     for glob in &policy.selector.images {
         if let Err(why) = check_glob(glob.get_ref()) {
-            invalid(glob.span(), format!("image glob {:?}: {why}", glob.get_ref()));
+            invalid(
+                glob.span(),
+                format!("image glob {:?}: {why}", glob.get_ref()),
+            );
         }
     }
     for (key, glob) in &policy.selector.annotations {
@@ -322,7 +325,10 @@ pub fn parse_policy(path: &Path, text: &str) -> Result<LoadedPolicy, Vec<PolicyE
                 drop.push(c);
                 *cap = Spanned::new(cap.span(), capability_name(c));
             }
-            Err(_) => invalid(cap.span(), format!("unknown capability {:?}", cap.get_ref())),
+            Err(_) => invalid(
+                cap.span(),
+                format!("unknown capability {:?}", cap.get_ref()),
+            ),
         }
     }
     for entry in &policy.annotations.allow_unsafe {
@@ -431,7 +437,10 @@ allow_unsafe = ["run.oci.keep_original_groups"]
         let p = &set.policies[0];
         assert_eq!(p.name(), "web");
         assert_eq!(p.drop_capabilities.len(), 2);
-        assert_eq!(p.policy.process.drop_capabilities[0].get_ref(), "CAP_NET_RAW");
+        assert_eq!(
+            p.policy.process.drop_capabilities[0].get_ref(),
+            "CAP_NET_RAW"
+        );
         assert!(p.digest.starts_with("sha256:") && p.digest.len() == 71);
         assert_eq!(set.default.source, None);
     }
@@ -448,7 +457,9 @@ allow_unsafe = ["run.oci.keep_original_groups"]
         assert!(e.starts_with("/p/x.toml:5:"), "{e}");
         assert!(e.contains("unknown syscall \"nosuchcall\""), "{e}");
 
-        let e = one_error("name = \"x\"\n[match]\nimages=[\"a\"]\n[process]\ndrop_capabilities = [\"CAP_FLY\"]\n");
+        let e = one_error(
+            "name = \"x\"\n[match]\nimages=[\"a\"]\n[process]\ndrop_capabilities = [\"CAP_FLY\"]\n",
+        );
         assert!(e.starts_with("/p/x.toml:5:"), "{e}");
         assert!(e.contains("unknown capability"), "{e}");
 
@@ -474,10 +485,13 @@ allow_unsafe = ["run.oci.keep_original_groups"]
         let e = one_error("name = \"x\"\n[match]\nimages = [\"a[\"]\n");
         assert!(e.contains("unbalanced"), "{e}");
 
-        let e = one_error("name = \"x\"\n[match]\nannotations = { \"org.ociguard.policy\" = \"*\" }\n");
+        let e =
+            one_error("name = \"x\"\n[match]\nannotations = { \"org.ociguard.policy\" = \"*\" }\n");
         assert!(e.contains("written by ociguard"), "{e}");
 
-        let e = one_error("name = \"x\"\n[match]\nimages = [\"a\"]\n[annotations]\nallow_unsafe = [\"foo\"]\n");
+        let e = one_error(
+            "name = \"x\"\n[match]\nimages = [\"a\"]\n[annotations]\nallow_unsafe = [\"foo\"]\n",
+        );
         assert!(e.starts_with("/p/x.toml:5:"), "{e}");
     }
 
@@ -495,7 +509,10 @@ allow_unsafe = ["run.oci.keep_original_groups"]
     fn duplicate_names_and_overlaps_are_load_errors() {
         let a = "name = \"a\"\n[match]\nimages = [\"x/*\"]\n";
         let errs = load(&[("/p/a.toml", a), ("/p/a2.toml", a)]).unwrap_err();
-        assert!(matches!(errs.0[0], PolicyError::DuplicateName { .. }), "{errs}");
+        assert!(
+            matches!(errs.0[0], PolicyError::DuplicateName { .. }),
+            "{errs}"
+        );
         assert!(errs.to_string().contains("/p/a.toml"));
 
         let b = "name = \"b\"\n[match]\nimages = [\"x/*\"]\n";
@@ -523,13 +540,24 @@ allow_unsafe = ["run.oci.keep_original_groups"]
     #[test]
     fn directory_loading() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("default.toml"), "name = \"default\"\n[process]\nno_new_privileges = true\n").unwrap();
-        std::fs::write(dir.path().join("web.toml"), "name = \"web\"\n[match]\nimages=[\"a\"]\n").unwrap();
+        std::fs::write(
+            dir.path().join("default.toml"),
+            "name = \"default\"\n[process]\nno_new_privileges = true\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("web.toml"),
+            "name = \"web\"\n[match]\nimages=[\"a\"]\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("web.toml~"), "garbage").unwrap();
         std::fs::write(dir.path().join(".hidden.toml"), "garbage").unwrap();
         let set = PolicySet::load_dir(dir.path()).unwrap();
         assert_eq!(set.policies.len(), 1);
         assert!(set.default.policy.process.no_new_privileges);
-        assert!(PolicySet::load_dir(&dir.path().join("missing")).unwrap().policies.is_empty());
+        assert!(PolicySet::load_dir(&dir.path().join("missing"))
+            .unwrap()
+            .policies
+            .is_empty());
     }
 }

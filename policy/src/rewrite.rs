@@ -22,7 +22,9 @@ use crate::seccomp::{self, DenyAction};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
     /// The bundle had no seccomp profile; ociguard's built-in one was injected.
-    SeccompInjected { default_action: String },
+    SeccompInjected {
+        default_action: String,
+    },
     /// The profile was narrowed: `denied` are newly denied (or logged, in audit mode).
     SeccompNarrowed {
         action: String,
@@ -36,11 +38,20 @@ pub enum Change {
         applied: bool,
     },
     /// The spec listed no capabilities; the runc default minus the dropped ones was written.
-    CapabilitiesDefaulted { capabilities: Vec<String> },
-    NoNewPrivileges { applied: bool },
-    AnnotationStripped { key: String, applied: bool },
+    CapabilitiesDefaulted {
+        capabilities: Vec<String>,
+    },
+    NoNewPrivileges {
+        applied: bool,
+    },
+    AnnotationStripped {
+        key: String,
+        applied: bool,
+    },
     /// An unsafe annotation the policy allows by name.
-    AnnotationAllowed { key: String },
+    AnnotationAllowed {
+        key: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,12 +165,10 @@ fn apply_seccomp(
     } else {
         DenyAction::Log
     };
-    let profile = linux
-        .get_mut("seccomp")
-        .ok_or(RewriteError::Shape {
-            field: "linux.seccomp",
-            reason: "missing".to_owned(),
-        })?;
+    let profile = linux.get_mut("seccomp").ok_or(RewriteError::Shape {
+        field: "linux.seccomp",
+        reason: "missing".to_owned(),
+    })?;
     let out = seccomp::narrow(profile, &deny, &action)
         .map_err(|source| RewriteError::Seccomp { source })?;
     changes.push(Change::SeccompNarrowed {
@@ -238,7 +247,12 @@ fn apply_process(
                 let kept = caps
                     .get("bounding")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 process.insert("capabilities".to_owned(), Value::Object(caps));
                 changes.push(Change::CapabilitiesDefaulted { capabilities: kept });
@@ -298,14 +312,29 @@ allow_unsafe = ["run.oci.keep_original_groups"]
         let p = policy(STRICT);
         let mut spec = bare_spec();
         let changes = apply(&mut spec, &p).unwrap();
-        assert!(changes.contains(&Change::AnnotationStripped { key: "run.oci.seccomp_bpf_data".into(), applied: true }));
-        assert!(changes.contains(&Change::AnnotationAllowed { key: "run.oci.keep_original_groups".into() }));
-        assert!(changes.contains(&Change::CapabilitiesDropped { capabilities: vec!["CAP_NET_RAW".into()], applied: true }));
+        assert!(changes.contains(&Change::AnnotationStripped {
+            key: "run.oci.seccomp_bpf_data".into(),
+            applied: true
+        }));
+        assert!(changes.contains(&Change::AnnotationAllowed {
+            key: "run.oci.keep_original_groups".into()
+        }));
+        assert!(changes.contains(&Change::CapabilitiesDropped {
+            capabilities: vec!["CAP_NET_RAW".into()],
+            applied: true
+        }));
         assert!(changes.contains(&Change::NoNewPrivileges { applied: true }));
-        assert!(matches!(changes.iter().find(|c| matches!(c, Change::SeccompInjected { .. })), Some(_)));
+        assert!(changes
+            .iter()
+            .any(|c| matches!(c, Change::SeccompInjected { .. })));
         assert_eq!(spec["annotations"]["org.ociguard.policy"], "strict");
-        assert_eq!(spec["annotations"]["org.ociguard.policy.digest"], p.digest.as_str());
-        assert!(spec["annotations"].get("run.oci.seccomp_bpf_data").is_none());
+        assert_eq!(
+            spec["annotations"]["org.ociguard.policy.digest"],
+            p.digest.as_str()
+        );
+        assert!(spec["annotations"]
+            .get("run.oci.seccomp_bpf_data")
+            .is_none());
         assert_eq!(spec["x-unknown-engine-field"], json!({"keep": [1, 2, 3]}));
         assert_eq!(spec["linux"]["x-unknown"], true);
         assert_eq!(spec["process"]["noNewPrivileges"], true);
@@ -314,8 +343,17 @@ allow_unsafe = ["run.oci.keep_original_groups"]
 
         let first = serde_json::to_vec(&spec).unwrap();
         let again = apply(&mut spec, &p).unwrap();
-        assert_eq!(serde_json::to_vec(&spec).unwrap(), first, "second apply changed the document");
-        assert!(!again.iter().any(|c| matches!(c, Change::SeccompInjected { .. } | Change::CapabilitiesDropped { .. } | Change::NoNewPrivileges { .. })));
+        assert_eq!(
+            serde_json::to_vec(&spec).unwrap(),
+            first,
+            "second apply changed the document"
+        );
+        assert!(!again.iter().any(|c| matches!(
+            c,
+            Change::SeccompInjected { .. }
+                | Change::CapabilitiesDropped { .. }
+                | Change::NoNewPrivileges { .. }
+        )));
     }
 
     #[test]
@@ -323,12 +361,23 @@ allow_unsafe = ["run.oci.keep_original_groups"]
         let p = policy(&format!("mode = \"audit\"\n{STRICT}"));
         let mut spec = bare_spec();
         let changes = apply(&mut spec, &p).unwrap();
-        assert!(spec["annotations"].get("run.oci.seccomp_bpf_data").is_some());
-        assert_eq!(spec["process"]["capabilities"]["bounding"].as_array().unwrap().len(), 3);
+        assert!(spec["annotations"]
+            .get("run.oci.seccomp_bpf_data")
+            .is_some());
+        assert_eq!(
+            spec["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
         assert!(spec["process"].get("noNewPrivileges").is_none());
         assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_LOG");
         assert!(changes.contains(&Change::NoNewPrivileges { applied: false }));
-        assert!(changes.contains(&Change::CapabilitiesDropped { capabilities: vec!["CAP_NET_RAW".into()], applied: false }));
+        assert!(changes.contains(&Change::CapabilitiesDropped {
+            capabilities: vec!["CAP_NET_RAW".into()],
+            applied: false
+        }));
         assert_eq!(spec["annotations"]["org.ociguard.policy.mode"], "audit");
     }
 
@@ -341,9 +390,14 @@ allow_unsafe = ["run.oci.keep_original_groups"]
             "syscalls": [{"names": ["read", "mkdir", "write"], "action": "SCMP_ACT_ALLOW"}]
         });
         let changes = apply(&mut spec, &p).unwrap();
-        assert!(!changes.iter().any(|c| matches!(c, Change::SeccompInjected { .. })));
+        assert!(!changes
+            .iter()
+            .any(|c| matches!(c, Change::SeccompInjected { .. })));
         assert_eq!(spec["linux"]["seccomp"]["defaultErrnoRet"], 38);
-        assert_eq!(spec["linux"]["seccomp"]["syscalls"][0]["names"], json!(["read", "write"]));
+        assert_eq!(
+            spec["linux"]["seccomp"]["syscalls"][0]["names"],
+            json!(["read", "write"])
+        );
     }
 
     #[test]
@@ -351,13 +405,19 @@ allow_unsafe = ["run.oci.keep_original_groups"]
         let p = policy("name = \"d\"\n[match]\nimages=[\"x\"]\n[process]\ndrop_capabilities = [\"CAP_KILL\"]\n");
         let mut spec = json!({"process": {"args": ["sh"]}});
         apply(&mut spec, &p).unwrap();
-        assert_eq!(spec["process"]["capabilities"]["bounding"], json!(["CAP_AUDIT_WRITE", "CAP_NET_BIND_SERVICE"]));
+        assert_eq!(
+            spec["process"]["capabilities"]["bounding"],
+            json!(["CAP_AUDIT_WRITE", "CAP_NET_BIND_SERVICE"])
+        );
     }
 
     #[test]
     fn shape_errors() {
         let p = policy(STRICT);
-        assert!(matches!(apply(&mut json!([1]), &p), Err(RewriteError::NotAnObject)));
+        assert!(matches!(
+            apply(&mut json!([1]), &p),
+            Err(RewriteError::NotAnObject)
+        ));
         let err = apply(&mut json!({"annotations": []}), &p).unwrap_err();
         assert!(err.to_string().contains("annotations"));
         let err = apply(&mut json!({"annotations": {}}), &p).unwrap_err();

@@ -17,8 +17,8 @@ use crate::model::Selector;
 
 /// Annotations that carry the image reference, by engine, in order of preference.
 pub const IMAGE_ANNOTATIONS: &[&str] = &[
-    "io.kubernetes.cri.image-name",     // containerd CRI
-    "io.kubernetes.cri-o.ImageName",    // CRI-O
+    "io.kubernetes.cri.image-name",      // containerd CRI
+    "io.kubernetes.cri-o.ImageName",     // CRI-O
     "org.opencontainers.image.ref.name", // image-spec; set by some tools
 ];
 
@@ -124,7 +124,10 @@ fn evaluate_one(policy: &LoadedPolicy, facts: &Facts) -> Considered {
             }
             (None, Some(image)) => {
                 matched = false;
-                why.push(format!("image {image:?} matches none of {:?}", globs(images)));
+                why.push(format!(
+                    "image {image:?} matches none of {:?}",
+                    globs(images)
+                ));
             }
             (None, None) => {
                 matched = false;
@@ -139,11 +142,17 @@ fn evaluate_one(policy: &LoadedPolicy, facts: &Facts) -> Considered {
                 if is_exact(glob.get_ref()) {
                     spec.exact += 1;
                 }
-                why.push(format!("annotation {key}={v:?} matches {:?}", glob.get_ref()));
+                why.push(format!(
+                    "annotation {key}={v:?} matches {:?}",
+                    glob.get_ref()
+                ));
             }
             Some(v) => {
                 matched = false;
-                why.push(format!("annotation {key}={v:?} does not match {:?}", glob.get_ref()));
+                why.push(format!(
+                    "annotation {key}={v:?} does not match {:?}",
+                    glob.get_ref()
+                ));
             }
             None => {
                 matched = false;
@@ -166,7 +175,11 @@ fn globs(g: &[toml::Spanned<String>]) -> Vec<&str> {
 
 /// Evaluate every policy and choose one.
 pub fn select<'a>(set: &'a PolicySet, facts: &Facts) -> Result<Selection<'a>, SelectError> {
-    let considered: Vec<Considered> = set.policies.iter().map(|p| evaluate_one(p, facts)).collect();
+    let considered: Vec<Considered> = set
+        .policies
+        .iter()
+        .map(|p| evaluate_one(p, facts))
+        .collect();
     let mut best: Option<usize> = None;
     for (i, c) in considered.iter().enumerate().filter(|(_, c)| c.matched) {
         match best {
@@ -214,7 +227,10 @@ mod tests {
         Facts {
             image: image.map(str::to_owned),
             image_source: None,
-            annotations: ann.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            annotations: ann
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -238,7 +254,10 @@ mod tests {
             ("/p/any-nginx.toml", "name = \"any-nginx\"\n[match]\nimages = [\"docker.io/library/nginx:*\"]\n"),
             ("/p/nginx-prod.toml", "name = \"nginx-prod\"\n[match]\nimages = [\"docker.io/library/nginx:*\"]\nannotations = { \"io.kubernetes.pod.namespace\" = \"prod\" }\n"),
         ]);
-        let f = facts(Some("docker.io/library/nginx:1.25"), &[("io.kubernetes.pod.namespace", "prod")]);
+        let f = facts(
+            Some("docker.io/library/nginx:1.25"),
+            &[("io.kubernetes.pod.namespace", "prod")],
+        );
         let sel = select(&s, &f).unwrap();
         assert_eq!(sel.policy.name(), "nginx-prod");
         assert!(sel.reason.contains("matches"), "{}", sel.reason);
@@ -258,15 +277,39 @@ mod tests {
     #[test]
     fn exact_beats_glob_and_priority_beats_all() {
         let s = set(&[
-            ("/p/a.toml", "name = \"a\"\n[match]\nimages = [\"reg/app:*\"]\n"),
-            ("/p/b.toml", "name = \"b\"\n[match]\nimages = [\"reg/app:1\"]\n"),
+            (
+                "/p/a.toml",
+                "name = \"a\"\n[match]\nimages = [\"reg/app:*\"]\n",
+            ),
+            (
+                "/p/b.toml",
+                "name = \"b\"\n[match]\nimages = [\"reg/app:1\"]\n",
+            ),
         ]);
-        assert_eq!(select(&s, &facts(Some("reg/app:1"), &[])).unwrap().policy.name(), "b");
+        assert_eq!(
+            select(&s, &facts(Some("reg/app:1"), &[]))
+                .unwrap()
+                .policy
+                .name(),
+            "b"
+        );
         let s = set(&[
-            ("/p/a.toml", "name = \"a\"\npriority = 10\n[match]\nimages = [\"reg/app:*\"]\n"),
-            ("/p/b.toml", "name = \"b\"\n[match]\nimages = [\"reg/app:1\"]\nannotations = { x = \"y\" }\n"),
+            (
+                "/p/a.toml",
+                "name = \"a\"\npriority = 10\n[match]\nimages = [\"reg/app:*\"]\n",
+            ),
+            (
+                "/p/b.toml",
+                "name = \"b\"\n[match]\nimages = [\"reg/app:1\"]\nannotations = { x = \"y\" }\n",
+            ),
         ]);
-        assert_eq!(select(&s, &facts(Some("reg/app:1"), &[("x", "y")])).unwrap().policy.name(), "a");
+        assert_eq!(
+            select(&s, &facts(Some("reg/app:1"), &[("x", "y")]))
+                .unwrap()
+                .policy
+                .name(),
+            "a"
+        );
     }
 
     #[test]
@@ -281,10 +324,22 @@ mod tests {
 
     #[test]
     fn annotation_presence_and_absence() {
-        let s = set(&[("/p/a.toml", "name = \"a\"\n[match]\nannotations = { \"team\" = \"*\" }\n")]);
-        assert_eq!(select(&s, &facts(None, &[("team", "x")])).unwrap().policy.name(), "a");
+        let s = set(&[(
+            "/p/a.toml",
+            "name = \"a\"\n[match]\nannotations = { \"team\" = \"*\" }\n",
+        )]);
+        assert_eq!(
+            select(&s, &facts(None, &[("team", "x")]))
+                .unwrap()
+                .policy
+                .name(),
+            "a"
+        );
         let sel = select(&s, &facts(None, &[])).unwrap();
         assert_eq!(sel.policy.name(), "default");
-        assert_eq!(sel.considered[0].why, vec!["annotation team absent".to_owned()]);
+        assert_eq!(
+            sel.considered[0].why,
+            vec!["annotation team absent".to_owned()]
+        );
     }
 }

@@ -95,7 +95,15 @@ mod tests {
 
     #[test]
     fn process_files() {
-        assert!(parse_process(br#"{"user":{"uid":0,"gid":0},"args":["sh"],"cwd":"/"}"#, Path::new("p")).is_ok());
-        assert!(parse_process(br#"{"user":{"uid":0,"gid":0},"args":"sh","cwd":"/"}"#, Path::new("p")).is_err());
+        assert!(parse_process(
+            br#"{"user":{"uid":0,"gid":0},"args":["sh"],"cwd":"/"}"#,
+            Path::new("p")
+        )
+        .is_ok());
+        assert!(parse_process(
+            br#"{"user":{"uid":0,"gid":0},"args":"sh","cwd":"/"}"#,
+            Path::new("p")
+        )
+        .is_err());
     }
 }

@@ -2,17 +2,23 @@
 //! decision: everything oci-spec does not model survives, errnoRet included, and a second pass
 //! changes nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use std::path::{Path, PathBuf};
 
 use ociguard_policy::{decide, PolicySet};
 use serde_json::Value;
 
 fn captured(engine: &str) -> Option<(PathBuf, Vec<u8>)> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../test-bundles/out/{engine}/config.json"));
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../test-bundles/out/{engine}/config.json"));
     match std::fs::read(&p) {
         Ok(b) => Some((p, b)),
         Err(_) => {
-            eprintln!("skip: {} not captured (run test-bundles/build.sh as root with {engine})", p.display());
+            eprintln!(
+                "skip: {} not captured (run test-bundles/build.sh as root with {engine})",
+                p.display()
+            );
             None
         }
     }
@@ -37,7 +43,9 @@ fn without_policy_edits(mut v: Value) -> Value {
 }
 
 fn check(engine: &str) {
-    let Some((path, bytes)) = captured(engine) else { return };
+    let Some((path, bytes)) = captured(engine) else {
+        return;
+    };
     // Plain round trip: parse + serialise is lossless.
     let doc = ociguard_policy::spec::parse_config(&bytes, &path).unwrap();
     let orig: Value = serde_json::from_slice(&bytes).unwrap();
@@ -49,28 +57,46 @@ fn check(engine: &str) {
     let r = decide(&bytes, &path, &set).unwrap();
     assert!(r.changed);
     // Everything outside what the policy edits is identical.
-    assert_eq!(without_policy_edits(r.document.clone()), without_policy_edits(orig.clone()));
+    assert_eq!(
+        without_policy_edits(r.document.clone()),
+        without_policy_edits(orig.clone())
+    );
     // Every errnoRet of the original profile survives on its rule.
     if let Some(rules) = orig["linux"]["seccomp"]["syscalls"].as_array() {
-        let new_rules = r.document["linux"]["seccomp"]["syscalls"].as_array().unwrap();
+        let new_rules = r.document["linux"]["seccomp"]["syscalls"]
+            .as_array()
+            .unwrap();
         for rule in rules.iter().filter(|r| r.get("errnoRet").is_some()) {
             let names = rule["names"].as_array().unwrap();
-            let kept: Vec<&Value> = names.iter().filter(|n| !["mkdir", "mkdirat", "personality"].contains(&n.as_str().unwrap())).collect();
+            let kept: Vec<&Value> = names
+                .iter()
+                .filter(|n| !["mkdir", "mkdirat", "personality"].contains(&n.as_str().unwrap()))
+                .collect();
             if kept.is_empty() {
                 continue;
             }
             assert!(
-                new_rules.iter().any(|n| n["errnoRet"] == rule["errnoRet"] && n["action"] == rule["action"] && n["args"] == rule["args"]),
+                new_rules.iter().any(|n| n["errnoRet"] == rule["errnoRet"]
+                    && n["action"] == rule["action"]
+                    && n["args"] == rule["args"]),
                 "rule lost its errnoRet: {rule}"
             );
         }
-        assert_eq!(orig["linux"]["seccomp"]["defaultErrnoRet"], r.document["linux"]["seccomp"]["defaultErrnoRet"]);
+        assert_eq!(
+            orig["linux"]["seccomp"]["defaultErrnoRet"],
+            r.document["linux"]["seccomp"]["defaultErrnoRet"]
+        );
     }
     // personality had conditional allow rules in Podman's profile: all gone, one deny rule.
     let text = r.document["linux"]["seccomp"].to_string();
     let profile = &r.document["linux"]["seccomp"];
     for rule in profile["syscalls"].as_array().unwrap() {
-        let names: Vec<&str> = rule["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+        let names: Vec<&str> = rule["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
         if names.contains(&"personality") || names.contains(&"mkdir") {
             assert_ne!(rule["action"], "SCMP_ACT_ALLOW", "{text}");
         }
