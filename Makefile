@@ -1,0 +1,54 @@
+# ociguard — see README.md. Every target that needs system packages installs them itself
+# (scripts/host-setup.sh, idempotent and fast when everything is present).
+
+CARGO   ?= cargo
+PREFIX  ?= /usr/local
+RELEASE := target/release
+
+.PHONY: all build demo test unit lint bench install clean fixtures host-test host-demo
+
+all: build
+
+build:
+	$(CARGO) build --release --workspace --bins
+
+host-demo:
+	scripts/host-setup.sh demo
+
+host-test:
+	scripts/host-setup.sh test
+
+fixtures: host-test
+	test-bundles/build.sh
+
+# Runs a real container through ociguard with a policy in effect and shows the difference.
+demo: host-demo build
+	OCIGUARD_SKIP_CAPTURE=1 test-bundles/build.sh
+	scripts/demo.sh $(RELEASE)/ociguard
+
+# Unit tests need nothing; integration tests run real crun/podman/containerd as root and
+# print "skip: <reason>" when they cannot.
+test: fixtures
+	$(CARGO) test --release --workspace -- --test-threads=2
+
+unit:
+	$(CARGO) test --workspace --lib
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) deny --log-level error check licenses bans sources
+
+bench: host-test build
+	OCIGUARD_SKIP_CAPTURE=1 test-bundles/build.sh
+	OCIGUARD_FORCE_CAPTURE=0 test-bundles/build.sh
+	$(CARGO) run --release -p ociguard-bench -- --ociguard $(RELEASE)/ociguard
+
+install: build
+	install -D -m 0755 $(RELEASE)/ociguard $(DESTDIR)$(PREFIX)/bin/ociguard
+	install -D -m 0755 $(RELEASE)/ociguardctl $(DESTDIR)$(PREFIX)/bin/ociguardctl
+	install -d -m 0755 $(DESTDIR)/etc/ociguard/policies
+
+clean:
+	$(CARGO) clean
+	rm -rf test-bundles/out

@@ -1,0 +1,131 @@
+//! `create`, `run` and `restore`: choose the policy, rewrite the bundle, remember the container.
+//!
+//! Order matters for "fail closed, lose nothing": everything that can fail (reading, validating,
+//! loading policies, deciding) happens before the first write; the container record is written
+//! before config.json so that no container can start under a policy `exec` does not know about.
+
+use std::path::{Path, PathBuf};
+
+use ociguard_policy::decision::DecideError;
+use ociguard_policy::load::LoadErrors;
+use ociguard_policy::{decide, Mode, PolicySet};
+
+use crate::bundle::{self, BundleError};
+use crate::container_state::{self, ContainerRecord, StateError};
+use crate::decision_log::{self, DecisionRecord};
+use crate::Context;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("policy directory {dir}: {errors}")]
+    Policies { dir: PathBuf, errors: LoadErrors },
+    #[error("{0}")]
+    Decide(#[from] DecideError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Rewrite the bundle of container `id` for `command` (create/run/restore).
+pub fn intercept(
+    ctx: &Context<'_>,
+    command: &str,
+    id: &str,
+    bundle_dir: &Path,
+) -> Result<(), CreateError> {
+    let config_path = bundle::config_path(bundle_dir);
+    let mut record = DecisionRecord {
+        time: DecisionRecord::now(),
+        command,
+        id,
+        bundle: bundle_dir,
+        runtime: ctx.runtime,
+        result: "refused",
+        decision: None,
+        error: None,
+    };
+    let result = rewrite(ctx, id, bundle_dir, &config_path);
+    let outcome = match &result {
+        Ok(Some(rewritten)) => {
+            record.result = if rewritten.changed {
+                "applied"
+            } else {
+                "unchanged"
+            };
+            record.decision = Some(&rewritten.decision);
+            ctx.logger.info(&format!(
+                "container {id}: policy {:?} ({}) {}: {}",
+                rewritten.decision.policy,
+                rewritten.decision.policy_digest,
+                rewritten.decision.mode.as_str(),
+                rewritten.decision.reason
+            ));
+            Ok(())
+        }
+        Ok(None) => {
+            record.result = "audit-error";
+            Ok(())
+        }
+        Err(e) => {
+            record.error = Some(e.to_string());
+            Err(())
+        }
+    };
+    if let Err(e) = decision_log::append(&ctx.config.decision_log, &record) {
+        // The container's protection does not depend on the log; say so loudly and go on.
+        ctx.logger.warn(&e.to_string());
+    }
+    match (outcome, result) {
+        (Ok(()), _) => Ok(()),
+        (Err(()), Err(e)) => Err(e),
+        (Err(()), Ok(_)) => Ok(()),
+    }
+}
+
+/// `Ok(None)`: an audit policy could not be applied; the bundle is left as it was.
+fn rewrite(
+    ctx: &Context<'_>,
+    id: &str,
+    bundle_dir: &Path,
+    config_path: &Path,
+) -> Result<Option<ociguard_policy::Rewritten>, CreateError> {
+    let original = bundle::read(config_path)?;
+    let policies =
+        PolicySet::load_dir(&ctx.config.policy_dir).map_err(|errors| CreateError::Policies {
+            dir: ctx.config.policy_dir.clone(),
+            errors,
+        })?;
+    let rewritten = match decide(&original, config_path, &policies) {
+        Ok(r) => r,
+        Err(
+            e @ DecideError::Rewrite {
+                mode: Mode::Audit, ..
+            },
+        ) => {
+            ctx.logger.warn(&format!(
+                "container {id}: {e}; audit mode: starting unchanged"
+            ));
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let d = &rewritten.decision;
+    let record = ContainerRecord::from_spec(
+        id,
+        bundle_dir,
+        &d.policy,
+        &d.policy_digest,
+        d.mode,
+        &rewritten.document,
+    );
+    record.save(&container_state::record_path(
+        &ctx.config.state_dir,
+        ctx.root,
+        id,
+    ))?;
+    if rewritten.changed {
+        bundle::write_atomic(config_path, &rewritten.bytes)?;
+    }
+    Ok(Some(rewritten))
+}

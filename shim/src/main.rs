@@ -1,0 +1,45 @@
+//! `ociguard`: a drop-in OCI runtime. Thin: parse, let the library decide, exec the delegate.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use ociguard_shim::{Delegate, Execve, Outcome};
+
+fn main() -> ExitCode {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let (logger, result) = ociguard_shim::run(&args);
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            logger.error(&e.to_string());
+            return ExitCode::FAILURE;
+        }
+    };
+    let (stdout, exec) = match outcome {
+        Outcome::Exec { runtime, args } => (None, Some((runtime, args))),
+        Outcome::Print { stdout } => (Some(stdout), None),
+        Outcome::PrintThenExec {
+            stdout,
+            runtime,
+            args,
+        } => (Some(stdout), Some((runtime, args))),
+    };
+    if let Some(bytes) = stdout {
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out.write_all(&bytes).and_then(|()| out.flush()) {
+            logger.error(&format!("write stdout: {e}"));
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some((runtime, args)) = exec {
+        let err = Execve.exec(&runtime, &args);
+        logger.error(&format!("exec {}: {err}", runtime.display()));
+        // 127/126 like a shell: "not found" vs "found but could not run".
+        return ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        });
+    }
+    ExitCode::SUCCESS
+}

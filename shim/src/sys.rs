@@ -1,0 +1,55 @@
+//! The few raw syscalls the shim needs, in one place.
+//!
+//! Delegation must hand crun the process exactly as the engine made it. Rust's runtime sets
+//! SIGPIPE to "ignore" before `main`, and `std::process::Command` resets the signal mask and
+//! SIGPIPE before exec; either would change what crun inherits. So the original SIGPIPE
+//! disposition is captured from an `.init_array` constructor (which runs before Rust's runtime
+//! init), restored just before a raw `execv(2)`, and the signal mask is left alone.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static SIGPIPE_WAS_IGNORED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn capture_sigpipe() {
+    // SAFETY: sigaction with a null new action only reads the current disposition into `old`,
+    // a zero-initialised, properly aligned local.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0 {
+            SIGPIPE_WAS_IGNORED.store(old.sa_sigaction == libc::SIG_IGN, Ordering::Relaxed);
+        }
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static CAPTURE_SIGPIPE: extern "C" fn() = capture_sigpipe;
+
+/// Restore SIGPIPE to what the engine gave us and execv `path` with `argv` (argv[0] included).
+/// Returns only on failure.
+pub fn execv(path: &CString, argv: &[CString]) -> std::io::Error {
+    let disposition = if SIGPIPE_WAS_IGNORED.load(Ordering::Relaxed) {
+        libc::SIG_IGN
+    } else {
+        libc::SIG_DFL
+    };
+    // SAFETY: installing SIG_DFL/SIG_IGN for SIGPIPE has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, disposition);
+    }
+    match nix::unistd::execv(path, argv) {
+        Ok(never) => match never {},
+        Err(errno) => std::io::Error::from(errno),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn captured_before_main() {
+        // The test harness is a normal Rust binary: SIGPIPE was default when the constructor ran.
+        assert!(!super::SIGPIPE_WAS_IGNORED.load(std::sync::atomic::Ordering::Relaxed));
+    }
+}

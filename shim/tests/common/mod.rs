@@ -1,0 +1,215 @@
+//! Shared helpers for the shim's integration tests: real bundles, real crun, as root.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+pub const OCIGUARD: &str = env!("CARGO_BIN_EXE_ociguard");
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn rootfs() -> PathBuf {
+    repo().join("test-bundles/out/rootfs")
+}
+
+/// `Some(reason)` when real containers cannot run here; the caller prints `skip:` and returns.
+pub fn cannot_run_containers() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not root".into());
+    }
+    if !Path::new("/usr/bin/crun").exists() {
+        return Some("crun not installed (scripts/host-setup.sh)".into());
+    }
+    if !rootfs().join("bin/busybox").exists() {
+        return Some(format!(
+            "{} not built (test-bundles/build.sh)",
+            rootfs().display()
+        ));
+    }
+    None
+}
+
+#[macro_export]
+macro_rules! require_containers {
+    () => {
+        if let Some(why) = common::cannot_run_containers() {
+            eprintln!("skip: {}", why);
+            return;
+        }
+    };
+}
+
+/// A scratch world: config.toml, policy dir, decision log, runtime root, bundles.
+pub struct World {
+    pub dir: tempfile::TempDir,
+}
+
+impl World {
+    pub fn new() -> World {
+        let dir = tempfile::Builder::new()
+            .prefix("ociguard-it-")
+            .tempdir()
+            .unwrap();
+        let w = World { dir };
+        std::fs::create_dir_all(w.policies()).unwrap();
+        std::fs::create_dir_all(w.root()).unwrap();
+        w.write_config("runtime = \"/usr/bin/crun\"\n");
+        w
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn policies(&self) -> PathBuf {
+        self.path().join("policies")
+    }
+    pub fn root(&self) -> PathBuf {
+        self.path().join("runtime-root")
+    }
+    pub fn config(&self) -> PathBuf {
+        self.path().join("config.toml")
+    }
+    pub fn decisions(&self) -> PathBuf {
+        self.path().join("decisions.jsonl")
+    }
+    pub fn write_config(&self, extra: &str) {
+        let text = format!(
+            "policy_dir = \"{}\"\ndecision_log = \"{}\"\nstate_dir = \"{}\"\n{extra}",
+            self.policies().display(),
+            self.decisions().display(),
+            self.path().join("state").display()
+        );
+        std::fs::write(self.config(), text).unwrap();
+    }
+    pub fn policy(&self, file: &str, text: &str) {
+        std::fs::write(self.policies().join(file), text).unwrap();
+    }
+    /// A bundle directory with `spec` as config.json.
+    pub fn bundle(&self, name: &str, spec: &Value) -> PathBuf {
+        let b = self.path().join(name);
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(
+            b.join("config.json"),
+            serde_json::to_vec_pretty(spec).unwrap(),
+        )
+        .unwrap();
+        b
+    }
+    /// `ociguard --root <root> args...`
+    pub fn ociguard(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(OCIGUARD);
+        c.env("OCIGUARD_CONFIG", self.config())
+            .arg("--root")
+            .arg(self.root())
+            .args(args);
+        c.output().unwrap()
+    }
+    /// Like [`World::ociguard`] for commands that leave a container running (`create`,
+    /// `run -d`): the container inherits stdio, so stdout goes to /dev/null and stderr to a
+    /// file (a pipe would never reach EOF while the container lives).
+    pub fn ociguard_detached(&self, args: &[&str]) -> Output {
+        let err_path = self.path().join("detached.stderr");
+        let err = std::fs::File::create(&err_path).unwrap();
+        let status = Command::new(OCIGUARD)
+            .env("OCIGUARD_CONFIG", self.config())
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(err)
+            .status()
+            .unwrap();
+        Output {
+            status,
+            stdout: Vec::new(),
+            stderr: std::fs::read(&err_path).unwrap(),
+        }
+    }
+
+    /// `crun --root <root> args...`
+    pub fn crun(&self, args: &[&str]) -> Output {
+        Command::new("/usr/bin/crun")
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+    pub fn last_decision(&self) -> Value {
+        let text = std::fs::read_to_string(self.decisions()).unwrap();
+        serde_json::from_str(text.lines().last().unwrap()).unwrap()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        // Best effort: leave no container behind whatever the test did.
+        if let Ok(out) = Command::new("/usr/bin/crun")
+            .arg("--root")
+            .arg(self.root())
+            .arg("list")
+            .arg("-q")
+            .output()
+        {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = Command::new("/usr/bin/crun")
+                    .arg("--root")
+                    .arg(self.root())
+                    .args(["delete", "-f", id])
+                    .output();
+            }
+        }
+    }
+}
+
+/// A minimal runnable spec: busybox rootfs (read-only), tmpfs /tmp, `sh -c script`.
+pub fn spec(script: &str) -> Value {
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["/bin/sh", "-c", script],
+            "env": ["PATH=/bin"],
+            "cwd": "/",
+            "capabilities": {
+                "bounding": ["CAP_CHOWN", "CAP_NET_RAW", "CAP_KILL", "CAP_SETUID", "CAP_SETGID"],
+                "effective": ["CAP_CHOWN", "CAP_NET_RAW", "CAP_KILL", "CAP_SETUID", "CAP_SETGID"],
+                "permitted": ["CAP_CHOWN", "CAP_NET_RAW", "CAP_KILL", "CAP_SETUID", "CAP_SETGID"]
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}]
+        },
+        "root": {"path": rootfs(), "readonly": true},
+        "hostname": "it",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755", "size=65536k"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}
+        ],
+        "annotations": {},
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "maskedPaths": ["/proc/kcore"],
+            "readonlyPaths": ["/proc/sys"]
+        }
+    })
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The `Seccomp:` value from a `/proc/self/status` dump.
+pub fn status_field<'a>(text: &'a str, field: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(field)
+            .map(|v| v.trim_start_matches(':').trim())
+    })
+}
