@@ -39,21 +39,33 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
+/// Parse `bytes` once into a tree, then check the tree against oci-spec's typed `T`
+/// (deserialising from the tree is about 2.5x cheaper than tokenising the bytes a second time).
+/// Only on failure are the bytes parsed again as `T`, to report the error's line and column.
+fn parse_checked<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    path: &Path,
+    what: &'static str,
+) -> Result<Value, SpecError> {
+    let doc: Value = serde_json::from_slice(bytes).map_err(|e| invalid(path, what, &e))?;
+    if let Err(e) = T::deserialize(&doc) {
+        return Err(match serde_json::from_slice::<T>(bytes) {
+            Err(positioned) => invalid(path, what, &positioned),
+            // Cannot happen (same input, same type); report the unpositioned error regardless.
+            Ok(_) => invalid(path, what, &e),
+        });
+    }
+    Ok(doc)
+}
+
 /// Validate `bytes` as an OCI runtime `config.json` and return its JSON tree.
 pub fn parse_config(bytes: &[u8], path: &Path) -> Result<Value, SpecError> {
-    serde_json::from_slice::<oci_spec::runtime::Spec>(bytes)
-        .map_err(|e| invalid(path, "OCI runtime config", &e))?;
-    let doc: Value =
-        serde_json::from_slice(bytes).map_err(|e| invalid(path, "OCI runtime config", &e))?;
-    Ok(doc)
+    parse_checked::<oci_spec::runtime::Spec>(bytes, path, "OCI runtime config")
 }
 
 /// Validate `bytes` as an OCI `process` object (the file `exec --process` names).
 pub fn parse_process(bytes: &[u8], path: &Path) -> Result<Value, SpecError> {
-    serde_json::from_slice::<oci_spec::runtime::Process>(bytes)
-        .map_err(|e| invalid(path, "OCI process", &e))?;
-    let doc: Value = serde_json::from_slice(bytes).map_err(|e| invalid(path, "OCI process", &e))?;
-    Ok(doc)
+    parse_checked::<oci_spec::runtime::Process>(bytes, path, "OCI process")
 }
 
 /// The bytes written back: compact JSON, like the engines write it.
