@@ -193,7 +193,16 @@ mod tests {
         let out = flags_only(&record(true), &args, &argv, 3).unwrap();
         assert_eq!(
             out,
-            os(&["--root", "/r", "exec", "--no-new-privs", "-t", "--", "c1", "sh"])
+            os(&[
+                "--root",
+                "/r",
+                "exec",
+                "--no-new-privs",
+                "-t",
+                "--",
+                "c1",
+                "sh"
+            ])
         );
         let out = flags_only(&record(false), &args, &argv, 3).unwrap();
         assert_eq!(out, argv);
