@@ -52,6 +52,15 @@ pub struct RuntimeConfig {
     /// Per-container records ociguard keeps for `exec` (tmpfs: gone after reboot, like the containers).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// `ociguard-hook`, injected as OCI hooks by absolute path.
+    #[serde(default = "default_hook_path")]
+    pub hook_path: PathBuf,
+    /// ociguardd's socket.
+    #[serde(default = "default_monitor_socket")]
+    pub monitor_socket: PathBuf,
+    /// Where hooks spool identity records while the monitor is down (best-effort identity).
+    #[serde(default = "default_spool_dir")]
+    pub spool_dir: PathBuf,
 }
 
 fn default_policy_dir() -> PathBuf {
@@ -63,6 +72,15 @@ fn default_decision_log() -> PathBuf {
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/run/ociguard")
 }
+fn default_hook_path() -> PathBuf {
+    PathBuf::from("/usr/local/bin/ociguard-hook")
+}
+fn default_monitor_socket() -> PathBuf {
+    PathBuf::from("/run/ociguard/monitor.sock")
+}
+fn default_spool_dir() -> PathBuf {
+    PathBuf::from("/var/lib/ociguard/spool")
+}
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -71,6 +89,9 @@ impl Default for RuntimeConfig {
             policy_dir: default_policy_dir(),
             decision_log: default_decision_log(),
             state_dir: default_state_dir(),
+            hook_path: default_hook_path(),
+            monitor_socket: default_monitor_socket(),
+            spool_dir: default_spool_dir(),
         }
     }
 }
@@ -126,6 +147,9 @@ impl RuntimeConfig {
             &mut config.policy_dir,
             &mut config.decision_log,
             &mut config.state_dir,
+            &mut config.hook_path,
+            &mut config.monitor_socket,
+            &mut config.spool_dir,
         ] {
             if p.is_relative() {
                 *p = base.join(&*p);

@@ -237,6 +237,8 @@ pub fn builtin_default() -> LoadedPolicy {
         seccomp: Default::default(),
         process: Default::default(),
         annotations: Default::default(),
+        apparmor: Default::default(),
+        identity: Default::default(),
     };
     let digest = digest::policy_digest(&policy);
     LoadedPolicy {

@@ -52,6 +52,10 @@ pub struct Policy {
     pub process: ProcessRules,
     #[serde(default)]
     pub annotations: AnnotationRules,
+    #[serde(default)]
+    pub apparmor: AppArmorRules,
+    #[serde(default)]
+    pub identity: IdentityRules,
 }
 
 /// `[match]`: every condition given must hold (AND); within `images`, any glob may match (OR).
@@ -122,4 +126,59 @@ pub struct AnnotationRules {
     /// through (exact keys or the listed prefixes, see [`crate::annotations::UNSAFE`]).
     #[serde(default)]
     pub allow_unsafe: Vec<Spanned<String>>,
+}
+
+/// Whether a per-container AppArmor profile is generated, compiled, loaded and set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AppArmorMode {
+    /// No profile from ociguard (the engine's `apparmorProfile`, if any, is kept).
+    #[default]
+    Off,
+    /// Apply a profile where the kernel has AppArmor; elsewhere record that it was unavailable.
+    IfAvailable,
+    /// Refuse to start the container where AppArmor is not available.
+    Required,
+}
+
+/// `[apparmor]`
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppArmorRules {
+    #[serde(default)]
+    pub mode: AppArmorMode,
+    /// Executables (absolute paths or AppArmor globs) the container may not execute.
+    #[serde(default)]
+    pub deny_exec: Vec<Spanned<String>>,
+    /// If non-empty, the only executables the container may run.
+    #[serde(default)]
+    pub allowed_exec: Vec<Spanned<String>>,
+    /// Paths inside the container treated as secrets in addition to those derived from the
+    /// mounts (`/run/secrets/**`, Kubernetes secret and service-account token volumes).
+    #[serde(default)]
+    pub secret_paths: Vec<Spanned<String>>,
+    /// Executables allowed to read the secret paths.
+    #[serde(default)]
+    pub secret_readers: Vec<Spanned<String>>,
+}
+
+/// Whether the container's identity must be registered with ociguardd before it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdentityMode {
+    /// No identity hooks.
+    Off,
+    /// Register; if the monitor is down, spool the record and let the container run.
+    #[default]
+    BestEffort,
+    /// The container does not start unless the monitor durably recorded it.
+    Required,
+}
+
+/// `[identity]`
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityRules {
+    #[serde(default)]
+    pub mode: IdentityMode,
 }

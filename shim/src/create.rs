@@ -34,7 +34,6 @@ pub fn intercept(
     id: &str,
     bundle_dir: &Path,
 ) -> Result<(), CreateError> {
-    let config_path = bundle::config_path(bundle_dir);
     let mut record = DecisionRecord {
         time: DecisionRecord::now(),
         command,
@@ -45,7 +44,7 @@ pub fn intercept(
         decision: None,
         error: None,
     };
-    let result = rewrite(ctx, id, bundle_dir, &config_path);
+    let result = rewrite(ctx, id, bundle_dir);
     let outcome = match &result {
         Ok(Some(rewritten)) => {
             record.result = if rewritten.changed {
@@ -83,20 +82,25 @@ pub fn intercept(
     }
 }
 
-/// `Ok(None)`: an audit policy could not be applied; the bundle is left as it was.
-fn rewrite(
-    ctx: &Context<'_>,
-    id: &str,
-    bundle_dir: &Path,
-    config_path: &Path,
-) -> Result<Option<ociguard_policy::Rewritten>, CreateError> {
-    let original = bundle::read(config_path)?;
+/// What `create` would do to a bundle, computed without writing anything.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub config_path: PathBuf,
+    pub original: Vec<u8>,
+    pub rewritten: ociguard_policy::Rewritten,
+}
+
+/// Read the bundle, load the policies and decide. Writes nothing: `ociguardctl explain` shows
+/// exactly this. `Ok(None)`: an audit policy could not be applied; the bundle stays as it is.
+pub fn plan(ctx: &Context<'_>, id: &str, bundle_dir: &Path) -> Result<Option<Plan>, CreateError> {
+    let config_path = bundle::config_path(bundle_dir);
+    let original = bundle::read(&config_path)?;
     let policies =
         PolicySet::load_dir(&ctx.config.policy_dir).map_err(|errors| CreateError::Policies {
             dir: ctx.config.policy_dir.clone(),
             errors,
         })?;
-    let rewritten = match decide(&original, config_path, &policies) {
+    let rewritten = match decide(&original, &config_path, &policies) {
         Ok(r) => r,
         Err(
             e @ DecideError::Rewrite {
@@ -110,6 +114,22 @@ fn rewrite(
         }
         Err(e) => return Err(e.into()),
     };
+    Ok(Some(Plan {
+        config_path,
+        original,
+        rewritten,
+    }))
+}
+
+fn rewrite(
+    ctx: &Context<'_>,
+    id: &str,
+    bundle_dir: &Path,
+) -> Result<Option<ociguard_policy::Rewritten>, CreateError> {
+    let Some(plan) = plan(ctx, id, bundle_dir)? else {
+        return Ok(None);
+    };
+    let rewritten = plan.rewritten;
     let d = &rewritten.decision;
     let record = ContainerRecord::from_spec(
         id,
@@ -125,7 +145,7 @@ fn rewrite(
         id,
     ))?;
     if rewritten.changed {
-        bundle::write_atomic(config_path, &rewritten.bytes)?;
+        bundle::write_atomic(&plan.config_path, &rewritten.bytes)?;
     }
     Ok(Some(rewritten))
 }

@@ -1,0 +1,202 @@
+//! `ociguardctl explain BUNDLE`: the decision `create` would make, without touching anything.
+//!
+//! It runs the shim's own planning step (`ociguard_shim::create::plan`), so what it prints is
+//! what `create` applies: same facts, same policy, same bytes.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use ociguard_policy::RuntimeConfig;
+use ociguard_shim::logging::Logger;
+use serde_json::{json, Value};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The bundle directory (containing config.json).
+    bundle: PathBuf,
+    /// Container id to assume (only used in messages).
+    #[arg(long, default_value = "explain")]
+    id: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let config_path = RuntimeConfig::path_from_env();
+    let config = RuntimeConfig::load(&config_path)?;
+    let runtime = config
+        .resolve_runtime(&config_path, None)
+        .unwrap_or_else(|_| PathBuf::from("(none)"));
+    let logger = Logger::default();
+    let ctx = ociguard_shim::Context {
+        config: &config,
+        runtime: &runtime,
+        logger: &logger,
+        root: None,
+    };
+    let plan = ociguard_shim::create::plan(&ctx, &args.id, &args.bundle)
+        .with_context(|| format!("explain {}", args.bundle.display()))?;
+    let Some(plan) = plan else {
+        anyhow::bail!(
+            "the audit policy could not be applied; create would start the container unchanged"
+        );
+    };
+    let before: Value = serde_json::from_slice(&plan.original)?;
+    let after = &plan.rewritten.document;
+    let diff = json_diff(&before, after);
+    let d = &plan.rewritten.decision;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let doc = json!({
+            "bundle": args.bundle,
+            "decision": d,
+            "changed": plan.rewritten.changed,
+            "diff": diff,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "bundle:  {}", args.bundle.display())?;
+    writeln!(out, "facts:")?;
+    match (&d.facts.image, &d.facts.image_source) {
+        (Some(i), Some(src)) => writeln!(out, "  image  {i}  (from {src})")?,
+        (Some(i), None) => writeln!(out, "  image  {i}")?,
+        _ => writeln!(out, "  image  (unknown)")?,
+    }
+    for (k, v) in &d.facts.annotations {
+        writeln!(out, "  annotation {k}={v:?}")?;
+    }
+    writeln!(out, "policies considered:")?;
+    for c in &d.considered {
+        let verdict = if c.matched { "MATCH" } else { "no" };
+        writeln!(
+            out,
+            "  {verdict:<5} {:<24} priority={} conditions={} exact={}  {}",
+            c.policy,
+            c.specificity.priority,
+            c.specificity.conditions,
+            c.specificity.exact,
+            c.source
+        )?;
+        for w in &c.why {
+            writeln!(out, "          - {w}")?;
+        }
+    }
+    writeln!(
+        out,
+        "chosen:  {} ({}, {}) {}\n  because: {}",
+        d.policy,
+        d.mode.as_str(),
+        d.policy_digest,
+        d.policy_source,
+        d.reason
+    )?;
+    writeln!(out, "changes:")?;
+    for c in &d.changes {
+        writeln!(out, "  {}", serde_json::to_string(c)?)?;
+    }
+    if plan.rewritten.changed {
+        writeln!(out, "config.json diff (JSON paths):")?;
+        for line in &diff {
+            writeln!(out, "  {line}")?;
+        }
+    } else {
+        writeln!(out, "config.json: already as ociguard would write it")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A path-level diff of two JSON documents: `+ path = value`, `- path = value`, `~ path: a -> b`.
+/// Arrays of strings (capabilities, syscall names) are diffed as sets so the output says which
+/// entries were added or removed rather than re-listing the whole array.
+pub fn json_diff(a: &Value, b: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    diff_at("", a, b, &mut out);
+    out
+}
+
+fn diff_at(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
+    if a == b {
+        return;
+    }
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, va) in x {
+                let p = format!("{path}.{k}");
+                match y.get(k) {
+                    Some(vb) => diff_at(&p, va, vb, out),
+                    None => out.push(format!("- {p} = {}", short(va))),
+                }
+            }
+            for (k, vb) in y {
+                if !x.contains_key(k) {
+                    out.push(format!("+ {path}.{k} = {}", short(vb)));
+                }
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.iter().chain(y).all(Value::is_string) => {
+            for v in x.iter().filter(|v| !y.contains(v)) {
+                out.push(format!("- {path}[] {v}"));
+            }
+            for v in y.iter().filter(|v| !x.contains(v)) {
+                out.push(format!("+ {path}[] {v}"));
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (va, vb)) in x.iter().zip(y).enumerate() {
+                diff_at(&format!("{path}[{i}]"), va, vb, out);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            let common = x.len().min(y.len());
+            for i in 0..common {
+                diff_at(&format!("{path}[{i}]"), &x[i], &y[i], out);
+            }
+            for (i, v) in x.iter().enumerate().skip(common) {
+                out.push(format!("- {path}[{i}] = {}", short(v)));
+            }
+            for (i, v) in y.iter().enumerate().skip(common) {
+                out.push(format!("+ {path}[{i}] = {}", short(v)));
+            }
+        }
+        _ => out.push(format!("~ {path}: {} -> {}", short(a), short(b))),
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 160 {
+        format!(
+            "{}... ({} bytes)",
+            &s[..s.floor_char_boundary(150)],
+            s.len()
+        )
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_paths() {
+        let a = json!({"process": {"noNewPrivileges": false, "capabilities": {"bounding": ["A", "B"]}}, "x": [1, 2]});
+        let b = json!({"process": {"noNewPrivileges": true, "capabilities": {"bounding": ["A"]}}, "x": [1, 2, 3], "y": 1});
+        let d = json_diff(&a, &b);
+        assert_eq!(
+            d,
+            vec![
+                "~ .process.noNewPrivileges: false -> true",
+                "- .process.capabilities.bounding[] \"B\"",
+                "+ .x[2] = 3",
+                "+ .y = 1",
+            ]
+        );
+        assert!(json_diff(&a, &a).is_empty());
+    }
+}

@@ -1,0 +1,46 @@
+//! `ociguardctl`: the administrator's view of ociguard — check policies, explain decisions.
+//! Thin: each subcommand lives in its own module and returns an exit code.
+
+mod explain;
+mod policy_check;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "ociguardctl", version, about = "ociguard administration")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Policy files.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Dry run of `create` on a bundle: facts, policies considered, the chosen one, the diff.
+    Explain(explain::Args),
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCmd {
+    /// Validate every policy file in a directory (exit 0 if all are valid, 1 otherwise).
+    Check(policy_check::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Policy(PolicyCmd::Check(args)) => policy_check::run(&args),
+        Cmd::Explain(args) => explain::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ociguardctl: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
