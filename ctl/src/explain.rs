@@ -55,6 +55,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             "decision": d,
             "changed": plan.rewritten.changed,
             "diff": diff,
+            "document": after,
+            "apparmor": plan.apparmor.as_ref().map(|a| json!({
+                "name": a.profile.name,
+                "digest": a.profile.digest,
+                "applied": a.load,
+                "text": a.profile.text,
+            })),
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(ExitCode::SUCCESS);
@@ -105,6 +112,17 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
     } else {
         writeln!(out, "config.json: already as ociguard would write it")?;
+    }
+    if let Some(a) = &plan.apparmor {
+        let status = if a.load { "applied" } else { "not applied" };
+        writeln!(
+            out,
+            "apparmor profile: {} ({}, {status}; see changes):",
+            a.profile.name, a.profile.digest
+        )?;
+        for line in a.profile.text.lines() {
+            writeln!(out, "  {line}")?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -169,7 +187,10 @@ fn diff_at(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
 fn short(v: &Value) -> String {
     let s = v.to_string();
     if s.len() > 160 {
-        let cut = (0..=150).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+        let cut = (0..=150)
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
         format!("{}... ({} bytes)", &s[..cut], s.len())
     } else {
         s

@@ -1,6 +1,7 @@
 //! `ociguardctl`: the administrator's view of ociguard — check policies, explain decisions.
 //! Thin: each subcommand lives in its own module and returns an exit code.
 
+mod apparmor_cmd;
 mod explain;
 mod policy_check;
 
@@ -22,6 +23,15 @@ enum Cmd {
     Policy(PolicyCmd),
     /// Dry run of `create` on a bundle: facts, policies considered, the chosen one, the diff.
     Explain(explain::Args),
+    /// Generated AppArmor profiles.
+    #[command(subcommand)]
+    Apparmor(AppArmorCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum AppArmorCmd {
+    /// Write the profile a policy generates for a bundle, for review (nothing is loaded).
+    Render(apparmor_cmd::RenderArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -35,6 +45,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Policy(PolicyCmd::Check(args)) => policy_check::run(&args),
         Cmd::Explain(args) => explain::run(&args),
+        Cmd::Apparmor(AppArmorCmd::Render(args)) => apparmor_cmd::render(&args),
     };
     match result {
         Ok(code) => code,

@@ -61,6 +61,62 @@ pub struct RuntimeConfig {
     /// Where hooks spool identity records while the monitor is down (best-effort identity).
     #[serde(default = "default_spool_dir")]
     pub spool_dir: PathBuf,
+    /// `apparmor_parser`, run by absolute path to compile and load generated profiles.
+    #[serde(default = "default_apparmor_parser")]
+    pub apparmor_parser: PathBuf,
+    /// If non-empty, only policies whose digest (`sha256:...`, see `ociguardctl policy check`)
+    /// is listed may apply; any other selected policy makes `create` fail.
+    #[serde(default)]
+    pub pinned_digests: Vec<String>,
+    /// Where image labels are looked up.
+    #[serde(default)]
+    pub labels: LabelSources,
+}
+
+/// `[labels]`: the engines' image stores.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelSources {
+    /// containers/storage (Podman, CRI-O, Buildah): graph root and run root pairs. A bundle under
+    /// either is looked up in the graph root's metadata.
+    #[serde(default = "default_storage")]
+    pub containers_storage: Vec<StorageRoots>,
+    /// containerd's API socket.
+    #[serde(default = "default_containerd_socket")]
+    pub containerd_socket: PathBuf,
+    /// Upper bound on a label lookup (containerd API round trips).
+    #[serde(default = "default_label_timeout")]
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageRoots {
+    pub graph_root: PathBuf,
+    pub run_root: PathBuf,
+}
+
+impl Default for LabelSources {
+    fn default() -> Self {
+        LabelSources {
+            containers_storage: default_storage(),
+            containerd_socket: default_containerd_socket(),
+            timeout_ms: default_label_timeout(),
+        }
+    }
+}
+
+fn default_storage() -> Vec<StorageRoots> {
+    vec![StorageRoots {
+        graph_root: PathBuf::from("/var/lib/containers/storage"),
+        run_root: PathBuf::from("/run/containers/storage"),
+    }]
+}
+fn default_containerd_socket() -> PathBuf {
+    PathBuf::from("/run/containerd/containerd.sock")
+}
+fn default_label_timeout() -> u64 {
+    500
 }
 
 fn default_policy_dir() -> PathBuf {
@@ -81,6 +137,10 @@ fn default_monitor_socket() -> PathBuf {
 fn default_spool_dir() -> PathBuf {
     PathBuf::from("/var/lib/ociguard/spool")
 }
+fn default_apparmor_parser() -> PathBuf {
+    // Debian, Ubuntu and SUSE all ship it here (on merged-/usr systems /sbin links to /usr/sbin).
+    PathBuf::from("/sbin/apparmor_parser")
+}
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -92,6 +152,9 @@ impl Default for RuntimeConfig {
             hook_path: default_hook_path(),
             monitor_socket: default_monitor_socket(),
             spool_dir: default_spool_dir(),
+            apparmor_parser: default_apparmor_parser(),
+            pinned_digests: Vec::new(),
+            labels: LabelSources::default(),
         }
     }
 }
@@ -150,6 +213,7 @@ impl RuntimeConfig {
             &mut config.hook_path,
             &mut config.monitor_socket,
             &mut config.spool_dir,
+            &mut config.apparmor_parser,
         ] {
             if p.is_relative() {
                 *p = base.join(&*p);

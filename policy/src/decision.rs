@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::model::Mode;
+use crate::model::{LabelRequirement, Mode};
 use crate::rewrite::{self, Change, RewriteError};
 use crate::select::{self, Considered, Facts, SelectError};
 use crate::spec::{self, SpecError};
@@ -37,12 +37,33 @@ pub struct Rewritten {
     pub changed: bool,
 }
 
+/// Node-level constraints on decisions, from config.toml.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DecideOptions<'a> {
+    /// If non-empty, only policies whose digest is listed may apply.
+    pub pinned_digests: &'a [String],
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DecideError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error("choose policy: {0}")]
     Select(#[from] SelectError),
+    #[error("policy {policy:?} ({source_path}) requires image labels, which could not be resolved: {reason}")]
+    LabelsRequired {
+        policy: String,
+        source_path: String,
+        reason: String,
+    },
+    #[error(
+        "policy {policy:?} ({source_path}) has digest {digest}, which is not in pinned_digests"
+    )]
+    NotPinned {
+        policy: String,
+        source_path: String,
+        digest: String,
+    },
     #[error("apply policy {policy:?} ({source_path}): {source}")]
     Rewrite {
         policy: String,
@@ -52,18 +73,49 @@ pub enum DecideError {
     },
 }
 
-/// Decide and rewrite `config.json` (`original` are its bytes, `path` is for messages).
+/// Decide and rewrite `config.json` (`original` are its bytes, `path` is for messages), from
+/// the facts in the document alone.
 pub fn decide(original: &[u8], path: &Path, set: &PolicySet) -> Result<Rewritten, DecideError> {
+    decide_with(original, path, set, &DecideOptions::default(), |_, _| {})
+}
+
+/// [`decide`], letting `enrich` add facts found outside the document (image labels from the
+/// engine's store, the service account from its token) before the policy is chosen.
+pub fn decide_with(
+    original: &[u8],
+    path: &Path,
+    set: &PolicySet,
+    options: &DecideOptions<'_>,
+    enrich: impl FnOnce(&Value, &mut Facts),
+) -> Result<Rewritten, DecideError> {
     let mut document = spec::parse_config(original, path)?;
-    let facts = Facts::from_spec(&document);
+    let mut facts = Facts::from_spec(&document);
+    enrich(&document, &mut facts);
     let selection = select::select(set, &facts)?;
     let policy = selection.policy;
-    let changes = rewrite::apply(&mut document, policy).map_err(|source| DecideError::Rewrite {
-        policy: policy.name().to_owned(),
-        source_path: policy.source_display(),
-        mode: policy.policy.mode,
-        source,
-    })?;
+    if let (LabelRequirement::Required, Some(reason)) =
+        (policy.policy.labels, &facts.labels_unresolved)
+    {
+        return Err(DecideError::LabelsRequired {
+            policy: policy.name().to_owned(),
+            source_path: policy.source_display(),
+            reason: reason.clone(),
+        });
+    }
+    if !options.pinned_digests.is_empty() && !options.pinned_digests.contains(&policy.digest) {
+        return Err(DecideError::NotPinned {
+            policy: policy.name().to_owned(),
+            source_path: policy.source_display(),
+            digest: policy.digest.clone(),
+        });
+    }
+    let changes =
+        rewrite::apply(&mut document, policy, &facts).map_err(|source| DecideError::Rewrite {
+            policy: policy.name().to_owned(),
+            source_path: policy.source_display(),
+            mode: policy.policy.mode,
+            source,
+        })?;
     let bytes = spec::to_bytes(&document);
     let changed = bytes != original;
     Ok(Rewritten {
@@ -117,5 +169,96 @@ mod tests {
         let s = PolicySet::default();
         let err = decide(b"[", Path::new("/b/config.json"), &s).unwrap_err();
         assert!(err.to_string().contains("/b/config.json"), "{err}");
+    }
+
+    #[test]
+    fn labels_required_and_pinning() {
+        let s = set(&[(
+            "/p/default.toml",
+            "name = \"default\"\nlabels = \"required\"\n",
+        )]);
+        let config = br#"{"ociVersion":"1.0.2","process":{"user":{"uid":0,"gid":0},"args":["sh"],"cwd":"/"},"root":{"path":"rootfs"}}"#;
+        let err = decide_with(
+            config,
+            Path::new("c"),
+            &s,
+            &DecideOptions::default(),
+            |_, f| f.labels_unresolved = Some("containerd socket absent".into()),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("requires image labels"), "{err}");
+        assert!(
+            err.to_string().contains("containerd socket absent"),
+            "{err}"
+        );
+        assert!(decide_with(
+            config,
+            Path::new("c"),
+            &s,
+            &DecideOptions::default(),
+            |_, _| {}
+        )
+        .is_ok());
+
+        let pins = vec!["sha256:0000".to_owned()];
+        let err = decide_with(
+            config,
+            Path::new("c"),
+            &s,
+            &DecideOptions {
+                pinned_digests: &pins,
+            },
+            |_, _| {},
+        )
+        .unwrap_err();
+        assert!(matches!(err, DecideError::NotPinned { .. }));
+        let pins = vec![s.default.digest.clone()];
+        assert!(decide_with(
+            config,
+            Path::new("c"),
+            &s,
+            &DecideOptions {
+                pinned_digests: &pins
+            },
+            |_, _| {}
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn image_seccomp_label_only_narrows() {
+        let s = PolicySet::default();
+        let config = br#"{"ociVersion":"1.0.2","process":{"user":{"uid":0,"gid":0},"args":["sh"],"cwd":"/"},"root":{"path":"rootfs"}}"#;
+        let label = r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO"}]}"#;
+        let r = decide_with(
+            config,
+            Path::new("c"),
+            &s,
+            &DecideOptions::default(),
+            |_, f| {
+                f.labels
+                    .insert(crate::image_seccomp::LABEL.to_owned(), label.to_owned());
+            },
+        )
+        .unwrap();
+        assert!(r.decision.changes.iter().any(|c| matches!(c, Change::ImageSeccompNarrowed { denied } if denied == &vec!["mkdir".to_owned()])));
+        // A label that would allow everything changes nothing (never loosens).
+        let loose = r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[]}"#;
+        let r2 = decide_with(
+            config,
+            Path::new("c"),
+            &s,
+            &DecideOptions::default(),
+            |_, f| {
+                f.labels
+                    .insert(crate::image_seccomp::LABEL.to_owned(), loose.to_owned());
+            },
+        )
+        .unwrap();
+        let plain = decide(config, Path::new("c"), &s).unwrap();
+        assert_eq!(
+            r2.document["linux"]["seccomp"],
+            plain.document["linux"]["seccomp"]
+        );
     }
 }

@@ -7,15 +7,19 @@
 //! printed by `ociguardctl explain`.
 
 pub mod annotations;
+pub mod apparmor;
 pub mod capabilities;
 pub mod config;
 pub mod decision;
 pub mod digest;
+pub mod identity;
+pub mod image_seccomp;
 pub mod load;
 pub mod location;
 pub mod model;
 pub mod rewrite;
 pub mod seccomp;
+pub mod seccomp_bpf;
 pub mod select;
 pub mod spec;
 

@@ -233,6 +233,8 @@ pub fn builtin_default() -> LoadedPolicy {
         name: Spanned::new(0..0, DEFAULT_POLICY.to_owned()),
         mode: Mode::Enforce,
         priority: 0,
+        selectable_by_label: true,
+        labels: Default::default(),
         selector: Default::default(),
         seccomp: Default::default(),
         process: Default::default(),
@@ -294,6 +296,49 @@ pub fn parse_policy(path: &Path, text: &str) -> Result<LoadedPolicy, Vec<PolicyE
             );
         }
     }
+    for glob in policy
+        .selector
+        .kubernetes_namespaces
+        .iter()
+        .chain(&policy.selector.service_accounts)
+    {
+        if let Err(why) = check_glob(glob.get_ref()) {
+            invalid(glob.span(), format!("glob {:?}: {why}", glob.get_ref()));
+        }
+    }
+    for digest in &policy.selector.digests {
+        let d = digest.get_ref();
+        let ok = d.strip_prefix("sha256:").is_some_and(|h| {
+            h.len() == 64
+                && h.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        });
+        if !ok {
+            invalid(
+                digest.span(),
+                format!("image digest {d:?} must be sha256: followed by 64 lowercase hex digits"),
+            );
+        }
+    }
+    for (key, glob) in &policy.selector.labels {
+        if key.is_empty() {
+            invalid(glob.span(), "empty label key".to_owned());
+        }
+        if let Err(why) = check_glob(glob.get_ref()) {
+            invalid(
+                glob.span(),
+                format!("label glob {:?}: {why}", glob.get_ref()),
+            );
+        }
+        if !policy.selectable_by_label {
+            invalid(
+                glob.span(),
+                format!(
+                    "policy {name:?} has selectable_by_label = false but matches on label {key:?}"
+                ),
+            );
+        }
+    }
     for (key, glob) in &policy.selector.annotations {
         if key.is_empty() || key.starts_with(annotations::OWN_PREFIX) {
             invalid(
@@ -344,6 +389,9 @@ pub fn parse_policy(path: &Path, text: &str) -> Result<LoadedPolicy, Vec<PolicyE
                 ),
             );
         }
+    }
+    for (span, message) in crate::apparmor::validate(&policy) {
+        invalid(span, message);
     }
     if !errors.is_empty() {
         return Err(errors);

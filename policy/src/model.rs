@@ -44,6 +44,14 @@ pub struct Policy {
     /// Breaks ties between policies whose selectors are equally specific; higher wins.
     #[serde(default)]
     pub priority: i32,
+    /// May image labels select this policy (label conditions in `[match]`, or the
+    /// `org.ociguard.profile` label naming it)? Labels are written by whoever built the image.
+    #[serde(default = "yes")]
+    pub selectable_by_label: bool,
+    /// `"required"`: refuse to start a container this policy selects when its image labels
+    /// could not be resolved.
+    #[serde(default)]
+    pub labels: LabelRequirement,
     #[serde(default, rename = "match")]
     pub selector: Selector,
     #[serde(default)]
@@ -58,21 +66,60 @@ pub struct Policy {
     pub identity: IdentityRules,
 }
 
-/// `[match]`: every condition given must hold (AND); within `images`, any glob may match (OR).
+/// Whether image labels must be known for a policy to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelRequirement {
+    #[default]
+    Optional,
+    Required,
+}
+
+/// Which kind of container: a pod sandbox (pause) container or an application container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerType {
+    #[default]
+    Container,
+    Sandbox,
+}
+
+/// `[match]`: every condition given must hold (AND); within a list, any entry may match (OR).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Selector {
     /// Globs over the image reference (`*` stays within one `/` segment, `**` crosses them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<Spanned<String>>,
+    /// Image digests (`sha256:...`, exact).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub digests: Vec<Spanned<String>>,
+    /// Image label key → glob over its value (`"*"` means "present").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, Spanned<String>>,
     /// Annotation key → glob over its value (`"*"` means "present").
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, Spanned<String>>,
+    /// Globs over the Kubernetes namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kubernetes_namespaces: Vec<Spanned<String>>,
+    /// Globs over the Kubernetes service account.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<Spanned<String>>,
+    /// `"sandbox"` (pod sandbox / pause container) or `"container"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_type: Option<ContainerType>,
 }
 
 impl Selector {
     pub fn is_empty(&self) -> bool {
-        self.images.is_empty() && self.annotations.is_empty()
+        self.images.is_empty()
+            && self.digests.is_empty()
+            && self.labels.is_empty()
+            && self.annotations.is_empty()
+            && self.kubernetes_namespaces.is_empty()
+            && self.service_accounts.is_empty()
+            && self.container_type.is_none()
     }
 }
 

@@ -13,9 +13,11 @@ use serde_json::{Map, Value};
 
 use crate::annotations;
 use crate::capabilities;
+use crate::image_seccomp;
 use crate::load::{capability_name, LoadedPolicy};
 use crate::model::Mode;
 use crate::seccomp::{self, DenyAction};
+use crate::select::Facts;
 
 /// One thing the rewrite did (or, in audit mode, would have done).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -52,6 +54,45 @@ pub enum Change {
     AnnotationAllowed {
         key: String,
     },
+    /// `ociguard-hook` is in `hooks` (createRuntime, poststart, poststop): the container's
+    /// identity is registered with ociguardd (see [`crate::identity`]).
+    IdentityHooks {
+        mode: crate::model::IdentityMode,
+        hook: String,
+    },
+    /// Best-effort identity, but the hooks could not be added (e.g. `ociguard-hook` is not
+    /// installed, and crun would fail to start a container whose hook is missing): the
+    /// container runs unregistered.
+    IdentityHooksSkipped {
+        mode: crate::model::IdentityMode,
+        reason: String,
+    },
+    /// The image's `io.containers.seccomp.profile` label denied these on top of the policy.
+    ImageSeccompNarrowed {
+        denied: Vec<String>,
+    },
+    /// The image's seccomp label was not used (it can only narrow; ignoring it loosens nothing).
+    ImageSeccompIgnored {
+        reason: String,
+    },
+    /// A profile generated from the policy and the bundle (see [`crate::apparmor`]) was loaded
+    /// and set as `process.apparmorProfile`; `applied: false` in audit mode (rendered only).
+    #[serde(rename = "apparmor_profile")]
+    AppArmorProfile {
+        name: String,
+        digest: String,
+        applied: bool,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        secrets: Vec<String>,
+        /// The engine's own `apparmorProfile`, overridden.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        replaced: Option<String>,
+    },
+    /// The policy asks for AppArmor where available and this host has none: no profile set.
+    #[serde(rename = "apparmor_unavailable")]
+    AppArmorUnavailable {
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,13 +120,18 @@ fn object_field<'a>(
 }
 
 /// Apply `policy` to `spec` (a whole `config.json` document).
-pub fn apply(spec: &mut Value, policy: &LoadedPolicy) -> Result<Vec<Change>, RewriteError> {
+pub fn apply(
+    spec: &mut Value,
+    policy: &LoadedPolicy,
+    facts: &Facts,
+) -> Result<Vec<Change>, RewriteError> {
     let enforce = policy.policy.mode == Mode::Enforce;
     let root = spec.as_object_mut().ok_or(RewriteError::NotAnObject)?;
     let mut changes = Vec::new();
 
     apply_annotations(root, policy, enforce, &mut changes)?;
     apply_seccomp(root, policy, enforce, &mut changes)?;
+    apply_image_seccomp(root, policy, enforce, facts, &mut changes)?;
     apply_process(root, policy, enforce, &mut changes)?;
     Ok(changes)
 }
@@ -179,6 +225,52 @@ fn apply_seccomp(
         denied: out.newly_denied,
         already_denied: out.already_denied,
         not_audited: out.not_audited,
+    });
+    Ok(())
+}
+
+/// The image's own seccomp label may only narrow what was decided above.
+fn apply_image_seccomp(
+    root: &mut Map<String, Value>,
+    policy: &LoadedPolicy,
+    enforce: bool,
+    facts: &Facts,
+    changes: &mut Vec<Change>,
+) -> Result<(), RewriteError> {
+    let Some(label) = facts.labels.get(image_seccomp::LABEL) else {
+        return Ok(());
+    };
+    let Some(profile) = root
+        .get_mut("linux")
+        .and_then(|l| l.get_mut("seccomp"))
+        .filter(|p| !p.is_null())
+    else {
+        // No profile at all (inject_default = false and nothing denied): there is nothing an
+        // image profile could narrow without ociguard inventing a whole profile from a label.
+        changes.push(Change::ImageSeccompIgnored {
+            reason: "the container has no seccomp profile to narrow".to_owned(),
+        });
+        return Ok(());
+    };
+    let extra = match image_seccomp::extra_denies(profile, label) {
+        Ok(extra) => extra,
+        Err(reason) => {
+            changes.push(Change::ImageSeccompIgnored { reason });
+            return Ok(());
+        }
+    };
+    if extra.is_empty() {
+        return Ok(());
+    }
+    let action = if enforce {
+        DenyAction::Errno(policy.policy.seccomp.errno.code())
+    } else {
+        DenyAction::Log
+    };
+    let out = seccomp::narrow(profile, &extra, &action)
+        .map_err(|source| RewriteError::Seccomp { source })?;
+    changes.push(Change::ImageSeccompNarrowed {
+        denied: out.newly_denied,
     });
     Ok(())
 }
@@ -311,7 +403,7 @@ allow_unsafe = ["run.oci.keep_original_groups"]
     fn enforce_applies_everything_and_is_idempotent() {
         let p = policy(STRICT);
         let mut spec = bare_spec();
-        let changes = apply(&mut spec, &p).unwrap();
+        let changes = apply(&mut spec, &p, &Facts::default()).unwrap();
         assert!(changes.contains(&Change::AnnotationStripped {
             key: "run.oci.seccomp_bpf_data".into(),
             applied: true
@@ -342,7 +434,7 @@ allow_unsafe = ["run.oci.keep_original_groups"]
         assert!(seccomp_text.contains("mkdir"));
 
         let first = serde_json::to_vec(&spec).unwrap();
-        let again = apply(&mut spec, &p).unwrap();
+        let again = apply(&mut spec, &p, &Facts::default()).unwrap();
         assert_eq!(
             serde_json::to_vec(&spec).unwrap(),
             first,
@@ -360,7 +452,7 @@ allow_unsafe = ["run.oci.keep_original_groups"]
     fn audit_changes_nothing_that_denies() {
         let p = policy(&format!("mode = \"audit\"\n{STRICT}"));
         let mut spec = bare_spec();
-        let changes = apply(&mut spec, &p).unwrap();
+        let changes = apply(&mut spec, &p, &Facts::default()).unwrap();
         assert!(spec["annotations"]
             .get("run.oci.seccomp_bpf_data")
             .is_some());
@@ -389,7 +481,7 @@ allow_unsafe = ["run.oci.keep_original_groups"]
             "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
             "syscalls": [{"names": ["read", "mkdir", "write"], "action": "SCMP_ACT_ALLOW"}]
         });
-        let changes = apply(&mut spec, &p).unwrap();
+        let changes = apply(&mut spec, &p, &Facts::default()).unwrap();
         assert!(!changes
             .iter()
             .any(|c| matches!(c, Change::SeccompInjected { .. })));
@@ -404,7 +496,7 @@ allow_unsafe = ["run.oci.keep_original_groups"]
     fn missing_capabilities_get_the_spec_default_minus_drops() {
         let p = policy("name = \"d\"\n[match]\nimages=[\"x\"]\n[process]\ndrop_capabilities = [\"CAP_KILL\"]\n");
         let mut spec = json!({"process": {"args": ["sh"]}});
-        apply(&mut spec, &p).unwrap();
+        apply(&mut spec, &p, &Facts::default()).unwrap();
         assert_eq!(
             spec["process"]["capabilities"]["bounding"],
             json!(["CAP_AUDIT_WRITE", "CAP_NET_BIND_SERVICE"])
@@ -415,12 +507,12 @@ allow_unsafe = ["run.oci.keep_original_groups"]
     fn shape_errors() {
         let p = policy(STRICT);
         assert!(matches!(
-            apply(&mut json!([1]), &p),
+            apply(&mut json!([1]), &p, &Facts::default()),
             Err(RewriteError::NotAnObject)
         ));
-        let err = apply(&mut json!({"annotations": []}), &p).unwrap_err();
+        let err = apply(&mut json!({"annotations": []}), &p, &Facts::default()).unwrap_err();
         assert!(err.to_string().contains("annotations"));
-        let err = apply(&mut json!({"annotations": {}}), &p).unwrap_err();
+        let err = apply(&mut json!({"annotations": {}}), &p, &Facts::default()).unwrap_err();
         assert!(err.to_string().contains("process"), "{err}");
     }
 }

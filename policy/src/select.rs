@@ -8,12 +8,12 @@
 use std::collections::BTreeMap;
 
 use glob_match::glob_match;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use crate::annotations::OWN_PREFIX;
 use crate::load::{LoadedPolicy, PolicySet};
-use crate::model::Selector;
+use crate::model::{ContainerType, Selector};
 
 /// Annotations that carry the image reference, by engine, in order of preference.
 pub const IMAGE_ANNOTATIONS: &[&str] = &[
@@ -21,19 +21,82 @@ pub const IMAGE_ANNOTATIONS: &[&str] = &[
     "io.kubernetes.cri-o.ImageName",     // CRI-O
     "org.opencontainers.image.ref.name", // image-spec; set by some tools
 ];
+/// Annotations that carry the Kubernetes namespace.
+pub const NAMESPACE_ANNOTATIONS: &[&str] = &[
+    "io.kubernetes.cri.sandbox-namespace", // containerd CRI
+    "io.kubernetes.pod.namespace",         // CRI-O, dockershim
+];
+/// Annotations that carry the pod name.
+pub const POD_ANNOTATIONS: &[&str] = &["io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name"];
+/// Annotations that say whether this is the pod sandbox, and the value that means "sandbox".
+pub const CONTAINER_TYPE_ANNOTATIONS: &[(&str, &str)] = &[
+    ("io.kubernetes.cri.container-type", "sandbox"), // containerd CRI
+    ("io.kubernetes.cri-o.ContainerType", "sandbox"), // CRI-O
+    ("io.kubernetes.docker.type", "podsandbox"),     // dockershim
+];
+/// Label or annotation keys whose values are never written to logs or printed.
+const SECRET_KEY_PARTS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "credential",
+    "apikey",
+    "api-key",
+    "api_key",
+    "private",
+    "key",
+];
+
+/// Does `key` look like it holds a secret (case-insensitive substring match)?
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    SECRET_KEY_PARTS.iter().any(|p| k.contains(p))
+}
+
+fn redacted<S: Serializer>(map: &BTreeMap<String, String>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(map.iter().map(|(k, v)| {
+        if is_secret_key(k) {
+            (k.as_str(), "<redacted>")
+        } else {
+            (k.as_str(), v.as_str())
+        }
+    }))
+}
 
 /// What is known about a container when choosing its policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Facts {
     pub image: Option<String>,
-    /// Where `image` came from (the annotation key), for the decision record.
+    /// Where `image` came from (an annotation key, or the engine's image store).
     pub image_source: Option<String>,
+    pub image_digest: Option<String>,
+    /// Image labels (from the engine's image store; untrusted: written by the image's author).
+    #[serde(serialize_with = "redacted")]
+    pub labels: BTreeMap<String, String>,
+    /// Where the labels came from.
+    pub labels_source: Option<String>,
+    /// Why labels could not be resolved, if they could not.
+    pub labels_unresolved: Option<String>,
     /// The bundle's annotations, minus ociguard's own (`org.ociguard.*`).
+    #[serde(serialize_with = "redacted")]
     pub annotations: BTreeMap<String, String>,
+    pub kubernetes_namespace: Option<String>,
+    pub kubernetes_pod: Option<String>,
+    pub service_account: Option<String>,
+    pub container_type: ContainerType,
+}
+
+fn first_annotation(ann: &BTreeMap<String, String>, keys: &[&str]) -> Option<(String, String)> {
+    keys.iter().find_map(|k| {
+        ann.get(*k)
+            .filter(|v| !v.is_empty())
+            .map(|v| ((*k).to_owned(), v.clone()))
+    })
 }
 
 impl Facts {
-    /// Facts from a `config.json` document.
+    /// Facts from a `config.json` document (annotations only; labels are resolved elsewhere).
     pub fn from_spec(spec: &Value) -> Facts {
         let mut facts = Facts::default();
         if let Some(map) = spec.get("annotations").and_then(Value::as_object) {
@@ -43,12 +106,19 @@ impl Facts {
                 }
             }
         }
-        for key in IMAGE_ANNOTATIONS {
-            if let Some(v) = facts.annotations.get(*key).filter(|v| !v.is_empty()) {
-                facts.image = Some(v.clone());
-                facts.image_source = Some(format!("annotation {key}"));
-                break;
-            }
+        if let Some((key, image)) = first_annotation(&facts.annotations, IMAGE_ANNOTATIONS) {
+            facts.image = Some(image);
+            facts.image_source = Some(format!("annotation {key}"));
+        }
+        facts.kubernetes_namespace =
+            first_annotation(&facts.annotations, NAMESPACE_ANNOTATIONS).map(|(_, v)| v);
+        facts.kubernetes_pod =
+            first_annotation(&facts.annotations, POD_ANNOTATIONS).map(|(_, v)| v);
+        if CONTAINER_TYPE_ANNOTATIONS
+            .iter()
+            .any(|(k, sandbox)| facts.annotations.get(*k).map(String::as_str) == Some(*sandbox))
+        {
+            facts.container_type = ContainerType::Sandbox;
         }
         facts
     }
@@ -95,82 +165,161 @@ fn is_exact(pattern: &str) -> bool {
     !pattern.contains(['*', '?', '[', '{', '\\'])
 }
 
-fn evaluate_one(policy: &LoadedPolicy, facts: &Facts) -> Considered {
-    let Selector {
-        images,
-        annotations,
-    } = &policy.policy.selector;
-    let mut matched = true;
-    let mut why = Vec::new();
-    let mut spec = Specificity {
-        priority: policy.policy.priority,
-        conditions: 0,
-        exact: 0,
-    };
-    if !images.is_empty() {
-        spec.conditions += 1;
-        let hit = facts.image.as_deref().and_then(|image| {
-            images
-                .iter()
-                .find(|g| glob_match(g.get_ref(), image))
-                .map(|g| (image, g.get_ref()))
-        });
-        match (hit, facts.image.as_deref()) {
-            (Some((image, g)), _) => {
-                if is_exact(g) {
-                    spec.exact += 1;
+/// Evaluates conditions one by one, accumulating the verdict and the explanation.
+struct Eval<'a> {
+    matched: bool,
+    spec: Specificity,
+    why: Vec<String>,
+    facts: &'a Facts,
+}
+
+impl Eval<'_> {
+    /// A list condition: `value` must match one of `globs`.
+    fn any_glob(&mut self, what: &str, globs: &[toml::Spanned<String>], value: Option<&str>) {
+        if globs.is_empty() {
+            return;
+        }
+        self.spec.conditions += 1;
+        let Some(value) = value else {
+            self.matched = false;
+            self.why.push(format!("{what} unknown"));
+            return;
+        };
+        match globs.iter().find(|g| glob_match(g.get_ref(), value)) {
+            Some(g) => {
+                if is_exact(g.get_ref()) {
+                    self.spec.exact += 1;
                 }
-                why.push(format!("image {image:?} matches {g:?}"));
+                self.why
+                    .push(format!("{what} {value:?} matches {:?}", g.get_ref()));
             }
-            (None, Some(image)) => {
-                matched = false;
-                why.push(format!(
-                    "image {image:?} matches none of {:?}",
-                    globs(images)
-                ));
-            }
-            (None, None) => {
-                matched = false;
-                why.push("image unknown".to_owned());
+            None => {
+                self.matched = false;
+                let list: Vec<&str> = globs.iter().map(|g| g.get_ref().as_str()).collect();
+                self.why
+                    .push(format!("{what} {value:?} matches none of {list:?}"));
             }
         }
     }
-    for (key, glob) in annotations {
-        spec.conditions += 1;
-        match facts.annotations.get(key) {
-            Some(v) if glob_match(glob.get_ref(), v) => {
-                if is_exact(glob.get_ref()) {
-                    spec.exact += 1;
+
+    /// A map condition: each key must be present with a value matching its glob.
+    fn map_globs(
+        &mut self,
+        what: &str,
+        conditions: &std::collections::BTreeMap<String, toml::Spanned<String>>,
+        values: &BTreeMap<String, String>,
+    ) {
+        for (key, glob) in conditions {
+            self.spec.conditions += 1;
+            let shown = |v: &str| {
+                if is_secret_key(key) {
+                    "<redacted>".to_owned()
+                } else {
+                    format!("{v:?}")
                 }
-                why.push(format!(
-                    "annotation {key}={v:?} matches {:?}",
-                    glob.get_ref()
-                ));
-            }
-            Some(v) => {
-                matched = false;
-                why.push(format!(
-                    "annotation {key}={v:?} does not match {:?}",
-                    glob.get_ref()
-                ));
-            }
-            None => {
-                matched = false;
-                why.push(format!("annotation {key} absent"));
+            };
+            match values.get(key) {
+                Some(v) if glob_match(glob.get_ref(), v) => {
+                    if is_exact(glob.get_ref()) {
+                        self.spec.exact += 1;
+                    }
+                    self.why.push(format!(
+                        "{what} {key}={} matches {:?}",
+                        shown(v),
+                        glob.get_ref()
+                    ));
+                }
+                Some(v) => {
+                    self.matched = false;
+                    self.why.push(format!(
+                        "{what} {key}={} does not match {:?}",
+                        shown(v),
+                        glob.get_ref()
+                    ));
+                }
+                None => {
+                    self.matched = false;
+                    self.why.push(format!("{what} {key} absent"));
+                }
             }
         }
+    }
+}
+
+fn evaluate_one(policy: &LoadedPolicy, facts: &Facts) -> Considered {
+    let sel: &Selector = &policy.policy.selector;
+    let mut e = Eval {
+        matched: true,
+        spec: Specificity {
+            priority: policy.policy.priority,
+            conditions: 0,
+            exact: 0,
+        },
+        why: Vec::new(),
+        facts,
+    };
+    e.any_glob("image", &sel.images, e.facts.image.as_deref());
+    if !sel.digests.is_empty() {
+        e.spec.conditions += 1;
+        match e.facts.image_digest.as_deref() {
+            Some(d) if sel.digests.iter().any(|x| x.get_ref() == d) => {
+                e.spec.exact += 1;
+                e.why.push(format!("image digest {d} listed"));
+            }
+            Some(d) => {
+                e.matched = false;
+                e.why.push(format!("image digest {d} not listed"));
+            }
+            None => {
+                e.matched = false;
+                e.why.push("image digest unknown".to_owned());
+            }
+        }
+    }
+    if !sel.labels.is_empty() && e.facts.labels_unresolved.is_some() {
+        e.matched = false;
+        e.spec.conditions += u32::try_from(sel.labels.len()).unwrap_or(u32::MAX);
+        e.why.push(format!(
+            "image labels unresolved: {}",
+            e.facts.labels_unresolved.as_deref().unwrap_or_default()
+        ));
+    } else {
+        e.map_globs("label", &sel.labels, &facts.labels);
+    }
+    e.map_globs("annotation", &sel.annotations, &facts.annotations);
+    e.any_glob(
+        "kubernetes namespace",
+        &sel.kubernetes_namespaces,
+        e.facts.kubernetes_namespace.as_deref(),
+    );
+    e.any_glob(
+        "service account",
+        &sel.service_accounts,
+        e.facts.service_account.as_deref(),
+    );
+    // A pod sandbox gets its own policy: a [match] without container_type means application
+    // containers only (not counted as a condition, so it adds no specificity).
+    let wanted = sel.container_type.unwrap_or(ContainerType::Container);
+    if sel.container_type.is_some() {
+        e.spec.conditions += 1;
+        e.spec.exact += 1;
+    }
+    if wanted != facts.container_type {
+        e.matched = false;
+        e.why.push(format!(
+            "container type {:?} is not {:?}",
+            facts.container_type, wanted
+        ));
+    } else if sel.container_type.is_some() {
+        e.why.push(format!("container type {wanted:?}"));
     }
     Considered {
         policy: policy.name().to_owned(),
         source: policy.source_display(),
-        matched,
-        specificity: spec,
-        why,
+        matched: e.matched,
+        specificity: e.spec,
+        why: e.why,
     }
-}
-
-fn globs(g: &[toml::Spanned<String>]) -> Vec<&str> {
-    g.iter().map(|s| s.get_ref().as_str()).collect()
 }
 
 /// Evaluate every policy and choose one.
@@ -231,6 +380,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            ..Default::default()
         }
     }
 
@@ -340,6 +490,107 @@ mod tests {
         assert_eq!(
             sel.considered[0].why,
             vec!["annotation team absent".to_owned()]
+        );
+    }
+
+    fn labelled(labels: &[(&str, &str)]) -> Facts {
+        Facts {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            labels_source: Some("test".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn labels_select_and_unresolved_labels_never_match() {
+        let s = set(&[(
+            "/p/web.toml",
+            "name = \"web\"\n[match]\nlabels = { \"org.ociguard.profile\" = \"web\" }\n",
+        )]);
+        assert_eq!(
+            select(&s, &labelled(&[("org.ociguard.profile", "web")]))
+                .unwrap()
+                .policy
+                .name(),
+            "web"
+        );
+        assert_eq!(
+            select(&s, &labelled(&[("org.ociguard.profile", "other")]))
+                .unwrap()
+                .policy
+                .name(),
+            "default"
+        );
+        let f = Facts {
+            labels_unresolved: Some("containerd socket absent".into()),
+            ..Default::default()
+        };
+        let sel = select(&s, &f).unwrap();
+        assert_eq!(sel.policy.name(), "default");
+        assert!(
+            sel.considered[0].why[0].contains("unresolved"),
+            "{:?}",
+            sel.considered
+        );
+    }
+
+    #[test]
+    fn sandbox_gets_its_own_policy() {
+        let s = set(&[
+            (
+                "/p/ns.toml",
+                "name = \"ns\"\n[match]\nkubernetes_namespaces = [\"payments\"]\n",
+            ),
+            (
+                "/p/pause.toml",
+                "name = \"pause\"\n[match]\ncontainer_type = \"sandbox\"\n",
+            ),
+        ]);
+        let spec = serde_json::json!({"annotations": {
+            "io.kubernetes.cri.container-type": "sandbox",
+            "io.kubernetes.cri.sandbox-namespace": "payments"}});
+        let f = Facts::from_spec(&spec);
+        assert_eq!(f.container_type, ContainerType::Sandbox);
+        assert_eq!(select(&s, &f).unwrap().policy.name(), "pause");
+        let spec = serde_json::json!({"annotations": {
+            "io.kubernetes.cri.container-type": "container",
+            "io.kubernetes.cri.sandbox-namespace": "payments"}});
+        assert_eq!(
+            select(&s, &Facts::from_spec(&spec)).unwrap().policy.name(),
+            "ns"
+        );
+    }
+
+    #[test]
+    fn digests_and_service_accounts() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let s = set(&[(
+            "/p/d.toml",
+            &format!(
+                "name = \"d\"\n[match]\ndigests = [\"{d}\"]\nservice_accounts = [\"billing-*\"]\n"
+            ),
+        )]);
+        let mut f = Facts {
+            image_digest: Some(d.clone()),
+            service_account: Some("billing-api".into()),
+            ..Default::default()
+        };
+        assert_eq!(select(&s, &f).unwrap().policy.name(), "d");
+        f.service_account = None;
+        assert_eq!(select(&s, &f).unwrap().policy.name(), "default");
+    }
+
+    #[test]
+    fn secret_label_values_are_redacted() {
+        let f = labelled(&[("db.password", "hunter2"), ("tier", "web")]);
+        let text = serde_json::to_string(&f).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("<redacted>") && text.contains("\"web\""),
+            "{text}"
         );
     }
 }

@@ -7,8 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use ociguard_policy::decision::DecideError;
+use ociguard_policy::decision::{decide_with, DecideOptions};
 use ociguard_policy::load::LoadErrors;
-use ociguard_policy::{decide, Mode, PolicySet};
+use ociguard_policy::{Mode, PolicySet};
 
 use crate::bundle::{self, BundleError};
 use crate::container_state::{self, ContainerRecord, StateError};
@@ -25,6 +26,10 @@ pub enum CreateError {
     Decide(#[from] DecideError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    AppArmor(#[from] crate::apparmor::AppArmorError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
 }
 
 /// Rewrite the bundle of container `id` for `command` (create/run/restore).
@@ -88,6 +93,8 @@ pub struct Plan {
     pub config_path: PathBuf,
     pub original: Vec<u8>,
     pub rewritten: ociguard_policy::Rewritten,
+    /// The generated AppArmor profile, if the policy asks for one (loaded only on commit).
+    pub apparmor: Option<crate::apparmor::AppArmorPlan>,
 }
 
 /// Read the bundle, load the policies and decide. Writes nothing: `ociguardctl explain` shows
@@ -100,7 +107,14 @@ pub fn plan(ctx: &Context<'_>, id: &str, bundle_dir: &Path) -> Result<Option<Pla
             dir: ctx.config.policy_dir.clone(),
             errors,
         })?;
-    let rewritten = match decide(&original, &config_path, &policies) {
+    let options = DecideOptions {
+        pinned_digests: &ctx.config.pinned_digests,
+    };
+    let label_cache = ctx.config.state_dir.join("labels");
+    let enrich = |spec: &serde_json::Value, facts: &mut ociguard_policy::select::Facts| {
+        crate::labels::enrich(bundle_dir, spec, facts, &ctx.config.labels, &label_cache)
+    };
+    let mut rewritten = match decide_with(&original, &config_path, &policies, &options, enrich) {
         Ok(r) => r,
         Err(
             e @ DecideError::Rewrite {
@@ -114,10 +128,22 @@ pub fn plan(ctx: &Context<'_>, id: &str, bundle_dir: &Path) -> Result<Option<Pla
         }
         Err(e) => return Err(e.into()),
     };
+    let apparmor = match crate::apparmor::prepare(ctx, &policies, &mut rewritten, &original) {
+        Ok(a) => a,
+        Err(e) if rewritten.decision.mode == Mode::Audit => {
+            ctx.logger.warn(&format!(
+                "container {id}: {e}; audit mode: starting unchanged"
+            ));
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    crate::identity::prepare(ctx, &policies, &mut rewritten, &original)?;
     Ok(Some(Plan {
         config_path,
         original,
         rewritten,
+        apparmor,
     }))
 }
 
@@ -129,7 +155,13 @@ fn rewrite(
     let Some(plan) = plan(ctx, id, bundle_dir)? else {
         return Ok(None);
     };
-    let rewritten = plan.rewritten;
+    // Required identity and no monitor: refuse before anything is loaded, written or created.
+    crate::identity::preflight(ctx, &plan.rewritten.decision)?;
+    // Before the first write: config.json may name the profile only once the kernel has it.
+    crate::apparmor::commit(ctx, plan.apparmor.as_ref())?;
+    let mut rewritten = plan.rewritten;
+    // Precompiled filter for crun (cached by profile): kept out of plan(), which must not write.
+    crate::seccomp_cache::precompile(ctx, id, &mut rewritten, &plan.original);
     let d = &rewritten.decision;
     let record = ContainerRecord::from_spec(
         id,

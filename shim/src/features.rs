@@ -59,9 +59,7 @@ fn own_features(apparmor: bool) -> Value {
 
 /// Is AppArmor enabled in this kernel?
 pub fn apparmor_enabled() -> bool {
-    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
-        .map(|s| s.trim() == "Y")
-        .unwrap_or(false)
+    crate::apparmor::kernel_enabled()
 }
 
 /// The document `ociguard features` prints.

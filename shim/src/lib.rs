@@ -4,6 +4,7 @@
 //! It owns the process boundary's *decisions*, never the exec itself (see [`delegate`]): `main`
 //! performs the [`Outcome`]. It must never write to stdout except a command's defined output.
 
+pub mod apparmor;
 pub mod argv;
 pub mod bundle;
 pub mod container_state;
@@ -12,7 +13,10 @@ pub mod decision_log;
 pub mod delegate;
 pub mod exec;
 pub mod features;
+pub mod identity;
+pub mod labels;
 pub mod logging;
+pub mod seccomp_cache;
 mod sys;
 
 use std::ffi::OsString;

@@ -191,9 +191,15 @@ fn enforce_strips_unsafe_annotations() {
     assert!(out.status.success(), "{}", stderr(&out));
     let written: Value =
         serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
-    assert!(written["annotations"]
-        .get("run.oci.seccomp_bpf_data")
-        .is_none());
+    // ociguard's own precompiled filter replaces the workload's: same key, ociguard's program.
+    let bpf = written["annotations"]["run.oci.seccomp_bpf_data"]
+        .as_str()
+        .unwrap();
+    assert_ne!(bpf, "AAAAAAAAAAA=");
+    assert_eq!(
+        written["annotations"]["org.ociguard.seccomp.bpf"],
+        ociguard_policy::digest::sha256(bpf.as_bytes())
+    );
     assert!(written["annotations"]
         .get("run.oci.hooks.prestart")
         .is_none());

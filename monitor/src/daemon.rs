@@ -1,0 +1,314 @@
+//! ociguardd's life: lock, replay, ingest the spool, reconcile, serve, repeat the chores.
+//!
+//! Startup order is what makes "never lose an identity" hold: the journal is replayed before
+//! anything is answered; reports spooled while the monitor was down are ingested next; then every
+//! record is checked against the live process table (pid + start time + boot id), and only then
+//! do the sockets open. Hooks that run during startup spool (best-effort) or fail (required);
+//! the spool is read again every few seconds.
+
+use std::fs::{self, File};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::events::Hub;
+use crate::exitwatch;
+use crate::journal::{Journal, JournalError};
+use crate::procfs::{self, ProcView, Real};
+use crate::protocol::Request;
+use crate::server::{self, Limits, Role, Shared};
+use crate::spool::{self, SpoolError};
+use crate::store::Store;
+use crate::writer::{Op, Writer, WriterOptions};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/ociguard/monitor";
+pub const JOURNAL_FILE: &str = "journal.jsonl";
+const LOCK_FILE: &str = "monitor.lock";
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The admin socket (hooks, ociguardctl); its directory is made 0700.
+    pub socket: PathBuf,
+    /// An optional whoami-only socket to mount into containers (directory 0755, socket 0666).
+    pub workload_socket: Option<PathBuf>,
+    /// Journal and lock file.
+    pub state_dir: PathBuf,
+    pub spool_dir: PathBuf,
+    /// uids besides root that may register, deregister and query.
+    pub admin_uids: Vec<u32>,
+    pub limits: Limits,
+    pub writer: WriterOptions,
+    pub reconcile_interval: Duration,
+    pub spool_interval: Duration,
+    /// Subscribe to the kernel's process-exit events for exit statuses.
+    pub exit_events: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            socket: PathBuf::from("/run/ociguard/monitor.sock"),
+            workload_socket: None,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            spool_dir: PathBuf::from("/var/lib/ociguard/spool"),
+            admin_uids: Vec::new(),
+            limits: Limits::default(),
+            writer: WriterOptions::default(),
+            reconcile_interval: Duration::from_secs(30),
+            spool_interval: Duration::from_secs(5),
+            exit_events: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("another ociguardd is running (it holds {path})")]
+    Locked { path: PathBuf },
+    #[error("lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("socket {path}: {step}: {source}")]
+    Socket {
+        path: PathBuf,
+        step: &'static str,
+        source: std::io::Error,
+    },
+    #[error("spool: {0}")]
+    Spool(#[from] SpoolError),
+    #[error("start thread {name}: {source}")]
+    Thread {
+        name: &'static str,
+        source: std::io::Error,
+    },
+}
+
+fn make_dir(path: &Path, mode: u32) -> std::io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)?;
+    let meta = fs::metadata(path)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::other("not a directory"));
+    }
+    let current = meta.permissions().mode() & 0o7777;
+    if current != mode {
+        log::warn!("{}: mode {current:04o}, setting {mode:04o}", path.display());
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Bind `path` with a fresh socket file (a stale one from a previous run is removed: the lock
+/// proves no other monitor owns it), in a directory of `dir_mode`, the socket itself `mode`.
+pub fn bind(path: &Path, dir_mode: u32, mode: u32) -> Result<UnixListener, DaemonError> {
+    let err = |step: &'static str| {
+        move |source| DaemonError::Socket {
+            path: path.to_owned(),
+            step,
+            source,
+        }
+    };
+    if let Some(dir) = path.parent() {
+        make_dir(dir, dir_mode).map_err(err("prepare directory"))?;
+    }
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => fs::remove_file(path).map_err(err("remove stale"))?,
+        Ok(_) => {
+            return Err(DaemonError::Socket {
+                path: path.to_owned(),
+                step: "check",
+                source: std::io::Error::other("exists and is not a socket"),
+            })
+        }
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(path).map_err(err("bind"))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(err("chmod"))?;
+    Ok(listener)
+}
+
+fn spawn<F: FnOnce() + Send + 'static>(name: &'static str, f: F) -> Result<(), DaemonError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(|_| ())
+        .map_err(|source| DaemonError::Thread { name, source })
+}
+
+fn ingest_spool(shared: &Shared, dir: &Path) {
+    let res = spool::ingest(dir, |req| {
+        let Request::Register { event, identity } = req else {
+            return Err("not a register request".to_owned());
+        };
+        shared
+            .commit(|reply| Op::Register {
+                event,
+                identity: Box::new(identity),
+                reply: Some(reply),
+            })
+            .map(|_| ())
+    });
+    match res {
+        Ok(s) if s.ingested + s.rejected + s.deferred > 0 => log::info!(
+            "spool {}: {} report(s) ingested, {} rejected, {} deferred",
+            dir.display(),
+            s.ingested,
+            s.rejected,
+            s.deferred
+        ),
+        Ok(_) => {}
+        Err(e) => log::error!("{e}"),
+    }
+}
+
+fn reconcile(shared: &Shared) {
+    match shared.commit(|reply| Op::Reconcile { reply: Some(reply) }) {
+        Ok(c) if c.changed > 0 => log::info!(
+            "reconciled: {} container(s) no longer running marked exited",
+            c.changed
+        ),
+        Ok(_) => {}
+        Err(e) => log::error!("reconcile: {e}"),
+    }
+}
+
+/// Run the monitor until `stop` is set.
+pub fn run(opts: &Options, stop: &AtomicBool) -> Result<(), DaemonError> {
+    make_dir(&opts.state_dir, 0o700).map_err(|source| DaemonError::StateDir {
+        path: opts.state_dir.clone(),
+        source,
+    })?;
+    let lock_path = opts.state_dir.join(LOCK_FILE);
+    let lock_file = File::create(&lock_path).map_err(|source| DaemonError::Lock {
+        path: lock_path.clone(),
+        source,
+    })?;
+    let _lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            return Err(DaemonError::Locked { path: lock_path })
+        }
+        Err((_, e)) => {
+            return Err(DaemonError::Lock {
+                path: lock_path,
+                source: e.into(),
+            })
+        }
+    };
+
+    let host_pid_ns = procfs::ns_inode(std::process::id(), "pid").ok();
+    let mut store = Store::new(host_pid_ns);
+    let journal_path = opts.state_dir.join(JOURNAL_FILE);
+    let started = Instant::now();
+    let (journal, stats) = Journal::open(&journal_path, |e| store.apply(e))?;
+    for (offset, why) in &stats.corrupt {
+        log::error!(
+            "journal {}: record at byte {offset} is corrupt ({why}) but later records are intact: skipped",
+            journal_path.display()
+        );
+    }
+    if stats.truncated > 0 {
+        log::warn!(
+            "journal {}: torn last record ({} bytes, never acknowledged) truncated",
+            journal_path.display(),
+            stats.truncated
+        );
+    }
+    log::info!(
+        "journal {}: {} records replayed into {} containers in {:?}",
+        journal_path.display(),
+        stats.records,
+        store.len(),
+        started.elapsed()
+    );
+
+    let store = Arc::new(RwLock::new(store));
+    let hub = Arc::new(Hub::new());
+    let proc: Arc<dyn ProcView> = Arc::new(Real::new());
+    let (ops, rx) = mpsc::channel();
+    let writer = Writer::new(
+        journal,
+        Arc::clone(&store),
+        Arc::clone(&hub),
+        Arc::clone(&proc),
+        opts.writer.clone(),
+    );
+    spawn("ociguardd-writer", move || writer.run(rx))?;
+
+    if opts.exit_events {
+        match exitwatch::subscribe() {
+            Ok(fd) => {
+                let (s, o) = (Arc::clone(&store), ops.clone());
+                spawn("ociguardd-exits", move || exitwatch::run(fd, s, o))?;
+            }
+            Err(e) => log::warn!(
+                "kernel process events unavailable ({e}): exit statuses will be recorded as unknown"
+            ),
+        }
+    }
+
+    let shared = Arc::new(Shared {
+        store,
+        hub,
+        ops,
+        proc,
+        admin_uids: opts.admin_uids.clone(),
+        host_pid_ns,
+        limits: opts.limits.clone(),
+    });
+
+    ingest_spool(&shared, &opts.spool_dir);
+    reconcile(&shared);
+
+    let admin = bind(&opts.socket, 0o700, 0o600)?;
+    let s = Arc::clone(&shared);
+    spawn("ociguardd-admin", move || {
+        server::serve(admin, Role::Admin, s)
+    })?;
+    if let Some(path) = &opts.workload_socket {
+        let workload = bind(path, 0o755, 0o666)?;
+        let s = Arc::clone(&shared);
+        spawn("ociguardd-workload", move || {
+            server::serve(workload, Role::Workload, s)
+        })?;
+    }
+    log::info!("listening on {}", opts.socket.display());
+    // Reports spooled while the socket was not yet open.
+    ingest_spool(&shared, &opts.spool_dir);
+
+    let mut last_spool = Instant::now();
+    let mut last_reconcile = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        if last_spool.elapsed() >= opts.spool_interval {
+            ingest_spool(&shared, &opts.spool_dir);
+            last_spool = Instant::now();
+        }
+        if last_reconcile.elapsed() >= opts.reconcile_interval {
+            reconcile(&shared);
+            last_reconcile = Instant::now();
+        }
+    }
+    log::info!("stopping");
+    for path in std::iter::once(&opts.socket).chain(opts.workload_socket.iter()) {
+        let _ = fs::remove_file(path);
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! Lifecycle events: a short in-memory history plus live subscribers (`ociguardctl events`).
+//!
+//! Publishing never blocks the writer: a subscriber whose queue is full is dropped (and told
+//! so by the connection closing), it never slows down registrations.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Mutex;
+
+use crate::protocol::{Event, EventKind};
+use crate::record::{Identity, Timestamp};
+
+/// Events kept for `events` without `--follow` (and sent first to a new follower).
+pub const HISTORY: usize = 1024;
+/// Events a follower may lag behind before it is dropped.
+pub const SUBSCRIBER_QUEUE: usize = 4096;
+
+#[derive(Debug, Default)]
+struct Inner {
+    seq: u64,
+    recent: VecDeque<Event>,
+    subscribers: Vec<SyncSender<Event>>,
+}
+
+#[derive(Debug, Default)]
+pub struct Hub {
+    inner: Mutex<Inner>,
+}
+
+impl Hub {
+    pub fn new() -> Hub {
+        Hub::default()
+    }
+
+    pub fn publish(&self, kind: EventKind, rec: &Identity, detail: Option<String>) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        inner.seq += 1;
+        let event = Event {
+            seq: inner.seq,
+            time: Timestamp::now(),
+            kind,
+            id: rec.id.clone(),
+            bundle: rec.bundle.clone(),
+            pid: rec.pid,
+            status: rec.status,
+            exit: rec.exit,
+            detail,
+        };
+        log::info!(
+            "event {} {} pid={} {}",
+            kind.as_str(),
+            rec.id,
+            rec.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            event.detail.as_deref().unwrap_or("")
+        );
+        inner
+            .subscribers
+            .retain(|s| match s.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    log::warn!("events: a follower fell {SUBSCRIBER_QUEUE} events behind: dropped");
+                    false
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            });
+        if inner.recent.len() == HISTORY {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back(event);
+    }
+
+    pub fn recent(&self) -> Vec<Event> {
+        self.inner
+            .lock()
+            .map(|i| i.recent.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The history and a receiver for everything after it (no gap, no duplicate).
+    pub fn subscribe(&self) -> (Vec<Event>, Receiver<Event>) {
+        let (tx, rx) = mpsc::sync_channel(SUBSCRIBER_QUEUE);
+        match self.inner.lock() {
+            Ok(mut inner) => {
+                let recent = inner.recent.iter().cloned().collect();
+                inner.subscribers.push(tx);
+                (recent, rx)
+            }
+            Err(_) => (Vec::new(), rx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_and_followers() {
+        let hub = Hub::new();
+        let rec = Identity {
+            id: "a".into(),
+            bundle: "/b".into(),
+            ..Default::default()
+        };
+        hub.publish(EventKind::Registered, &rec, None);
+        let (recent, rx) = hub.subscribe();
+        assert_eq!(recent.len(), 1);
+        hub.publish(EventKind::Started, &rec, None);
+        let e = rx.try_recv().unwrap();
+        assert_eq!((e.seq, e.kind), (2, EventKind::Started));
+        drop(rx);
+        hub.publish(EventKind::Exited, &rec, None);
+        assert_eq!(hub.recent().len(), 3);
+    }
+}

@@ -1,0 +1,188 @@
+//! Exit statuses from the kernel: the netlink process connector reports every process exit
+//! with its wait(2) status, even for processes that are not our children.
+//!
+//! OCI state has no exit status and `poststop` runs long after the engine reaped the process,
+//! so this is the only place a node-level observer can learn how a container ended. It needs
+//! `CAP_NET_ADMIN` in the initial user namespace; without it (or on a kernel without
+//! `CONFIG_PROC_EVENTS`) the monitor still records exits, from `poststop` and reconciliation,
+//! with an unknown status.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, RwLock};
+
+use nix::errno::Errno;
+use nix::sys::socket::{bind, recv, send, setsockopt, sockopt, MsgFlags, NetlinkAddr};
+
+use crate::record::{Exit, ExitSource};
+use crate::store::Store;
+use crate::sys;
+use crate::writer::Op;
+
+const CN_IDX_PROC: u32 = 1;
+const CN_VAL_PROC: u32 = 1;
+const PROC_CN_MCAST_LISTEN: u32 = 1;
+const PROC_EVENT_EXIT: u32 = 0x8000_0000;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_HDRLEN: usize = 16;
+const CN_MSG_LEN: usize = 20;
+
+/// The subscription message: nlmsghdr + cn_msg + `PROC_CN_MCAST_LISTEN`.
+fn listen_message() -> Vec<u8> {
+    let total = NLMSG_HDRLEN + CN_MSG_LEN + 4;
+    let mut m = Vec::with_capacity(total);
+    m.extend_from_slice(&(total as u32).to_ne_bytes()); // nlmsg_len
+    m.extend_from_slice(&NLMSG_DONE.to_ne_bytes()); // nlmsg_type
+    m.extend_from_slice(&0u16.to_ne_bytes()); // nlmsg_flags
+    m.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_seq
+    m.extend_from_slice(&std::process::id().to_ne_bytes()); // nlmsg_pid
+    m.extend_from_slice(&CN_IDX_PROC.to_ne_bytes()); // cn_msg.id.idx
+    m.extend_from_slice(&CN_VAL_PROC.to_ne_bytes()); // cn_msg.id.val
+    m.extend_from_slice(&0u32.to_ne_bytes()); // seq
+    m.extend_from_slice(&0u32.to_ne_bytes()); // ack
+    m.extend_from_slice(&4u16.to_ne_bytes()); // len
+    m.extend_from_slice(&0u16.to_ne_bytes()); // flags
+    m.extend_from_slice(&PROC_CN_MCAST_LISTEN.to_ne_bytes());
+    m
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_ne_bytes)
+}
+
+/// Exit events in one datagram: `(pid, tgid, wait status)`.
+pub fn parse_exits(datagram: &[u8]) -> Vec<(u32, u32, u32)> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while let Some(len) = u32_at(datagram, off) {
+        let len = len as usize;
+        if len < NLMSG_HDRLEN || off + len > datagram.len() {
+            break;
+        }
+        let msg = &datagram[off..off + len];
+        // proc_event: what(4) cpu(4) timestamp_ns(8) then event_data
+        let ev = NLMSG_HDRLEN + CN_MSG_LEN;
+        if u32_at(msg, ev) == Some(PROC_EVENT_EXIT) {
+            if let (Some(pid), Some(tgid), Some(code)) = (
+                u32_at(msg, ev + 16),
+                u32_at(msg, ev + 20),
+                u32_at(msg, ev + 24),
+            ) {
+                out.push((pid, tgid, code));
+            }
+        }
+        // NLMSG_ALIGN
+        off += (len + 3) & !3;
+    }
+    out
+}
+
+/// Subscribe to process events; `Err` says why exit statuses will be unknown.
+pub fn subscribe() -> std::io::Result<OwnedFd> {
+    let fd = sys::connector_socket()?;
+    // A burst of exits on a busy node must not overflow the queue before we read it.
+    let _ = setsockopt(&fd, sockopt::RcvBuf, &(4 << 20));
+    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, CN_IDX_PROC)).map_err(std::io::Error::from)?;
+    send(fd.as_raw_fd(), &listen_message(), MsgFlags::empty()).map_err(std::io::Error::from)?;
+    Ok(fd)
+}
+
+/// Read exit events forever, passing those of registered containers' init processes to the
+/// writer. On queue overflow (`ENOBUFS`) events were lost: ask for a reconciliation.
+pub fn run(fd: OwnedFd, store: Arc<RwLock<Store>>, ops: Sender<Op>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(Errno::ENOBUFS) => {
+                log::warn!("exit events: kernel queue overflowed, events lost; reconciling");
+                if ops.send(Op::Reconcile { reply: None }).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Err(e) => {
+                log::error!("exit events: recv: {e}; exit statuses will be unknown from now on");
+                return;
+            }
+        };
+        for (pid, tgid, code) in parse_exits(&buf[..n]) {
+            if pid != tgid {
+                continue; // a thread, not a process
+            }
+            let ours = store
+                .read()
+                .map(|s| s.active_by_pid(pid).is_some())
+                .unwrap_or(false);
+            if ours {
+                let exit = Exit::from_wait_status(code, ExitSource::Kernel);
+                if ops.send(Op::ProcessExited { pid, exit }).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_one_exit() {
+        let mut d = vec![0u8; 16 + 20 + 16 + 24];
+        let len = d.len() as u32;
+        d[0..4].copy_from_slice(&len.to_ne_bytes());
+        d[36..40].copy_from_slice(&PROC_EVENT_EXIT.to_ne_bytes());
+        d[52..56].copy_from_slice(&77u32.to_ne_bytes());
+        d[56..60].copy_from_slice(&77u32.to_ne_bytes());
+        d[60..64].copy_from_slice(&(42u32 << 8).to_ne_bytes());
+        assert_eq!(parse_exits(&d), vec![(77, 77, 42 << 8)]);
+        // a fork event is ignored, truncated input does not panic
+        d[36..40].copy_from_slice(&1u32.to_ne_bytes());
+        assert!(parse_exits(&d).is_empty());
+        assert!(parse_exits(&d[..10]).is_empty());
+        assert_eq!(listen_message().len(), 40);
+    }
+
+    #[test]
+    fn kernel_reports_a_childs_exit_status() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skip: proc connector needs root");
+            return;
+        }
+        let fd = match subscribe() {
+            Ok(fd) => fd,
+            Err(e) => {
+                eprintln!("skip: proc connector unavailable: {e}");
+                return;
+            }
+        };
+        let _ = nix::sys::socket::setsockopt(
+            &fd,
+            sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(5, 0),
+        );
+        let child = std::process::Command::new("/bin/sh")
+            .args(["-c", "exit 42"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut child = child;
+        child.wait().unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+            if let Some(&(_, _, code)) = parse_exits(&buf[..n]).iter().find(|e| e.0 == pid) {
+                assert_eq!(
+                    Exit::from_wait_status(code, ExitSource::Kernel).code,
+                    Some(42)
+                );
+                break;
+            }
+        }
+    }
+}

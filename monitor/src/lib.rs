@@ -1,0 +1,27 @@
+//! ociguardd, the node monitor: the durable record of which live process belongs to which
+//! container, image and policy, and the socket that answers "who is calling me?".
+//!
+//! It owns the identity records (`record`), their journal (`journal`), the spool that hooks
+//! fall back to (`spool`), the wire protocol and its client (`protocol`, `client`), and the
+//! daemon itself (`daemon`, `server`, `writer`, `exitwatch`). It never changes a container or a
+//! bundle and never execs anything: it only records and answers. Nothing it is told by a peer
+//! decides what that peer may do; only the kernel's credentials for the socket do.
+
+pub mod client;
+pub mod daemon;
+pub mod events;
+pub mod exitwatch;
+pub mod journal;
+pub mod logger;
+pub mod procfs;
+pub mod protocol;
+pub mod record;
+pub mod server;
+pub mod spool;
+pub mod store;
+mod sys;
+pub mod writer;
+
+pub use client::{Client, ClientError};
+pub use protocol::{Event, EventKind, Lifecycle, Request, Response};
+pub use record::{Exit, ExitSource, Identity, Key, Status, Timestamp};

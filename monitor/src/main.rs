@@ -1,0 +1,118 @@
+//! `ociguardd`: the node monitor daemon. Thin: flags, logging, signals, then `daemon::run`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
+use ociguard_monitor::daemon::{self, Options};
+use ociguard_monitor::logger;
+use ociguard_policy::RuntimeConfig;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ociguardd",
+    version,
+    about = "ociguard node monitor: container identity"
+)]
+struct Args {
+    /// Admin socket (default: `monitor_socket` of the ociguard config).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Also listen on a whoami-only socket meant to be mounted into containers.
+    #[arg(long)]
+    workload_socket: Option<PathBuf>,
+    /// Journal and lock file.
+    #[arg(long, default_value = daemon::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Spool directory (default: `spool_dir` of the ociguard config).
+    #[arg(long)]
+    spool_dir: Option<PathBuf>,
+    /// A uid besides root that may register, deregister and query (repeatable).
+    #[arg(long = "admin-uid")]
+    admin_uids: Vec<u32>,
+    /// Disconnect a peer that sends nothing for this long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Check every record against the process table this often.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    reconcile_interval: Duration,
+    /// Read the spool this often.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    spool_interval: Duration,
+    /// Keep exited containers this long (they are dropped at the next compaction after).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    retain_exited: Duration,
+    /// Compact the journal after this many appended records.
+    #[arg(long, default_value_t = 20_000)]
+    compact_after: u64,
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+    /// Do not subscribe to kernel process-exit events (exit statuses become unknown).
+    #[arg(long)]
+    no_exit_events: bool,
+    /// error, warn, info, debug or trace.
+    #[arg(long, default_value = "info", value_parser = parse_level)]
+    log_level: log::LevelFilter,
+}
+
+fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?}: expected error, warn, info, debug or trace"))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    logger::init(args.log_level);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config_path = RuntimeConfig::path_from_env();
+    let config = RuntimeConfig::load(&config_path)
+        .with_context(|| format!("config {}", config_path.display()))?;
+    let mut opts = Options {
+        socket: args.socket.unwrap_or(config.monitor_socket),
+        workload_socket: args.workload_socket,
+        state_dir: args.state_dir,
+        spool_dir: args.spool_dir.unwrap_or(config.spool_dir),
+        admin_uids: args.admin_uids,
+        reconcile_interval: args.reconcile_interval,
+        spool_interval: args.spool_interval,
+        exit_events: !args.no_exit_events,
+        ..Options::default()
+    };
+    opts.limits.idle_timeout = args.idle_timeout;
+    opts.limits.max_connections = args.max_connections;
+    opts.writer.retain_exited = args.retain_exited;
+    opts.writer.compact_after = args.compact_after;
+
+    // Block the stop signals in every thread (threads inherit the mask) and take them in one.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals.thread_block().context("block signals")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    std::thread::Builder::new()
+        .name("ociguardd-signals".into())
+        .spawn(move || {
+            if let Ok(sig) = signals.wait() {
+                log::info!("{sig}: shutting down");
+            }
+            flag.store(true, Ordering::Relaxed);
+        })
+        .context("start signal thread")?;
+    daemon::run(&opts, &stop).context("ociguardd")?;
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! What `/proc` says about a process: start time, liveness, cgroup, namespaces, boot id.
+//!
+//! Reads only; every function takes a host pid. The [`ProcView`] trait lets the store's lookup
+//! logic be tested against a fake process table.
+
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+
+/// Field 22 of `/proc/<pid>/stat` and what else a lookup needs from that line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Clock ticks after boot: together with the pid it names one process for a boot's life.
+    pub start_time: u64,
+    /// `Z` (zombie) or `X` (dead): the process has exited but may not be reaped yet.
+    pub exited: bool,
+    /// Field 52, the wait(2) status, meaningful only for an exited process.
+    pub exit_code: Option<u32>,
+}
+
+/// Parse a `/proc/<pid>/stat` line. `comm` (field 2) may contain spaces and parentheses, so
+/// fields are counted from the *last* `)`.
+pub fn parse_stat(line: &str) -> Option<ProcStat> {
+    let rest = &line[line.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // fields[0] is field 3 (state); field N is fields[N - 3].
+    let state = fields.first()?;
+    let start_time = fields.get(22 - 3)?.parse().ok()?;
+    let exit_code = fields.get(52 - 3).and_then(|f| f.parse().ok());
+    Some(ProcStat {
+        start_time,
+        exited: matches!(*state, "Z" | "X" | "x"),
+        exit_code,
+    })
+}
+
+fn read_small(path: &str) -> io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut s = String::with_capacity(512);
+    f.read_to_string(&mut s)?;
+    Ok(s)
+}
+
+pub fn stat(pid: u32) -> io::Result<ProcStat> {
+    let text = read_small(&format!("/proc/{pid}/stat"))?;
+    parse_stat(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/stat: unexpected format"),
+        )
+    })
+}
+
+/// The cgroup that identifies a container's processes, from `/proc/<pid>/cgroup` text: the
+/// unified (v2) path when it is not the root, else the first v1 controller path that is not
+/// the root (hybrid hosts, where crun creates the container's cgroup in every hierarchy).
+pub fn parse_cgroup(text: &str) -> Option<String> {
+    let mut v1 = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(hier), Some(controllers), Some(path)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if path == "/" || path.is_empty() {
+            continue;
+        }
+        if hier == "0" && controllers.is_empty() {
+            return Some(path.to_owned());
+        }
+        if v1.is_none() {
+            v1 = Some(path.to_owned());
+        }
+    }
+    v1
+}
+
+pub fn cgroup(pid: u32) -> io::Result<Option<String>> {
+    Ok(parse_cgroup(&read_small(&format!("/proc/{pid}/cgroup"))?))
+}
+
+/// The inode of `/proc/<pid>/ns/<kind>` (`pid`, `net`, `mnt`, ...).
+pub fn ns_inode(pid: u32, kind: &str) -> io::Result<u64> {
+    Ok(std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))?.ino())
+}
+
+/// This boot's id: start times restart from zero at boot, so records carry it.
+pub fn boot_id() -> io::Result<String> {
+    Ok(read_small("/proc/sys/kernel/random/boot_id")?
+        .trim()
+        .to_owned())
+}
+
+/// The view of the process table the store needs (see [`Real`]).
+pub trait ProcView: Send + Sync {
+    fn stat(&self, pid: u32) -> Option<ProcStat>;
+    fn pid_ns(&self, pid: u32) -> Option<u64>;
+    fn cgroup(&self, pid: u32) -> Option<String>;
+    fn boot_id(&self) -> Option<&str>;
+}
+
+/// `/proc` of the host.
+#[derive(Debug, Clone)]
+pub struct Real {
+    boot_id: Option<String>,
+}
+
+impl Real {
+    pub fn new() -> Real {
+        Real {
+            boot_id: boot_id().ok(),
+        }
+    }
+}
+
+impl Default for Real {
+    fn default() -> Self {
+        Real::new()
+    }
+}
+
+impl ProcView for Real {
+    fn stat(&self, pid: u32) -> Option<ProcStat> {
+        stat(pid).ok()
+    }
+    fn pid_ns(&self, pid: u32) -> Option<u64> {
+        ns_inode(pid, "pid").ok()
+    }
+    fn cgroup(&self, pid: u32) -> Option<String> {
+        cgroup(pid).ok().flatten()
+    }
+    fn boot_id(&self) -> Option<&str> {
+        self.boot_id.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_hostile_comm() {
+        let mut fields = vec!["0"; 50];
+        fields[0] = "S";
+        fields[19] = "123456";
+        fields[49] = "256";
+        let line = format!("42 (a) b) (c) {}\n", fields.join(" "));
+        let s = parse_stat(&line).unwrap();
+        assert_eq!(s.start_time, 123456);
+        assert!(!s.exited);
+        assert_eq!(s.exit_code, Some(256));
+        let z = parse_stat(&line.replace(") S ", ") Z ")).unwrap();
+        assert!(z.exited);
+        assert!(parse_stat("garbage").is_none());
+    }
+
+    #[test]
+    fn own_process() {
+        let me = std::process::id();
+        let s = stat(me).unwrap();
+        assert!(!s.exited);
+        assert_eq!(stat(me).unwrap().start_time, s.start_time);
+        assert!(ns_inode(me, "pid").unwrap() > 0);
+        assert!(!boot_id().unwrap().is_empty());
+    }
+
+    #[test]
+    fn cgroup_choice() {
+        let hybrid = "10:hugetlb:/t3\n4:memory:/t3\n0::/t3\n";
+        assert_eq!(parse_cgroup(hybrid).as_deref(), Some("/t3"));
+        let v1_only = "4:memory:/process_api/x\n1:cpu:/\n0::/\n";
+        assert_eq!(parse_cgroup(v1_only).as_deref(), Some("/process_api/x"));
+        assert_eq!(
+            parse_cgroup("0::/system.slice/crun-x.scope\n").as_deref(),
+            Some("/system.slice/crun-x.scope")
+        );
+        assert_eq!(parse_cgroup("0::/\n"), None);
+    }
+}

@@ -1,0 +1,283 @@
+//! The monitor's wire protocol: newline-delimited JSON over a Unix stream socket.
+//!
+//! Each request is one JSON object on one line (at most [`MAX_REQUEST`] bytes including the
+//! newline); each answer is one JSON object on one line. A connection may carry any number of
+//! requests in turn. `events` with `follow` turns the connection into a stream of event lines.
+//!
+//! ```text
+//! → {"op":"whoami"}
+//! ← {"ok":true,"container":{"id":"web-1","bundle":"/run/...","status":"running",...}}
+//! → {"op":"whois","pid":4242}
+//! ← {"ok":true,"reason":"not a container"}
+//! → {"op":"register","event":"created","identity":{...}}
+//! ← {"ok":true,"durable":true,"seq":118}
+//! ← {"ok":false,"error":"permission denied: uid 65534 may not register"}
+//! ```
+//!
+//! Who may ask what is decided from the peer's kernel credentials (`SO_PEERCRED`), never from
+//! anything in the request.
+
+use std::io::{self, BufRead};
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::{Exit, Identity, Status, Timestamp};
+
+/// Largest request line accepted, newline included.
+pub const MAX_REQUEST: usize = 64 * 1024;
+/// Largest answer line a client accepts (a `list` of 10,000 containers is a few MiB).
+pub const MAX_RESPONSE: usize = 256 * 1024 * 1024;
+
+/// A lifecycle report from `ociguard-hook`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lifecycle {
+    /// `createRuntime`: the container exists, its process has not run user code.
+    Created,
+    /// `poststart`
+    Started,
+    /// `poststop`
+    Exited,
+}
+
+impl Lifecycle {
+    pub fn status(self) -> Status {
+        match self {
+            Lifecycle::Created => Status::Created,
+            Lifecycle::Started => Status::Running,
+            Lifecycle::Exited => Status::Exited,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Anyone: is the monitor serving?
+    Ping,
+    /// Admin: record a lifecycle event; answered only once the record is durable.
+    Register {
+        event: Lifecycle,
+        identity: Identity,
+    },
+    /// Admin: forget a container (all incarnations with that id, or the one with `bundle`).
+    Deregister {
+        id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bundle: Option<String>,
+    },
+    /// Anyone: the container of the calling process, from its kernel credentials.
+    Whoami,
+    /// Admin: the container of any host pid.
+    Whois { pid: u32 },
+    /// Admin: every record.
+    List,
+    /// Admin: the records with this id (or the one with `bundle`).
+    Inspect {
+        id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bundle: Option<String>,
+    },
+    /// Admin: recent events, then (with `follow`) new ones as they happen.
+    Events {
+        #[serde(default)]
+        follow: bool,
+    },
+}
+
+impl Request {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::Register { .. } => "register",
+            Request::Deregister { .. } => "deregister",
+            Request::Whoami => "whoami",
+            Request::Whois { .. } => "whois",
+            Request::List => "list",
+            Request::Inspect { .. } => "inspect",
+            Request::Events { .. } => "events",
+        }
+    }
+}
+
+/// One answer line. Fields that do not apply are absent.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `register`: the record is on disk (fsync'd) and will survive a crash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durable: Option<bool>,
+    /// `register`/`deregister`: the journal sequence number of the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// `whoami`/`whois`: the container; absent means "not a container" (see `reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Identity>,
+    /// `list`/`inspect`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers: Option<Vec<Identity>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `events`: one per line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<Event>,
+}
+
+impl Response {
+    pub fn ok() -> Response {
+        Response {
+            ok: true,
+            ..Default::default()
+        }
+    }
+    pub fn error(msg: impl Into<String>) -> Response {
+        Response {
+            ok: false,
+            error: Some(msg.into()),
+            ..Default::default()
+        }
+    }
+    /// One line, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        // Plain structs of strings and numbers always serialise; the fallback is still valid JSON.
+        let mut v = serde_json::to_vec(self)
+            .unwrap_or_else(|_| br#"{"ok":false,"error":"internal: encode"}"#.to_vec());
+        v.push(b'\n');
+        v
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Registered,
+    Started,
+    Exited,
+    Reconciled,
+    Deregistered,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Registered => "registered",
+            EventKind::Started => "started",
+            EventKind::Exited => "exited",
+            EventKind::Reconciled => "reconciled",
+            EventKind::Deregistered => "deregistered",
+        }
+    }
+}
+
+/// Something that happened to a container record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Monotonic within one monitor run.
+    pub seq: u64,
+    pub time: Timestamp,
+    pub kind: EventKind,
+    pub id: String,
+    pub bundle: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<Exit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("line longer than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("connection closed in the middle of a line")]
+    Truncated,
+    #[error("read: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Read one newline-terminated line of at most `limit` bytes (newline included) and return it
+/// without the newline; `None` on a clean end of stream. Never buffers more than `limit` bytes,
+/// so an endless line costs the reader nothing but time (bounded by the socket's timeout).
+pub fn read_frame(r: &mut impl BufRead, limit: usize) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut line = Vec::new();
+    loop {
+        let buf = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if buf.is_empty() {
+            return if line.is_empty() {
+                Ok(None)
+            } else {
+                Err(FrameError::Truncated)
+            };
+        }
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        if line.len() + chunk.len() + usize::from(done.is_some()) > limit {
+            return Err(FrameError::TooLarge { limit });
+        }
+        line.extend_from_slice(chunk);
+        match done {
+            Some(n) => {
+                r.consume(n);
+                return Ok(Some(line));
+            }
+            None => {
+                let n = chunk.len();
+                r.consume(n);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufReader;
+
+    #[test]
+    fn frames() {
+        let data = b"{\"op\":\"ping\"}\nsecond\npartial";
+        let mut r = BufReader::with_capacity(4, &data[..]);
+        assert_eq!(
+            read_frame(&mut r, 64).unwrap().unwrap(),
+            b"{\"op\":\"ping\"}"
+        );
+        assert_eq!(read_frame(&mut r, 64).unwrap().unwrap(), b"second");
+        assert!(matches!(read_frame(&mut r, 64), Err(FrameError::Truncated)));
+        let mut r = BufReader::new(&b""[..]);
+        assert!(read_frame(&mut r, 64).unwrap().is_none());
+        let big = vec![b'x'; 100];
+        let mut r = BufReader::new(&big[..]);
+        assert!(matches!(
+            read_frame(&mut r, 64),
+            Err(FrameError::TooLarge { limit: 64 })
+        ));
+        // exactly at the limit, newline included
+        let mut exact = vec![b'y'; 63];
+        exact.push(b'\n');
+        let mut r = BufReader::new(&exact[..]);
+        assert_eq!(read_frame(&mut r, 64).unwrap().unwrap().len(), 63);
+    }
+
+    #[test]
+    fn request_json() {
+        let r: Request = serde_json::from_str(r#"{"op":"whois","pid":12}"#).unwrap();
+        assert_eq!(r, Request::Whois { pid: 12 });
+        let r: Request = serde_json::from_str(r#"{"op":"events"}"#).unwrap();
+        assert_eq!(r, Request::Events { follow: false });
+        assert!(serde_json::from_str::<Request>(r#"{"op":"format-disk"}"#).is_err());
+        assert_eq!(
+            String::from_utf8(Response::error("x").to_line()).unwrap(),
+            "{\"ok\":false,\"error\":\"x\"}\n"
+        );
+    }
+}

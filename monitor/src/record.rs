@@ -1,0 +1,344 @@
+//! The identity record: which container a process is, from which image, under which policy.
+//!
+//! One record per container incarnation, keyed by container id *and* bundle (containerd
+//! namespaces reuse ids under different roots; the bundle path tells them apart). A process is
+//! named by its pid *and* its start time (`/proc/<pid>/stat` field 22, clock ticks since boot)
+//! plus the boot id, so a pid the kernel hands out again, or a record from before a reboot, is
+//! never taken for the container.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A wall-clock time, stored as milliseconds since the epoch, written as RFC 3339.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    pub fn now() -> Timestamp {
+        Timestamp::from(SystemTime::now())
+    }
+    pub fn as_system_time(self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.0)
+    }
+}
+
+impl From<SystemTime> for Timestamp {
+    fn from(t: SystemTime) -> Self {
+        let ms = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        Timestamp(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}",
+            humantime::format_rfc3339_millis(self.as_system_time())
+        )
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_rfc3339_weak(&s)
+            .map(Timestamp::from)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where a container is in its life. Only ever moves forward.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Registered by the `createRuntime` hook; the user's process has not started.
+    #[default]
+    Created,
+    /// `poststart` ran.
+    Running,
+    /// The process is gone (kernel exit event, `poststop`, or reconciliation).
+    Exited,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Exited => "exited",
+        }
+    }
+}
+
+/// How the monitor learnt that a container exited, which says how much it knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExitSource {
+    /// The kernel's process-exit event (netlink proc connector): code or signal are exact.
+    Kernel,
+    /// The process was seen as a zombie: `/proc/<pid>/stat` still held its exit code.
+    Zombie,
+    /// The `poststop` hook: OCI state carries no exit status, so it is unknown.
+    Hook,
+    /// Reconciliation found the process gone (monitor was down, or after a reboot).
+    Reconciled,
+}
+
+/// The container process's exit: `code` for a normal exit, `signal` when it was killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Exit {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    pub source: ExitSource,
+}
+
+impl Exit {
+    /// From a wait(2)-style status word (the proc connector's `exit_code`, `/proc` field 52).
+    pub fn from_wait_status(status: u32, source: ExitSource) -> Exit {
+        let sig = status & 0x7f;
+        if sig == 0 {
+            Exit {
+                code: i32::try_from((status >> 8) & 0xff).ok(),
+                signal: None,
+                source,
+            }
+        } else {
+            Exit {
+                code: None,
+                signal: i32::try_from(sig).ok(),
+                source,
+            }
+        }
+    }
+
+    pub fn unknown(source: ExitSource) -> Exit {
+        Exit {
+            code: None,
+            signal: None,
+            source,
+        }
+    }
+
+    pub fn is_known(&self) -> bool {
+        self.code.is_some() || self.signal.is_some()
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.signal) {
+            (Some(c), _) => write!(f, "{c}"),
+            (None, Some(s)) => write!(f, "signal {s}"),
+            (None, None) => f.write_str("unknown"),
+        }
+    }
+}
+
+/// Namespace inodes (`stat -L /proc/<pid>/ns/<kind>`), as seen from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Namespaces {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mnt: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Image {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Image {
+    fn is_empty(&self) -> bool {
+        self.name.is_none() && self.digest.is_none() && self.labels.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Kubernetes {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+}
+
+impl Kubernetes {
+    pub fn is_empty(&self) -> bool {
+        *self == Kubernetes::default()
+    }
+}
+
+/// The ociguard policy the container was created under (from the annotations ociguard wrote).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PolicyRef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+/// Everything known about one container.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Identity {
+    pub id: String,
+    pub bundle: String,
+    #[serde(default)]
+    pub status: Status,
+    /// containerd, cri-o, podman, docker, or absent when it cannot be told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    /// The container's init process, in the host's pid namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// `/proc/<pid>/stat` field 22 (clock ticks after boot): with the pid, names the process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
+    /// `/proc/sys/kernel/random/boot_id` when the pid was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(default)]
+    pub namespaces: Namespaces,
+    #[serde(default, skip_serializing_if = "Image::is_empty")]
+    pub image: Image,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<Kubernetes>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyRef>,
+    /// Digests of the profiles in force: `seccomp`, later `apparmor`, `egress`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub profiles: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exited: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<Exit>,
+}
+
+/// What identifies a record: container id and bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Key {
+    pub id: String,
+    pub bundle: String,
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.id, self.bundle)
+    }
+}
+
+impl Identity {
+    pub fn key(&self) -> Key {
+        Key {
+            id: self.id.clone(),
+            bundle: self.bundle.clone(),
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.status != Status::Exited
+    }
+
+    /// The process this record names, when both halves are known.
+    pub fn process(&self) -> Option<(u32, u64)> {
+        Some((self.pid?, self.start_time?))
+    }
+
+    /// Check a record received from a client before it is journaled.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id.is_empty() || self.id.len() > 1024 {
+            return Err("identity.id must be 1..=1024 bytes".to_owned());
+        }
+        if !self.bundle.starts_with('/') || self.bundle.len() > 4096 {
+            return Err("identity.bundle must be an absolute path of at most 4096 bytes".into());
+        }
+        if self.pid == Some(0) {
+            return Err("identity.pid must not be 0".to_owned());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_status() {
+        assert_eq!(
+            Exit::from_wait_status(42 << 8, ExitSource::Kernel).code,
+            Some(42)
+        );
+        let killed = Exit::from_wait_status(9, ExitSource::Kernel);
+        assert_eq!((killed.code, killed.signal), (None, Some(9)));
+        assert_eq!(killed.to_string(), "signal 9");
+        // core dumped bit does not hide the signal
+        assert_eq!(
+            Exit::from_wait_status(0x80 | 11, ExitSource::Kernel).signal,
+            Some(11)
+        );
+    }
+
+    #[test]
+    fn timestamp_roundtrip() {
+        let t = Timestamp(1_700_000_000_123);
+        let s = serde_json::to_string(&t).unwrap();
+        assert_eq!(s, "\"2023-11-14T22:13:20.123Z\"");
+        assert_eq!(serde_json::from_str::<Timestamp>(&s).unwrap(), t);
+    }
+
+    #[test]
+    fn compact_json_and_roundtrip() {
+        let id = Identity {
+            id: "c1".into(),
+            bundle: "/b".into(),
+            pid: Some(7),
+            ..Default::default()
+        };
+        let s = serde_json::to_string(&id).unwrap();
+        assert_eq!(
+            s,
+            r#"{"id":"c1","bundle":"/b","status":"created","pid":7,"namespaces":{}}"#
+        );
+        assert_eq!(serde_json::from_str::<Identity>(&s).unwrap(), id);
+        assert!(id.validate().is_ok());
+        let bad = Identity {
+            bundle: "rel".into(),
+            ..id
+        };
+        assert!(bad.validate().is_err());
+    }
+}

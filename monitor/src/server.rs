@@ -1,0 +1,421 @@
+//! The sockets: accept connections, learn who the peer is from the kernel, answer requests.
+//!
+//! One thread per connection (bounded per socket), each with an idle timeout so a peer that
+//! connects and stalls holds one slot for a few seconds and blocks nobody else. A malformed or
+//! oversized request gets an error line and the connection is closed: after garbage the framing
+//! cannot be trusted.
+//!
+//! Authorisation uses only `SO_PEERCRED` (uid and pid as the kernel recorded them at
+//! `connect(2)`): `ping` and `whoami` are open to every peer; everything else needs an admin uid
+//! (root, or one given with `--admin-uid`), a caller in the host's pid namespace that is not
+//! itself inside a registered container (a container's root is uid 0 too when it has no user
+//! namespace), and the admin socket — the workload socket answers only `whoami` and `ping`.
+
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use nix::sys::socket::{getsockopt, sockopt};
+
+use crate::events::Hub;
+use crate::procfs::{self, ProcView};
+use crate::protocol::{read_frame, FrameError, Request, Response, MAX_REQUEST};
+use crate::store::{Lookup, Store};
+use crate::writer::{Op, Reply};
+
+/// Which socket a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The root-only socket (`/run/ociguard/monitor.sock`): hooks, `ociguardctl`.
+    Admin,
+    /// A socket meant to be mounted into containers: `whoami` and `ping` only.
+    Workload,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A peer that sends nothing for this long is disconnected.
+    pub idle_timeout: Duration,
+    /// Longest wait for the journal to make a change durable.
+    pub commit_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            idle_timeout: Duration::from_secs(10),
+            commit_timeout: Duration::from_secs(10),
+            max_connections: 256,
+        }
+    }
+}
+
+/// What every connection thread shares.
+pub struct Shared {
+    pub store: Arc<RwLock<Store>>,
+    pub hub: Arc<Hub>,
+    pub ops: Sender<Op>,
+    pub proc: Arc<dyn ProcView>,
+    pub admin_uids: Vec<u32>,
+    pub host_pid_ns: Option<u64>,
+    pub limits: Limits,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("admin_uids", &self.admin_uids)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub fn whois(&self, pid: u32) -> Lookup {
+        let store = match self.store.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        store.whois(pid, self.proc.as_ref())
+    }
+
+    /// Send `op` to the writer and wait until it is durable.
+    pub fn commit(&self, make: impl FnOnce(Sender<Reply>) -> Op) -> Reply {
+        let (tx, rx) = mpsc::channel();
+        self.ops
+            .send(make(tx))
+            .map_err(|_| "monitor is shutting down".to_owned())?;
+        match rx.recv_timeout(self.limits.commit_timeout) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(format!(
+                "journal did not confirm within {:?}",
+                self.limits.commit_timeout
+            )),
+            Err(RecvTimeoutError::Disconnected) => Err("journal writer stopped".to_owned()),
+        }
+    }
+}
+
+/// The peer as the kernel describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Accept on `listener` until it fails for good; one thread per connection.
+pub fn serve(listener: UnixListener, role: Role, shared: Arc<Shared>) {
+    let active = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        let mut stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                log::error!("accept: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        if active.load(Ordering::Acquire) >= shared.limits.max_connections {
+            log::warn!(
+                "{role:?} socket: {} connections open, refusing another",
+                shared.limits.max_connections
+            );
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = stream.write_all(&Response::error("too many connections").to_line());
+            continue;
+        }
+        active.fetch_add(1, Ordering::AcqRel);
+        let shared = Arc::clone(&shared);
+        let guard = Arc::clone(&active);
+        let spawned = std::thread::Builder::new()
+            .name("ociguardd-conn".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                handle(stream, role, &shared);
+                guard.fetch_sub(1, Ordering::AcqRel);
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start a connection thread: {e}");
+            active.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+fn peer_of(stream: &UnixStream) -> std::io::Result<Peer> {
+    let cred = getsockopt(stream, sockopt::PeerCredentials).map_err(std::io::Error::from)?;
+    Ok(Peer {
+        pid: u32::try_from(cred.pid()).unwrap_or(0),
+        uid: cred.uid(),
+        gid: cred.gid(),
+    })
+}
+
+/// Why `peer` may not make `req`, if it may not.
+pub fn authorize(req: &Request, role: Role, peer: &Peer, shared: &Shared) -> Result<(), String> {
+    if matches!(req, Request::Ping | Request::Whoami) {
+        return Ok(());
+    }
+    let op = req.name();
+    if role == Role::Workload {
+        return Err(format!(
+            "permission denied: {op} is not available on the workload socket (only whoami, ping)"
+        ));
+    }
+    if peer.uid != 0 && !shared.admin_uids.contains(&peer.uid) {
+        return Err(format!("permission denied: uid {} may not {op}", peer.uid));
+    }
+    if peer.pid == 0 {
+        return Err(format!(
+            "permission denied: the caller's pid is not visible to the monitor; may not {op}"
+        ));
+    }
+    if let Some(host) = shared.host_pid_ns {
+        match procfs::ns_inode(peer.pid, "pid") {
+            Ok(ns) if ns == host => {}
+            Ok(_) => {
+                return Err(format!(
+                    "permission denied: pid {} is not in the host's pid namespace; may not {op}",
+                    peer.pid
+                ))
+            }
+            Err(e) => {
+                return Err(format!(
+                    "permission denied: cannot check pid {}'s namespace ({e}); may not {op}",
+                    peer.pid
+                ))
+            }
+        }
+    }
+    if let Lookup::Container(c) = shared.whois(peer.pid) {
+        return Err(format!(
+            "permission denied: the caller (pid {}) is inside container {}; may not {op}",
+            peer.pid, c.id
+        ));
+    }
+    Ok(())
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+fn handle(stream: UnixStream, role: Role, shared: &Shared) {
+    let peer = match peer_of(&stream) {
+        Ok(p) => p,
+        Err(e) => {
+            log::warn!("{role:?} socket: cannot read peer credentials: {e}; closing");
+            return;
+        }
+    };
+    let _ = stream.set_read_timeout(Some(shared.limits.idle_timeout));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(e) => {
+            log::error!("clone connection: {e}");
+            return;
+        }
+    };
+    let mut reader = BufReader::with_capacity(8192, stream);
+    loop {
+        let line = match read_frame(&mut reader, MAX_REQUEST) {
+            Ok(Some(line)) => line,
+            Ok(None) => return,
+            Err(FrameError::TooLarge { limit }) => {
+                log::warn!(
+                    "peer pid {} uid {}: request larger than {limit} bytes; closing",
+                    peer.pid,
+                    peer.uid
+                );
+                let _ = writer.write_all(
+                    &Response::error(format!("request larger than {limit} bytes")).to_line(),
+                );
+                return;
+            }
+            Err(FrameError::Io(e)) if is_timeout(&e) => {
+                log::warn!(
+                    "peer pid {} uid {}: idle for {:?} in the middle of the conversation; closing",
+                    peer.pid,
+                    peer.uid,
+                    shared.limits.idle_timeout
+                );
+                return;
+            }
+            Err(e) => {
+                log::debug!("peer pid {}: {e}", peer.pid);
+                return;
+            }
+        };
+        let req: Request = match serde_json::from_slice(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!(
+                    "peer pid {} uid {}: bad request ({e}); closing",
+                    peer.pid,
+                    peer.uid
+                );
+                let _ = writer.write_all(&Response::error(format!("bad request: {e}")).to_line());
+                return;
+            }
+        };
+        if let Err(why) = authorize(&req, role, &peer, shared) {
+            log::warn!("peer pid {} uid {}: {why}", peer.pid, peer.uid);
+            if writer.write_all(&Response::error(why).to_line()).is_err() {
+                return;
+            }
+            continue;
+        }
+        if let Request::Events { follow } = req {
+            stream_events(&mut writer, &mut reader, follow, shared);
+            return;
+        }
+        let resp = answer(req, &peer, shared);
+        if writer.write_all(&resp.to_line()).is_err() {
+            return;
+        }
+    }
+}
+
+fn lookup_response(l: Lookup) -> Response {
+    match l {
+        Lookup::Container(c) => Response {
+            ok: true,
+            container: Some(*c),
+            ..Default::default()
+        },
+        Lookup::NotAContainer => Response {
+            ok: true,
+            reason: Some("not a container".to_owned()),
+            ..Default::default()
+        },
+        Lookup::NoSuchProcess => Response {
+            ok: true,
+            reason: Some("not a container (no such process)".to_owned()),
+            ..Default::default()
+        },
+    }
+}
+
+/// The answer to an authorised request (not `events`).
+pub fn answer(req: Request, peer: &Peer, shared: &Shared) -> Response {
+    match req {
+        Request::Ping => Response::ok(),
+        Request::Whoami => lookup_response(shared.whois(peer.pid)),
+        Request::Whois { pid } => lookup_response(shared.whois(pid)),
+        Request::List => {
+            let store = match shared.store.read() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            Response {
+                ok: true,
+                containers: Some(store.list()),
+                ..Default::default()
+            }
+        }
+        Request::Inspect { id, bundle } => {
+            let found = match shared.store.read() {
+                Ok(g) => g.find(&id, bundle.as_deref()),
+                Err(p) => p.into_inner().find(&id, bundle.as_deref()),
+            };
+            if found.is_empty() {
+                Response::error(format!("no container with id {id:?}"))
+            } else {
+                Response {
+                    ok: true,
+                    containers: Some(found),
+                    ..Default::default()
+                }
+            }
+        }
+        Request::Register { event, identity } => {
+            let r = shared.commit(|reply| Op::Register {
+                event,
+                identity: Box::new(identity),
+                reply: Some(reply),
+            });
+            committed(r)
+        }
+        Request::Deregister { id, bundle } => {
+            let r = shared.commit(|reply| Op::Deregister {
+                id,
+                bundle,
+                reply: Some(reply),
+            });
+            committed(r)
+        }
+        Request::Events { .. } => Response::error("events: internal: not handled here"),
+    }
+}
+
+fn committed(r: Reply) -> Response {
+    match r {
+        Ok(c) => Response {
+            ok: true,
+            durable: Some(true),
+            seq: c.seq,
+            ..Default::default()
+        },
+        Err(e) => Response::error(format!("not recorded: {e}")),
+    }
+}
+
+fn stream_events(
+    writer: &mut UnixStream,
+    reader: &mut BufReader<UnixStream>,
+    follow: bool,
+    shared: &Shared,
+) {
+    let (recent, rx) = if follow {
+        let (r, rx) = shared.hub.subscribe();
+        (r, Some(rx))
+    } else {
+        (shared.hub.recent(), None)
+    };
+    let line = |e| {
+        Response {
+            ok: true,
+            event: Some(e),
+            ..Default::default()
+        }
+        .to_line()
+    };
+    for e in recent {
+        if writer.write_all(&line(e)).is_err() {
+            return;
+        }
+    }
+    let Some(rx) = rx else {
+        return;
+    };
+    // Nothing more is read from a follower, but its hang-up must end the thread even when no
+    // event comes: check for end-of-stream between events.
+    let _ = reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(1)));
+    loop {
+        match rx.recv_timeout(Duration::from_secs(2)) {
+            Ok(e) => {
+                if writer.write_all(&line(e)).is_err() {
+                    return;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => match reader.fill_buf() {
+                Ok([]) => return,
+                Ok(buf) => {
+                    let n = buf.len();
+                    reader.consume(n);
+                }
+                Err(e) if is_timeout(&e) => {}
+                Err(_) => return,
+            },
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}

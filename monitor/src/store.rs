@@ -1,0 +1,525 @@
+//! The monitor's in-memory state: every identity record, plus the indexes that make `whois`
+//! a couple of hash lookups and one or two small `/proc` reads.
+//!
+//! Nothing here does I/O except through a [`ProcView`]; merging and lookups are plain functions
+//! of their inputs, tested against a fake process table.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::journal::Entry;
+use crate::procfs::ProcView;
+use crate::protocol::{EventKind, Lifecycle};
+use crate::record::{Exit, ExitSource, Identity, Key, Status, Timestamp};
+
+/// The answer to "which container is this pid?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Container(Box<Identity>),
+    NotAContainer,
+    NoSuchProcess,
+}
+
+#[derive(Debug, Default)]
+pub struct Store {
+    records: HashMap<Arc<Key>, Identity>,
+    /// Active records by init pid.
+    by_pid: HashMap<u32, Arc<Key>>,
+    /// Active records by pid-namespace inode (only those not in the host's pid namespace).
+    by_pidns: HashMap<u64, Arc<Key>>,
+    /// Active records by cgroup path.
+    by_cgroup: HashMap<String, Arc<Key>>,
+    host_pid_ns: Option<u64>,
+}
+
+impl Store {
+    pub fn new(host_pid_ns: Option<u64>) -> Store {
+        Store {
+            host_pid_ns,
+            ..Default::default()
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn get(&self, key: &Key) -> Option<&Identity> {
+        self.records.get(key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Identity> {
+        self.records.values()
+    }
+
+    /// Every record, oldest first.
+    pub fn list(&self) -> Vec<Identity> {
+        let mut v: Vec<Identity> = self.records.values().cloned().collect();
+        v.sort_by(|a, b| (a.created, &a.id, &a.bundle).cmp(&(b.created, &b.id, &b.bundle)));
+        v
+    }
+
+    /// Records with `id` (and `bundle`, if given).
+    pub fn find(&self, id: &str, bundle: Option<&str>) -> Vec<Identity> {
+        let mut v: Vec<Identity> = self
+            .records
+            .values()
+            .filter(|r| r.id == id && bundle.map_or(true, |b| r.bundle == b))
+            .cloned()
+            .collect();
+        v.sort_by_key(|r| r.created);
+        v
+    }
+
+    /// Apply a journal entry (replay, or after it was made durable).
+    pub fn apply(&mut self, entry: Entry) {
+        match entry {
+            Entry::Put(rec) => self.put(rec),
+            Entry::Del(key) => self.remove(&key),
+        }
+    }
+
+    fn put(&mut self, rec: Identity) {
+        let key = rec.key();
+        self.remove(&key);
+        let key = Arc::new(key);
+        if rec.is_active() {
+            if let Some(pid) = rec.pid {
+                self.by_pid.insert(pid, Arc::clone(&key));
+            }
+            if let Some(ns) = rec
+                .namespaces
+                .pid
+                .filter(|ns| Some(*ns) != self.host_pid_ns)
+            {
+                self.by_pidns.insert(ns, Arc::clone(&key));
+            }
+            if let Some(cg) = &rec.cgroup {
+                self.by_cgroup.insert(cg.clone(), Arc::clone(&key));
+            }
+        }
+        self.records.insert(key, rec);
+    }
+
+    fn remove(&mut self, key: &Key) {
+        let Some(old) = self.records.remove(key) else {
+            return;
+        };
+        // Only drop index entries that still point at this record (a newer container may have
+        // taken over the pid or cgroup path).
+        if let Some(pid) = old.pid {
+            if self.by_pid.get(&pid).is_some_and(|k| **k == *key) {
+                self.by_pid.remove(&pid);
+            }
+        }
+        if let Some(ns) = old.namespaces.pid {
+            if self.by_pidns.get(&ns).is_some_and(|k| **k == *key) {
+                self.by_pidns.remove(&ns);
+            }
+        }
+        if let Some(cg) = &old.cgroup {
+            if self.by_cgroup.get(cg).is_some_and(|k| **k == *key) {
+                self.by_cgroup.remove(cg);
+            }
+        }
+    }
+
+    /// The active record whose init process is `pid`, if any.
+    pub fn active_by_pid(&self, pid: u32) -> Option<&Identity> {
+        self.by_pid.get(&pid).and_then(|k| self.records.get(&**k))
+    }
+
+    /// Which container `pid` belongs to, checked against the live process table:
+    /// 1. `pid` is a container's init and its start time matches the record;
+    /// 2. `pid` is in a container's own pid namespace, and that container's init is alive
+    ///    (while it lives the namespace, and so its inode number, cannot be reused);
+    /// 3. `pid` is in a container's cgroup (or below it), started no earlier than the
+    ///    container's init, and that init is alive (containers sharing the host pid namespace).
+    pub fn whois(&self, pid: u32, proc: &dyn ProcView) -> Lookup {
+        let Some(stat) = proc.stat(pid) else {
+            return Lookup::NoSuchProcess;
+        };
+        let alive = |rec: &Identity| -> bool {
+            let (Some((p, st)), true) = (rec.process(), self.same_boot(rec, proc)) else {
+                return false;
+            };
+            proc.stat(p)
+                .is_some_and(|s| s.start_time == st && !s.exited)
+        };
+        if let Some(rec) = self.active_by_pid(pid) {
+            if rec.start_time == Some(stat.start_time) && self.same_boot(rec, proc) {
+                return Lookup::Container(Box::new(rec.clone()));
+            }
+        }
+        if let Some(ns) = proc.pid_ns(pid).filter(|ns| Some(*ns) != self.host_pid_ns) {
+            if let Some(rec) = self.by_pidns.get(&ns).and_then(|k| self.records.get(&**k)) {
+                if alive(rec) {
+                    return Lookup::Container(Box::new(rec.clone()));
+                }
+            }
+        }
+        if !self.by_cgroup.is_empty() {
+            if let Some(cg) = proc.cgroup(pid) {
+                let mut path = cg.as_str();
+                loop {
+                    if let Some(rec) = self
+                        .by_cgroup
+                        .get(path)
+                        .and_then(|k| self.records.get(&**k))
+                    {
+                        if rec.start_time.is_some_and(|st| stat.start_time >= st) && alive(rec) {
+                            return Lookup::Container(Box::new(rec.clone()));
+                        }
+                        break;
+                    }
+                    match path.rfind('/') {
+                        Some(i) if i > 0 => path = &path[..i],
+                        _ => break,
+                    }
+                }
+            }
+        }
+        Lookup::NotAContainer
+    }
+
+    fn same_boot(&self, rec: &Identity, proc: &dyn ProcView) -> bool {
+        match (rec.boot_id.as_deref(), proc.boot_id()) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
+    }
+}
+
+/// Is `incoming` a later incarnation than `current` (same id and bundle, another process)?
+fn is_newer(current: &Identity, incoming: &Identity) -> bool {
+    if current.boot_id.is_some()
+        && incoming.boot_id.is_some()
+        && current.boot_id != incoming.boot_id
+    {
+        return incoming.created.or(incoming.started) >= current.created.or(current.started);
+    }
+    match (incoming.start_time, current.start_time) {
+        (Some(a), Some(b)) => a > b,
+        _ => incoming.created >= current.created,
+    }
+}
+
+fn same_incarnation(current: &Identity, incoming: &Identity) -> bool {
+    match (current.process(), incoming.process()) {
+        (Some(a), Some(b)) => a == b && current.boot_id == incoming.boot_id,
+        // poststop no longer sees the process: a report without one belongs to the record.
+        _ => true,
+    }
+}
+
+fn fill<T: Clone>(slot: &mut Option<T>, from: &Option<T>) {
+    if slot.is_none() {
+        slot.clone_from(from);
+    }
+}
+
+fn kind_for(status: Status) -> EventKind {
+    match status {
+        Status::Created => EventKind::Registered,
+        Status::Running => EventKind::Started,
+        Status::Exited => EventKind::Exited,
+    }
+}
+
+/// The record after lifecycle report `event` with facts `incoming`, given the current record
+/// for the same key. `None` when nothing changes (a retried hook, a spool file ingested twice),
+/// or when `incoming` is an older incarnation than the one recorded.
+pub fn merge(
+    current: Option<&Identity>,
+    event: Lifecycle,
+    incoming: Identity,
+    now: Timestamp,
+) -> Option<(Identity, EventKind)> {
+    let status = event.status();
+    let current = match current {
+        Some(c) if same_incarnation(c, &incoming) => Some(c),
+        Some(c) if !is_newer(c, &incoming) => return None,
+        _ => None,
+    };
+    let Some(current) = current else {
+        let mut rec = incoming;
+        rec.status = status;
+        if rec.created.is_none() {
+            rec.created = Some(now);
+        }
+        if status == Status::Running && rec.started.is_none() {
+            rec.started = Some(now);
+        }
+        if status == Status::Exited {
+            rec.exited = rec.exited.or(Some(now));
+            rec.exit = rec.exit.or(Some(Exit::unknown(ExitSource::Hook)));
+        }
+        return Some((rec, kind_for(status)));
+    };
+    let mut rec = current.clone();
+    fill(&mut rec.engine, &incoming.engine);
+    fill(&mut rec.pid, &incoming.pid);
+    fill(&mut rec.start_time, &incoming.start_time);
+    fill(&mut rec.boot_id, &incoming.boot_id);
+    fill(&mut rec.cgroup, &incoming.cgroup);
+    fill(&mut rec.namespaces.pid, &incoming.namespaces.pid);
+    fill(&mut rec.namespaces.net, &incoming.namespaces.net);
+    fill(&mut rec.namespaces.mnt, &incoming.namespaces.mnt);
+    fill(&mut rec.image.name, &incoming.image.name);
+    fill(&mut rec.image.digest, &incoming.image.digest);
+    if rec.image.labels.is_empty() {
+        rec.image.labels = incoming.image.labels;
+    }
+    fill(&mut rec.kubernetes, &incoming.kubernetes);
+    fill(&mut rec.policy, &incoming.policy);
+    for (k, v) in incoming.profiles {
+        rec.profiles.entry(k).or_insert(v);
+    }
+    fill(&mut rec.created, &incoming.created);
+    if status >= Status::Running && rec.started.is_none() && event == Lifecycle::Started {
+        rec.started = incoming.started.or(Some(now));
+    }
+    if status == Status::Exited {
+        fill(&mut rec.exited, &incoming.exited.or(Some(now)));
+        if rec.exit.is_none() {
+            rec.exit = incoming.exit.or(Some(Exit::unknown(ExitSource::Hook)));
+        }
+    }
+    rec.status = rec.status.max(status);
+    if rec == *current {
+        return None;
+    }
+    let kind = if rec.status != current.status {
+        kind_for(rec.status)
+    } else {
+        EventKind::Registered
+    };
+    Some((rec, kind))
+}
+
+/// The record after the kernel (or `/proc`) showed its process gone.
+pub fn mark_exited(current: &Identity, exit: Exit, now: Timestamp) -> Option<Identity> {
+    if current.status == Status::Exited && current.exit.is_some_and(|e| e.is_known()) {
+        return None;
+    }
+    let mut rec = current.clone();
+    rec.status = Status::Exited;
+    rec.exited = rec.exited.or(Some(now));
+    match rec.exit {
+        Some(e) if e.is_known() => {}
+        _ => rec.exit = Some(exit),
+    }
+    (rec != *current).then_some(rec)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::procfs::ProcStat;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    pub struct FakeProc {
+        pub procs: HashMap<u32, (ProcStat, u64, Option<String>)>,
+    }
+
+    impl FakeProc {
+        pub fn add(&mut self, pid: u32, start: u64, ns: u64, cg: Option<&str>) {
+            self.procs.insert(
+                pid,
+                (
+                    ProcStat {
+                        start_time: start,
+                        exited: false,
+                        exit_code: None,
+                    },
+                    ns,
+                    cg.map(str::to_owned),
+                ),
+            );
+        }
+    }
+
+    impl ProcView for FakeProc {
+        fn stat(&self, pid: u32) -> Option<ProcStat> {
+            self.procs.get(&pid).map(|p| p.0)
+        }
+        fn pid_ns(&self, pid: u32) -> Option<u64> {
+            self.procs.get(&pid).map(|p| p.1)
+        }
+        fn cgroup(&self, pid: u32) -> Option<String> {
+            self.procs.get(&pid).and_then(|p| p.2.clone())
+        }
+        fn boot_id(&self) -> Option<&str> {
+            Some("boot-1")
+        }
+    }
+
+    const HOST_NS: u64 = 1000;
+
+    pub fn container(id: &str, pid: u32, start: u64) -> Identity {
+        Identity {
+            id: id.into(),
+            bundle: format!("/run/b/{id}"),
+            pid: Some(pid),
+            start_time: Some(start),
+            boot_id: Some("boot-1".into()),
+            cgroup: Some(format!("/{id}")),
+            namespaces: crate::record::Namespaces {
+                pid: Some(5000 + u64::from(pid)),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn registered(store: &mut Store, rec: Identity, event: Lifecycle) {
+        let cur = store.get(&rec.key()).cloned();
+        let (m, _) = merge(cur.as_ref(), event, rec, Timestamp(1)).unwrap();
+        store.apply(Entry::Put(m));
+    }
+
+    #[test]
+    fn whois_by_init_pidns_and_cgroup() {
+        let mut store = Store::new(Some(HOST_NS));
+        registered(&mut store, container("c1", 100, 777), Lifecycle::Created);
+        let mut proc = FakeProc::default();
+        proc.add(100, 777, 5100, Some("/c1"));
+        proc.add(101, 800, 5100, Some("/c1")); // a child in the container's pid ns
+        proc.add(300, 900, HOST_NS, Some("/c1/sub")); // exec'd into the cgroup, host pid ns
+        proc.add(400, 10, HOST_NS, Some("/c1")); // older than the container: not it
+        proc.add(500, 950, HOST_NS, Some("/user.slice")); // a host process
+
+        let id = |l: Lookup| match l {
+            Lookup::Container(r) => r.id.clone(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(id(store.whois(100, &proc)), "c1");
+        assert_eq!(id(store.whois(101, &proc)), "c1");
+        assert_eq!(id(store.whois(300, &proc)), "c1");
+        assert_eq!(store.whois(400, &proc), Lookup::NotAContainer);
+        assert_eq!(store.whois(500, &proc), Lookup::NotAContainer);
+        assert_eq!(store.whois(999, &proc), Lookup::NoSuchProcess);
+    }
+
+    #[test]
+    fn reused_pid_is_not_attributed() {
+        let mut store = Store::new(Some(HOST_NS));
+        registered(&mut store, container("c1", 100, 777), Lifecycle::Started);
+        let mut proc = FakeProc::default();
+        // The container's init is gone; a host process got pid 100 (and, worst case, even the
+        // recycled pid-namespace inode and a leftover cgroup path).
+        proc.add(100, 999, 5100, Some("/c1"));
+        assert_eq!(store.whois(100, &proc), Lookup::NotAContainer);
+    }
+
+    #[test]
+    fn other_boot_is_not_attributed() {
+        let mut store = Store::new(Some(HOST_NS));
+        let mut rec = container("c1", 100, 777);
+        rec.boot_id = Some("boot-0".into());
+        registered(&mut store, rec, Lifecycle::Started);
+        let mut proc = FakeProc::default();
+        proc.add(100, 777, 5100, Some("/c1"));
+        assert_eq!(store.whois(100, &proc), Lookup::NotAContainer);
+    }
+
+    #[test]
+    fn lifecycle_merge() {
+        let now = Timestamp(50);
+        let (rec, kind) = merge(None, Lifecycle::Created, container("c", 1, 2), now).unwrap();
+        assert_eq!((rec.status, kind), (Status::Created, EventKind::Registered));
+        assert_eq!(rec.created, Some(now));
+        // retried hook: nothing to do
+        assert!(merge(Some(&rec), Lifecycle::Created, container("c", 1, 2), now).is_none());
+        let (run, kind) = merge(
+            Some(&rec),
+            Lifecycle::Started,
+            container("c", 1, 2),
+            Timestamp(60),
+        )
+        .unwrap();
+        assert_eq!((run.status, kind), (Status::Running, EventKind::Started));
+        assert_eq!(run.started, Some(Timestamp(60)));
+        // a late (spooled) createRuntime report does not move it back
+        assert!(merge(Some(&run), Lifecycle::Created, container("c", 1, 2), now).is_none());
+        // poststop sees no process: pid/start unknown, still the same incarnation
+        let stop = Identity {
+            id: "c".into(),
+            bundle: "/run/b/c".into(),
+            ..Default::default()
+        };
+        let (ex, kind) = merge(Some(&run), Lifecycle::Exited, stop, Timestamp(70)).unwrap();
+        assert_eq!((ex.status, kind), (Status::Exited, EventKind::Exited));
+        assert_eq!(ex.exit, Some(Exit::unknown(ExitSource::Hook)));
+        assert_eq!(ex.pid, Some(1));
+        // the kernel's exit status beats the hook's "unknown"
+        let k = mark_exited(
+            &ex,
+            Exit::from_wait_status(42 << 8, ExitSource::Kernel),
+            now,
+        )
+        .unwrap();
+        assert_eq!(k.exit.unwrap().code, Some(42));
+        assert_eq!(k.exited, Some(Timestamp(70)));
+        assert!(mark_exited(&k, Exit::unknown(ExitSource::Reconciled), now).is_none());
+        // ...and a poststop after the kernel event keeps the status
+        let stop2 = Identity {
+            id: "c".into(),
+            bundle: "/run/b/c".into(),
+            ..Default::default()
+        };
+        assert!(merge(Some(&k), Lifecycle::Exited, stop2, now).is_none());
+    }
+
+    #[test]
+    fn incarnations() {
+        let (old, _) = merge(None, Lifecycle::Started, container("c", 1, 2), Timestamp(5)).unwrap();
+        // same id and bundle, new process: a new incarnation replaces the record
+        let (new, kind) = merge(
+            Some(&old),
+            Lifecycle::Created,
+            container("c", 9, 20),
+            Timestamp(9),
+        )
+        .unwrap();
+        assert_eq!(
+            (new.pid, new.status, kind),
+            (Some(9), Status::Created, EventKind::Registered)
+        );
+        assert_eq!(new.started, None);
+        // a spooled report of the old incarnation arriving late is ignored
+        assert!(merge(
+            Some(&new),
+            Lifecycle::Started,
+            container("c", 1, 2),
+            Timestamp(10)
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn indexes_follow_status() {
+        let mut store = Store::new(Some(HOST_NS));
+        registered(&mut store, container("c1", 100, 777), Lifecycle::Started);
+        assert!(store.active_by_pid(100).is_some());
+        let cur = store
+            .get(&container("c1", 100, 777).key())
+            .cloned()
+            .unwrap();
+        let ex = mark_exited(&cur, Exit::unknown(ExitSource::Reconciled), Timestamp(3)).unwrap();
+        store.apply(Entry::Put(ex));
+        assert!(store.active_by_pid(100).is_none());
+        assert_eq!(store.len(), 1);
+        // a new container that took pid 100 is not unindexed when the old record goes
+        registered(&mut store, container("c2", 100, 900), Lifecycle::Started);
+        store.apply(Entry::Del(container("c1", 100, 777).key()));
+        assert_eq!(store.active_by_pid(100).unwrap().id, "c2");
+        assert_eq!(store.find("c2", None).len(), 1);
+        assert_eq!(store.list().len(), 1);
+    }
+}

@@ -1,0 +1,354 @@
+//! containerd: bundle `<state>/io.containerd.runtime.v2.task/<namespace>/<id>` → containerd's
+//! API (container → image → manifest → config blob → labels).
+//!
+//! Every lookup is bounded by `labels.timeout_ms`. The part that reads blobs is cached on disk by
+//! the image's target digest: content-addressed, so a cache entry can never go stale, and the
+//! second container of an image pays only the name → digest round trip. ociguard is a new
+//! process on every call, which is why the cache lives on disk (tmpfs under the state dir).
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use containerd_client::services::v1::{
+    containers_client::ContainersClient, content_client::ContentClient,
+    images_client::ImagesClient, GetContainerRequest, GetImageRequest, ReadContentRequest,
+};
+use ociguard_policy::config::LabelSources;
+use serde::{Deserialize, Serialize};
+use tonic::Request;
+
+use super::{ImageInfo, LabelError, MAX_METADATA_FILE};
+
+const TASK_DIR: &str = "io.containerd.runtime.v2.task";
+
+/// `(namespace, id)` of a containerd runc-v2 shim bundle.
+pub fn locate(bundle: &Path) -> Option<(&str, &str)> {
+    let comps: Vec<Component<'_>> = bundle.components().collect();
+    let n = comps.len();
+    if n < 3 || comps[n - 3].as_os_str() != TASK_DIR {
+        return None;
+    }
+    let ns = comps[n - 2].as_os_str().to_str()?;
+    let id = comps[n - 1].as_os_str().to_str()?;
+    Some((ns, id))
+}
+
+/// What the disk cache keeps per target digest.
+#[derive(Debug, Serialize, Deserialize)]
+struct CacheEntry {
+    labels: BTreeMap<String, String>,
+}
+
+fn err(e: impl std::fmt::Display) -> LabelError {
+    LabelError::Containerd(e.to_string())
+}
+
+fn cache_path(cache_dir: &Path, digest: &str) -> Option<PathBuf> {
+    let hex = digest.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| cache_dir.join("containerd").join(format!("{hex}.json")))
+}
+
+fn cache_get(path: &Path) -> Option<BTreeMap<String, String>> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice::<CacheEntry>(&bytes)
+        .ok()
+        .map(|e| e.labels)
+}
+
+fn cache_put(path: &Path, labels: &BTreeMap<String, String>) {
+    // Best effort: a failed cache write only costs the next create a lookup.
+    let Some(dir) = path.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let Ok(bytes) = serde_json::to_vec(&CacheEntry {
+        labels: labels.clone(),
+    }) else {
+        return;
+    };
+    if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) {
+        if std::io::Write::write_all(&mut tmp, &bytes).is_ok() {
+            let _ = tmp.persist(path);
+        }
+    }
+}
+
+/// Resolve through containerd's API. `image_hint` is the image name when an annotation already
+/// gave it (CRI), saving the container lookup.
+pub fn resolve(
+    sources: &LabelSources,
+    namespace: &str,
+    id: &str,
+    image_hint: Option<&str>,
+    cache_dir: &Path,
+) -> Result<ImageInfo, LabelError> {
+    if !sources.containerd_socket.exists() {
+        return Err(err(format!(
+            "socket {} absent",
+            sources.containerd_socket.display()
+        )));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(err)?;
+    let timeout = Duration::from_millis(sources.timeout_ms);
+    runtime
+        .block_on(async {
+            tokio::time::timeout(
+                timeout,
+                lookup(sources, namespace, id, image_hint, cache_dir),
+            )
+            .await
+        })
+        .map_err(|_| {
+            err(format!(
+                "no answer from {} within {} ms",
+                sources.containerd_socket.display(),
+                sources.timeout_ms
+            ))
+        })?
+}
+
+fn request<T>(msg: T, namespace: &str) -> Result<Request<T>, LabelError> {
+    let mut req = Request::new(msg);
+    let ns = namespace.parse().map_err(|_| {
+        err(format!(
+            "namespace {namespace:?} is not a valid header value"
+        ))
+    })?;
+    req.metadata_mut().insert("containerd-namespace", ns);
+    Ok(req)
+}
+
+async fn read_blob(
+    content: &mut ContentClient<tonic::transport::Channel>,
+    namespace: &str,
+    digest: &str,
+) -> Result<Vec<u8>, LabelError> {
+    let mut stream = content
+        .read(request(
+            ReadContentRequest {
+                digest: digest.to_owned(),
+                offset: 0,
+                size: 0,
+            },
+            namespace,
+        )?)
+        .await
+        .map_err(|s| err(format!("read {digest}: {}", s.message())))?
+        .into_inner();
+    let mut data = Vec::new();
+    while let Some(chunk) = stream
+        .message()
+        .await
+        .map_err(|s| err(format!("read {digest}: {}", s.message())))?
+    {
+        data.extend_from_slice(&chunk.data);
+        if data.len() as u64 > MAX_METADATA_FILE {
+            return Err(err(format!("blob {digest} over {MAX_METADATA_FILE} bytes")));
+        }
+    }
+    Ok(data)
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    manifests: Option<Vec<Descriptor>>,
+}
+
+#[derive(Deserialize)]
+struct Descriptor {
+    digest: String,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(Deserialize)]
+struct Platform {
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    os: String,
+}
+
+#[derive(Deserialize)]
+struct ImageConfig {
+    #[serde(default)]
+    config: Option<ConfigSection>,
+}
+
+#[derive(Deserialize)]
+struct ConfigSection {
+    #[serde(default, rename = "Labels")]
+    labels: Option<BTreeMap<String, String>>,
+}
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+async fn lookup(
+    sources: &LabelSources,
+    namespace: &str,
+    id: &str,
+    image_hint: Option<&str>,
+    cache_dir: &Path,
+) -> Result<ImageInfo, LabelError> {
+    let channel = containerd_client::connect(&sources.containerd_socket)
+        .await
+        .map_err(|e| {
+            err(format!(
+                "connect {}: {e}",
+                sources.containerd_socket.display()
+            ))
+        })?;
+    let name = match image_hint {
+        Some(n) => n.to_owned(),
+        None => {
+            let resp = ContainersClient::new(channel.clone())
+                .get(request(
+                    GetContainerRequest { id: id.to_owned() },
+                    namespace,
+                )?)
+                .await
+                .map_err(|s| err(format!("container {namespace}/{id}: {}", s.message())))?;
+            resp.into_inner()
+                .container
+                .map(|c| c.image)
+                .filter(|i| !i.is_empty())
+                .ok_or_else(|| err(format!("container {namespace}/{id} has no image")))?
+        }
+    };
+    let image = ImagesClient::new(channel.clone())
+        .get(request(GetImageRequest { name: name.clone() }, namespace)?)
+        .await
+        .map_err(|s| err(format!("image {name}: {}", s.message())))?
+        .into_inner()
+        .image
+        .ok_or_else(|| err(format!("image {name} not found")))?;
+    let target = image
+        .target
+        .ok_or_else(|| err(format!("image {name} has no target")))?
+        .digest;
+    let source = format!(
+        "containerd {namespace} {}",
+        sources.containerd_socket.display()
+    );
+    let cache = cache_path(cache_dir, &target);
+    if let Some(labels) = cache.as_deref().and_then(cache_get) {
+        return Ok(ImageInfo {
+            name: Some(name),
+            digest: Some(target),
+            labels,
+            source: format!("{source} (cached)"),
+        });
+    }
+    let mut content = ContentClient::new(channel);
+    let parse = |d: &str, bytes: &[u8]| {
+        serde_json::from_slice::<Manifest>(bytes).map_err(|e| err(format!("blob {d}: {e}")))
+    };
+    let mut manifest = parse(&target, &read_blob(&mut content, namespace, &target).await?)?;
+    if let Some(list) = manifest.manifests.take() {
+        // An index: take this host's platform.
+        let pick = list
+            .into_iter()
+            .find(|m| {
+                m.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == "linux" && p.architecture == host_arch())
+            })
+            .ok_or_else(|| err(format!("image {name}: no linux/{} manifest", host_arch())))?;
+        manifest = parse(
+            &pick.digest,
+            &read_blob(&mut content, namespace, &pick.digest).await?,
+        )?;
+    }
+    let config_digest = manifest
+        .config
+        .ok_or_else(|| err(format!("image {name}: manifest has no config")))?
+        .digest;
+    let config: ImageConfig =
+        serde_json::from_slice(&read_blob(&mut content, namespace, &config_digest).await?)
+            .map_err(|e| err(format!("config {config_digest}: {e}")))?;
+    let labels = config.config.and_then(|c| c.labels).unwrap_or_default();
+    if let Some(path) = &cache {
+        cache_put(path, &labels);
+    }
+    Ok(ImageInfo {
+        name: Some(name),
+        digest: Some(target),
+        labels,
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locate_bundles() {
+        assert_eq!(
+            locate(Path::new(
+                "/run/containerd/io.containerd.runtime.v2.task/k8s.io/abc"
+            )),
+            Some(("k8s.io", "abc"))
+        );
+        assert_eq!(locate(Path::new("/tmp/bundle")), None);
+    }
+
+    #[test]
+    fn absent_socket_is_a_clear_error_without_waiting() {
+        let sources = LabelSources {
+            containerd_socket: "/nonexistent/containerd.sock".into(),
+            ..Default::default()
+        };
+        let t = std::time::Instant::now();
+        let e = resolve(&sources, "default", "c1", None, Path::new("/tmp")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("/nonexistent/containerd.sock absent"),
+            "{e}"
+        );
+        assert!(t.elapsed() < Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_stalled_socket_hits_the_timeout() {
+        // A listener that accepts nothing useful: connect succeeds, no HTTP/2 answer ever comes.
+        let d = tempfile::tempdir().unwrap();
+        let sock = d.path().join("stall.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let sources = LabelSources {
+            containerd_socket: sock,
+            timeout_ms: 200,
+            ..Default::default()
+        };
+        let t = std::time::Instant::now();
+        let e = resolve(&sources, "default", "c1", None, d.path()).unwrap_err();
+        assert!(e.to_string().contains("within 200 ms"), "{e}");
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    #[test]
+    fn cache_paths_only_for_real_digests() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert!(cache_path(Path::new("/c"), &d).is_some());
+        assert!(cache_path(Path::new("/c"), "sha256:../../etc").is_none());
+    }
+}

@@ -1,0 +1,428 @@
+//! Real engines (Podman, containerd) running through ociguard: policy chosen by image labels
+//! that ociguard resolves from the engine's image store. Root only; skips visibly otherwise.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+const POLICIES: &[(&str, &str)] = &[
+    (
+        "locked.toml",
+        "name = \"locked\"\n[match]\nlabels = { \"org.ociguard.profile\" = \"locked\" }\n[seccomp]\ndeny = [\"mkdir\", \"mkdirat\"]\n",
+    ),
+    (
+        // Only an annotation the engine sets may select this one; labels never.
+        "privileged.toml",
+        "name = \"privileged\"\nselectable_by_label = false\n[match]\nannotations = { \"org.example.admin-approved\" = \"true\" }\n[seccomp]\ninject_default = false\n",
+    ),
+];
+
+const PROBE: &str = "grep '^Seccomp:' /proc/self/status; if mkdir /tmp/d 2>/dev/null; then echo MKDIR=ok; else echo MKDIR=fail; fi";
+
+fn tool(name: &str) -> Option<PathBuf> {
+    ["/usr/bin", "/usr/sbin", "/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+}
+
+/// A runtime wrapper for the engine: sets OCIGUARD_CONFIG (engines do not pass our env through
+/// conmon or the shim), and on `create` first runs `ociguardctl explain --json` on the untouched
+/// bundle and keeps the bundle's config before and after, so the test can compare.
+fn wrapper(w: &World) -> PathBuf {
+    let ctl = Path::new(OCIGUARD).with_file_name("ociguardctl");
+    let path = w.path().join("runtime-wrapper");
+    let script = format!(
+        r#"#!/bin/sh
+export OCIGUARD_CONFIG={config}
+bundle=.
+prev=
+for a in "$@"; do
+  case "$prev" in --bundle|-b) bundle=$a;; esac
+  case "$a" in --bundle=*) bundle=${{a#--bundle=}};; esac
+  prev=$a
+done
+case " $* " in
+  *" create "*)
+    {ctl} explain --json "$bundle" > {dir}/explain.json 2>{dir}/explain.err
+    cp "$bundle/config.json" {dir}/before.json
+    {ociguard} "$@"; rc=$?
+    cp "$bundle/config.json" {dir}/after.json
+    exit $rc;;
+esac
+exec {ociguard} "$@"
+"#,
+        config = w.config().display(),
+        ctl = ctl.display(),
+        ociguard = OCIGUARD,
+        dir = w.path().display()
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn world() -> World {
+    let w = World::new();
+    for (f, t) in POLICIES {
+        w.policy(f, t);
+    }
+    w
+}
+
+fn import_podman(tag: &str, labels: &[&str]) -> bool {
+    let tar = repo().join("test-bundles/out/image.tar");
+    let mut c = Command::new("podman");
+    c.arg("import");
+    for l in labels {
+        c.arg("--change").arg(format!("LABEL {l}"));
+    }
+    let out = c.arg(&tar).arg(tag).output().unwrap();
+    if !out.status.success() {
+        eprintln!("podman import: {}", stderr(&out));
+    }
+    out.status.success()
+}
+
+fn podman_run(runtime: &Path, image: &str, extra: &[&str]) -> std::process::Output {
+    let (nofile, nproc) = ("1024:1024", "1024:1024");
+    Command::new("podman")
+        .arg("--runtime")
+        .arg(runtime)
+        .args(["run", "--rm", "--network", "none", "--ulimit"])
+        .arg(format!("nofile={nofile}"))
+        .arg("--ulimit")
+        .arg(format!("nproc={nproc}"))
+        .args(["--tmpfs", "/tmp"])
+        .args(extra)
+        .arg(image)
+        .args(["sh", "-c", PROBE])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn decision_for(w: &World, needle: &str) -> Value {
+    let text = std::fs::read_to_string(w.decisions()).unwrap();
+    text.lines()
+        .rev()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|d| d["bundle"].as_str().is_some_and(|b| b.contains(needle)) || needle.is_empty())
+        .unwrap()
+}
+
+#[test]
+fn podman_image_labels_select_the_policy() {
+    if let Some(why) = cannot_run_containers() {
+        eprintln!("skip: {why}");
+        return;
+    }
+    if tool("podman").is_none() {
+        eprintln!("skip: podman not installed");
+        return;
+    }
+    let w = world();
+    let rt = wrapper(&w);
+    let allow_all = r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#;
+    assert!(import_podman(
+        "localhost/ociguard-it-locked:1",
+        &[
+            "org.ociguard.profile=locked",
+            &format!("io.containers.seccomp.profile='{allow_all}'")
+        ]
+    ));
+    assert!(import_podman("localhost/ociguard-it-plain:1", &[]));
+    assert!(import_podman(
+        "localhost/ociguard-it-wantspriv:1",
+        &["org.ociguard.profile=privileged"]
+    ));
+
+    // Labelled: the locked policy, visible inside (mkdir denied) — and the image's own
+    // allow-everything seccomp label does not loosen it.
+    let out = podman_run(&rt, "localhost/ociguard-it-locked:1", &[]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("MKDIR=fail"), "{text}");
+    let d = w.last_decision();
+    assert_eq!(d["decision"]["policy"], "locked", "{d}");
+    assert_eq!(
+        d["decision"]["facts"]["labels"]["org.ociguard.profile"],
+        "locked"
+    );
+    assert!(d["decision"]["facts"]["labels_source"]
+        .as_str()
+        .unwrap()
+        .starts_with("containers/storage"));
+    assert_eq!(
+        d["decision"]["facts"]["image"],
+        "localhost/ociguard-it-locked:1"
+    );
+
+    // explain on the untouched bundle said exactly what create then wrote.
+    let explained: Value =
+        serde_json::from_slice(&std::fs::read(w.path().join("explain.json")).unwrap())
+            .unwrap_or_else(|e| {
+                panic!(
+                    "explain: {e}: {}",
+                    std::fs::read_to_string(w.path().join("explain.err")).unwrap()
+                )
+            });
+    assert_eq!(explained["decision"]["policy"], "locked");
+    assert_eq!(
+        explained["decision"]["policy_digest"],
+        d["decision"]["policy_digest"]
+    );
+    let before: Value =
+        serde_json::from_slice(&std::fs::read(w.path().join("before.json")).unwrap()).unwrap();
+    let mut after: Value =
+        serde_json::from_slice(&std::fs::read(w.path().join("after.json")).unwrap()).unwrap();
+    assert_ne!(before, after);
+    // The one thing create adds after the decision: crun's precompiled copy of the final
+    // profile (compiling writes the cache, so explain, which writes nothing, leaves it out).
+    let ann = after["annotations"].as_object_mut().unwrap();
+    let bpf = ann.remove("run.oci.seccomp_bpf_data");
+    let marker = ann.remove("org.ociguard.seccomp.bpf");
+    assert!(
+        bpf.is_some() && marker.is_some(),
+        "create should have precompiled the filter"
+    );
+    let explained_doc = &explained["document"];
+    for key in after.as_object().unwrap().keys() {
+        assert_eq!(
+            explained_doc[key], after[key],
+            "explain and create differ at .{key}"
+        );
+    }
+    assert_eq!(explained_doc, &after);
+
+    // Unlabelled: the default policy (built-in: filtered, mkdir allowed).
+    let out = podman_run(&rt, "localhost/ociguard-it-plain:1", &[]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("MKDIR=ok") && text.contains("Seccomp:\t2"),
+        "{text}"
+    );
+    assert_eq!(w.last_decision()["decision"]["policy"], "default");
+
+    // A label naming a policy that is not selectable by label changes nothing.
+    let out = podman_run(&rt, "localhost/ociguard-it-wantspriv:1", &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Seccomp:\t2"), "{}", stdout(&out));
+    assert_eq!(w.last_decision()["decision"]["policy"], "default");
+
+    for tag in ["locked", "plain", "wantspriv"] {
+        let _ = Command::new("podman")
+            .args(["rmi", "-f", &format!("localhost/ociguard-it-{tag}:1")])
+            .output();
+    }
+}
+
+/// A private containerd for the test, stopped (by its pid) when dropped.
+struct Containerd {
+    child: std::process::Child,
+    sock: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    fn start() -> Option<Containerd> {
+        tool("containerd")?;
+        let dir = tempfile::Builder::new()
+            .prefix("ociguard-ctd-")
+            .tempdir_in("/run")
+            .ok()?;
+        let sock = dir.path().join("containerd.sock");
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version = 2\nroot = \"{r}/root\"\nstate = \"{r}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{s}\"\n[ttrpc]\n  address = \"{s}.ttrpc\"\n",
+                r = dir.path().display(),
+                s = sock.display()
+            ),
+        )
+        .ok()?;
+        let log = std::fs::File::create(dir.path().join("containerd.log")).ok()?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .ok()?;
+        let c = Containerd {
+            child,
+            sock,
+            _dir: dir,
+        };
+        for _ in 0..100 {
+            if c.ctr(&["version"]).status.success() {
+                return Some(c);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        None
+    }
+    fn ctr(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&self.sock)
+            .args(["-n", "ociguard-it"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn containerd_image_labels_select_the_same_policy() {
+    if let Some(why) = cannot_run_containers() {
+        eprintln!("skip: {why}");
+        return;
+    }
+    if tool("podman").is_none() || tool("ctr").is_none() {
+        eprintln!("skip: podman (to build the OCI archive) or ctr not installed");
+        return;
+    }
+    let Some(ctd) = Containerd::start() else {
+        eprintln!("skip: could not start a private containerd");
+        return;
+    };
+    let w = world();
+    w.write_config(&format!(
+        "runtime = \"/usr/bin/crun\"\n[labels]\ncontainerd_socket = \"{}\"\n",
+        ctd.sock.display()
+    ));
+    let rt = wrapper(&w);
+    assert!(import_podman(
+        "localhost/ociguard-it-ctd:1",
+        &["org.ociguard.profile=locked"]
+    ));
+    let archive = w.path().join("img.tar");
+    let out = Command::new("podman")
+        .args(["save", "--format", "oci-archive", "-o"])
+        .arg(&archive)
+        .arg("localhost/ociguard-it-ctd:1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ctd.ctr(&[
+        "image",
+        "import",
+        "--base-name",
+        "localhost/ociguard-it-ctd",
+        archive.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "ctr import: {}", stderr(&out));
+    let images = stdout(&ctd.ctr(&["image", "ls", "-q"]));
+    let image = images
+        .lines()
+        .find(|l| l.contains("ociguard-it-ctd"))
+        .expect("imported image")
+        .to_owned();
+
+    for (i, expect) in [(1, "fresh lookup"), (2, "cached")] {
+        let id = format!("ctd-it-{i}");
+        let out = ctd.ctr(&[
+            "run",
+            "--rm",
+            "--runc-binary",
+            rt.to_str().unwrap(),
+            &image,
+            &id,
+            "sh",
+            "-c",
+            PROBE,
+        ]);
+        let text = stdout(&out);
+        assert!(
+            out.status.success(),
+            "ctr run ({expect}): {}{}",
+            text,
+            stderr(&out)
+        );
+        assert!(text.contains("MKDIR=fail"), "{expect}: {text}");
+        let d = decision_for(&w, &id);
+        assert_eq!(d["decision"]["policy"], "locked", "{d}");
+        let src = d["decision"]["facts"]["labels_source"].as_str().unwrap();
+        assert!(src.starts_with("containerd ociguard-it"), "{src}");
+        if i == 2 {
+            assert!(
+                src.ends_with("(cached)"),
+                "second container of the image must hit the cache: {src}"
+            );
+        }
+    }
+    let _ = Command::new("podman")
+        .args(["rmi", "-f", "localhost/ociguard-it-ctd:1"])
+        .output();
+}
+
+#[test]
+fn containerd_down_leaves_labels_unresolved_and_required_fails_closed() {
+    // No containers needed: a bundle in containerd's layout, containerd absent.
+    let w = World::new();
+    let fake = w.path().join("fake-runtime");
+    std::fs::write(&fake, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    w.write_config(&format!(
+        "runtime = \"{}\"\n[labels]\ncontainerd_socket = \"{}\"\n",
+        fake.display(),
+        w.path().join("no.sock").display()
+    ));
+    let task = w.path().join("io.containerd.runtime.v2.task/default");
+    std::fs::create_dir_all(&task).unwrap();
+    let bundle = task.join("c1");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec(&spec("true")).unwrap(),
+    )
+    .unwrap();
+    let before = std::fs::read(bundle.join("config.json")).unwrap();
+
+    let out = w.ociguard(&["create", "--bundle", bundle.to_str().unwrap(), "c1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d = w.last_decision();
+    assert!(
+        d["decision"]["facts"]["labels_unresolved"]
+            .as_str()
+            .unwrap()
+            .contains("no.sock absent"),
+        "{d}"
+    );
+
+    std::fs::write(bundle.join("config.json"), &before).unwrap();
+    w.policy(
+        "default.toml",
+        "name = \"default\"\nlabels = \"required\"\n",
+    );
+    let out = w.ociguard(&["create", "--bundle", bundle.to_str().unwrap(), "c1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("requires image labels"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(bundle.join("config.json")).unwrap(), before);
+}
