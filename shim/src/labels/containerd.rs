@@ -18,7 +18,7 @@ use ociguard_policy::config::LabelSources;
 use serde::{Deserialize, Serialize};
 use tonic::Request;
 
-use super::{ImageInfo, LabelError, MAX_METADATA_FILE};
+use super::{ImageConfig, ImageInfo, LabelError, MAX_METADATA_FILE};
 
 const TASK_DIR: &str = "io.containerd.runtime.v2.task";
 
@@ -178,18 +178,6 @@ struct Platform {
     os: String,
 }
 
-#[derive(Deserialize)]
-struct ImageConfig {
-    #[serde(default)]
-    config: Option<ConfigSection>,
-}
-
-#[derive(Deserialize)]
-struct ConfigSection {
-    #[serde(default, rename = "Labels")]
-    labels: Option<BTreeMap<String, String>>,
-}
-
 fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
@@ -281,7 +269,7 @@ async fn lookup(
     let config: ImageConfig =
         serde_json::from_slice(&read_blob(&mut content, namespace, &config_digest).await?)
             .map_err(|e| err(format!("config {config_digest}: {e}")))?;
-    let labels = config.config.and_then(|c| c.labels).unwrap_or_default();
+    let labels = config.into_labels();
     if let Some(path) = &cache {
         cache_put(path, &labels);
     }

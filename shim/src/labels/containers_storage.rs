@@ -6,14 +6,13 @@
 //! manifest digest; the image config blob is stored as
 //! `<graph>/<driver>-images/<image-id>/=<base64("sha256:<image-id>")>`.
 
-use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use base64::Engine as _;
 use ociguard_policy::config::StorageRoots;
 use serde::Deserialize;
 
-use super::{read_limited, ImageInfo, LabelError};
+use super::{read_limited, ImageConfig, ImageInfo, LabelError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
@@ -61,18 +60,6 @@ struct ImageEntry {
     names: Vec<String>,
     #[serde(default)]
     digest: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ImageConfig {
-    #[serde(default)]
-    config: Option<ConfigSection>,
-}
-
-#[derive(Deserialize)]
-struct ConfigSection {
-    #[serde(default, rename = "Labels")]
-    labels: Option<BTreeMap<String, String>>,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, LabelError> {

@@ -136,6 +136,25 @@ pub fn enrich(
     }
 }
 
+/// The part of an OCI image config blob we read: `config.Labels`.
+#[derive(serde::Deserialize)]
+pub(crate) struct ImageConfig {
+    #[serde(default)]
+    config: Option<ConfigSection>,
+}
+
+#[derive(serde::Deserialize)]
+struct ConfigSection {
+    #[serde(default, rename = "Labels")]
+    labels: Option<BTreeMap<String, String>>,
+}
+
+impl ImageConfig {
+    pub(crate) fn into_labels(self) -> BTreeMap<String, String> {
+        self.config.and_then(|c| c.labels).unwrap_or_default()
+    }
+}
+
 /// Read a metadata file, refusing absurd sizes.
 pub(crate) fn read_limited(path: &Path) -> Result<Vec<u8>, LabelError> {
     use std::io::Read;
