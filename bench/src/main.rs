@@ -211,18 +211,24 @@ fn label_resolution(args: &Args, w: &Path) -> Result<()> {
         .collect();
     let target = format!("{:064x}", 1_000_000 + 199);
     std::fs::create_dir_all(cdir.join(&target).join("userdata"))?;
-    std::fs::write(cdir.join("containers.json"), serde_json::to_vec(&containers)?)?;
+    std::fs::write(
+        cdir.join("containers.json"),
+        serde_json::to_vec(&containers)?,
+    )?;
     let images: Vec<Value> = (0..50)
-        .map(|i| json!({"id": image_id(i), "digest": format!("sha256:{:064x}", i + 7),
+        .map(|i| {
+            json!({"id": image_id(i), "digest": format!("sha256:{:064x}", i + 7),
             "names": [format!("registry.example.com/team/app{i}:1.0")], "layer": image_id(i),
-            "big-data-names": ["manifest"], "created": "2026-11-27T00:00:00Z"}))
+            "big-data-names": ["manifest"], "created": "2026-11-27T00:00:00Z"})
+        })
         .collect();
     std::fs::write(idir.join("images.json"), serde_json::to_vec(&images)?)?;
     for i in 0..50 {
         use base64::Engine as _;
         let d = idir.join(image_id(i));
         std::fs::create_dir_all(&d)?;
-        let key = base64::engine::general_purpose::STANDARD.encode(format!("sha256:{}", image_id(i)));
+        let key =
+            base64::engine::general_purpose::STANDARD.encode(format!("sha256:{}", image_id(i)));
         std::fs::write(
             d.join(format!("={key}")),
             serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux",
@@ -251,11 +257,17 @@ fn label_resolution(args: &Args, w: &Path) -> Result<()> {
         }
     }
     println!("label resolution, containers/storage (200 containers, 50 images):");
-    println!("  warm (page cache)          median {:>7.1} us  p99 {:>7.1} us",
-        percentile(&mut warm, 50.0) * 1000.0, percentile(&mut warm, 99.0) * 1000.0);
+    println!(
+        "  warm (page cache)          median {:>7.1} us  p99 {:>7.1} us",
+        percentile(&mut warm, 50.0) * 1000.0,
+        percentile(&mut warm, 99.0) * 1000.0
+    );
     if can_drop {
-        println!("  cold (caches dropped)      median {:>7.1} us  p99 {:>7.1} us",
-            percentile(&mut cold, 50.0) * 1000.0, percentile(&mut cold, 99.0) * 1000.0);
+        println!(
+            "  cold (caches dropped)      median {:>7.1} us  p99 {:>7.1} us",
+            percentile(&mut cold, 50.0) * 1000.0,
+            percentile(&mut cold, 99.0) * 1000.0
+        );
     } else {
         println!("  cold: skip (cannot drop the page cache: not root)");
     }

@@ -17,7 +17,9 @@ fn check(files: &[(&str, &str)], json: bool) -> (i32, String) {
         c.arg("--json");
     }
     let out = c.output().unwrap();
-    let text = String::from_utf8(out.stdout).unwrap().replace(&format!("{}/", d.path().display()), "");
+    let text = String::from_utf8(out.stdout)
+        .unwrap()
+        .replace(&format!("{}/", d.path().display()), "");
     (out.status.code().unwrap(), text)
 }
 
@@ -26,7 +28,10 @@ fn valid_directory() {
     let (code, text) = check(
         &[
             ("default.toml", "name = \"default\"\n"),
-            ("web.toml", "name = \"web\"\n[match]\nlabels = { \"org.ociguard.profile\" = \"web\" }\n"),
+            (
+                "web.toml",
+                "name = \"web\"\n[match]\nlabels = { \"org.ociguard.profile\" = \"web\" }\n",
+            ),
         ],
         false,
     );
@@ -62,13 +67,25 @@ fn every_kind_of_error_at_its_line() {
         false,
     );
     assert_eq!(code, 1);
-    assert!(out.contains("b.toml:1:") && out.contains("already used"), "{out}");
-    assert!(out.contains("c.toml:1:") && out.contains("same [match]"), "{out}");
+    assert!(
+        out.contains("b.toml:1:") && out.contains("already used"),
+        "{out}"
+    );
+    assert!(
+        out.contains("c.toml:1:") && out.contains("same [match]"),
+        "{out}"
+    );
 }
 
 #[test]
 fn json_output() {
-    let (code, out) = check(&[("x.toml", "name = \"x\"\n[match]\nimages = [\"x\"]\n[seccomp]\ndeny = [\"nope\"]\n")], true);
+    let (code, out) = check(
+        &[(
+            "x.toml",
+            "name = \"x\"\n[match]\nimages = [\"x\"]\n[seccomp]\ndeny = [\"nope\"]\n",
+        )],
+        true,
+    );
     assert_eq!(code, 1);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["valid"], false);
