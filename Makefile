@@ -43,10 +43,13 @@ bench: host-test build
 	OCIGUARD_SKIP_CAPTURE=1 test-bundles/build.sh
 	OCIGUARD_FORCE_CAPTURE=0 test-bundles/build.sh
 	$(CARGO) run --release -p ociguard-bench -- --ociguard $(RELEASE)/ociguard
+	$(RELEASE)/ociguard-monitor-bench --ociguardd $(RELEASE)/ociguardd --hook $(RELEASE)/ociguard-hook
 
 install: build
 	install -D -m 0755 $(RELEASE)/ociguard $(DESTDIR)$(PREFIX)/bin/ociguard
 	install -D -m 0755 $(RELEASE)/ociguardctl $(DESTDIR)$(PREFIX)/bin/ociguardctl
+	install -D -m 0755 $(RELEASE)/ociguardd $(DESTDIR)$(PREFIX)/bin/ociguardd
+	install -D -m 0755 $(RELEASE)/ociguard-hook $(DESTDIR)$(PREFIX)/bin/ociguard-hook
 	install -d -m 0755 $(DESTDIR)/etc/ociguard/policies
 
 clean:

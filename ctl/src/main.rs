@@ -3,6 +3,7 @@
 
 mod apparmor_cmd;
 mod explain;
+mod monitor_cmds;
 mod policy_check;
 
 use std::process::ExitCode;
@@ -26,6 +27,9 @@ enum Cmd {
     /// Generated AppArmor profiles.
     #[command(subcommand)]
     Apparmor(AppArmorCmd),
+    /// Container identity, from ociguardd.
+    #[command(flatten)]
+    Monitor(monitor_cmds::Cmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Cmd::Policy(PolicyCmd::Check(args)) => policy_check::run(&args),
         Cmd::Explain(args) => explain::run(&args),
         Cmd::Apparmor(AppArmorCmd::Render(args)) => apparmor_cmd::render(&args),
+        Cmd::Monitor(cmd) => monitor_cmds::run(&cmd),
     };
     match result {
         Ok(code) => code,

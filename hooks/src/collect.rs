@@ -11,7 +11,7 @@ use std::io::Read;
 use std::path::Path;
 
 use ociguard_monitor::procfs;
-use ociguard_monitor::record::{Identity, Image, Namespaces, PolicyRef, Timestamp};
+use ociguard_monitor::record::{Identity, Image, Namespaces, PolicyRef, StrMap, Timestamp};
 use ociguard_policy::annotations::{OWN_PREFIX, POLICY, POLICY_DIGEST, POLICY_MODE};
 use ociguard_policy::digest::sha256;
 use ociguard_policy::identity::HookEvent;
@@ -93,8 +93,8 @@ fn image(ann: &BTreeMap<String, String>) -> Image {
 }
 
 /// `seccomp` = digest of `linux.seccomp` as written; other kinds from `org.ociguard.<kind>.digest`.
-fn profiles(ann: &BTreeMap<String, String>, spec: Option<&Value>) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
+fn profiles(ann: &BTreeMap<String, String>, spec: Option<&Value>) -> StrMap {
+    let mut out = StrMap::new();
     if let Some(seccomp) = spec
         .and_then(|s| s.get("linux"))
         .and_then(|l| l.get("seccomp"))
@@ -245,13 +245,13 @@ mod tests {
             Some("registry.example/app@sha256:abc")
         );
         assert_eq!(id.image.digest.as_deref(), Some("sha256:abc"));
-        assert_eq!(id.image.labels["org.opencontainers.image.version"], "1.2");
+        assert_eq!(&id.image.labels["org.opencontainers.image.version"], "1.2");
         assert_eq!(
             id.policy.as_ref().unwrap().digest.as_deref(),
             Some("sha256:pp")
         );
         assert!(id.profiles["seccomp"].starts_with("sha256:"));
-        assert_eq!(id.profiles["apparmor"], "sha256:aa");
+        assert_eq!(&id.profiles["apparmor"], "sha256:aa");
         assert!(!id.profiles.contains_key("policy"));
         assert!(id.start_time.is_some() && id.namespaces.pid.is_some());
         assert_eq!(id.created, Some(Timestamp(5)));

@@ -191,6 +191,7 @@ fn reconcile(shared: &Shared) {
 
 /// Run the monitor until `stop` is set.
 pub fn run(opts: &Options, stop: &AtomicBool) -> Result<(), DaemonError> {
+    crate::sys::limit_malloc_arenas();
     make_dir(&opts.state_dir, 0o700).map_err(|source| DaemonError::StateDir {
         path: opts.state_dir.clone(),
         source,
@@ -276,6 +277,8 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<(), DaemonError> {
 
     ingest_spool(&shared, &opts.spool_dir);
     reconcile(&shared);
+    // Replay and reconciliation of a large journal leave a lot of freed heap behind.
+    crate::sys::trim_heap();
 
     let admin = bind(&opts.socket, 0o700, 0o600)?;
     let s = Arc::clone(&shared);

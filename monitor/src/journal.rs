@@ -15,7 +15,7 @@
 //! and fsyncs the directory, so a crash at any point leaves either the old or the new journal.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::record::{Identity, Key};
 
+// Entries are built, serialised and dropped one at a time; boxing the large variant would only
+// add an allocation per registration.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Entry {
@@ -30,11 +33,18 @@ pub enum Entry {
     Del(Key),
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Line {
     seq: u64,
     #[serde(flatten)]
     entry: Entry,
+}
+
+#[derive(Serialize)]
+struct LineRef<'a> {
+    seq: u64,
+    #[serde(flatten)]
+    entry: &'a Entry,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,10 +129,7 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 
 /// Encode one journal line.
 pub fn encode(seq: u64, entry: &Entry, out: &mut Vec<u8>) {
-    let line = Line {
-        seq,
-        entry: entry.clone(),
-    };
+    let line = LineRef { seq, entry };
     // Identity and Key are plain data and always serialise.
     let json = serde_json::to_vec(&line).unwrap_or_default();
     let _ = write!(out, "{} {:08x} ", json.len(), crc32(&json));
@@ -199,38 +206,42 @@ impl Journal {
                 source,
             })?;
         }
-        let data = std::fs::read(path).map_err(|source| JournalError::Read {
+        // Streamed line by line: the journal may be much larger than the records it holds.
+        let read_err = |source| JournalError::Read {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let mut reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(read_err)?);
         let mut stats = ReplayStats::default();
-        let mut pos = 0usize;
-        let mut good_end = 0usize;
+        let mut line = Vec::new();
+        let mut pos = 0u64;
+        let mut good_end = 0u64;
         let mut seq = 0u64;
         let mut pending_corrupt = Vec::new();
-        while pos < data.len() {
-            match decode(&data[pos..]) {
-                Ok((n, s, entry)) => {
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            match decode(&line) {
+                Ok((used, s, entry)) if used == n => {
                     apply(entry);
                     stats.records += 1;
                     seq = seq.max(s);
-                    pos += n;
-                    good_end = pos;
+                    good_end = pos + n as u64;
                     // Bad lines followed by a good one are corruption, not a torn tail.
                     stats.corrupt.append(&mut pending_corrupt);
                 }
-                Err(reason) => {
-                    pending_corrupt.push((pos as u64, reason));
-                    match data[pos..].iter().position(|&b| b == b'\n') {
-                        Some(i) => pos += i + 1,
-                        None => break,
-                    }
-                }
+                Ok(_) => pending_corrupt.push((pos, "trailing bytes after the record".to_owned())),
+                Err(reason) => pending_corrupt.push((pos, reason)),
             }
+            pos += n as u64;
         }
-        if good_end < data.len() {
-            stats.truncated = (data.len() - good_end) as u64;
-            file.set_len(good_end as u64)
+        let file_len = pos;
+        if good_end < file_len {
+            stats.truncated = file_len - good_end;
+            file.set_len(good_end)
                 .and_then(|()| file.sync_all())
                 .map_err(|source| JournalError::Truncate {
                     path: path.to_owned(),
@@ -241,7 +252,7 @@ impl Journal {
             Journal {
                 path: path.to_owned(),
                 file,
-                len: good_end as u64,
+                len: good_end,
                 seq,
                 appended: stats.records,
             },

@@ -20,6 +20,8 @@ pub mod server;
 pub mod spool;
 pub mod store;
 mod sys;
+
+pub use sys::{limit_malloc_arenas, trim_heap};
 pub mod writer;
 
 pub use client::{Client, ClientError};

@@ -57,6 +57,97 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// A small string map (image labels, profile digests), kept as a sorted `Vec` and written as a
+/// JSON object. A `BTreeMap` allocates a ~0.5 KiB node even for one entry; with 10,000
+/// containers in memory that alone would be several MiB.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+pub struct StrMap(Vec<(String, String)>);
+
+impl StrMap {
+    pub fn new() -> StrMap {
+        StrMap(Vec::new())
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| self.0[i].1.as_str())
+    }
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+    /// Set `key` (replacing its value).
+    pub fn insert(&mut self, key: String, value: String) {
+        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(&key)) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (key, value)),
+        }
+    }
+    /// Set `key` unless it is there already.
+    pub fn insert_if_absent(&mut self, key: String, value: String) {
+        if let Err(i) = self.0.binary_search_by(|(k, _)| k.as_str().cmp(&key)) {
+            self.0.insert(i, (key, value));
+        }
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl FromIterator<(String, String)> for StrMap {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        let mut m = StrMap::new();
+        for (k, v) in iter {
+            m.insert(k, v);
+        }
+        m.0.shrink_to_fit();
+        m
+    }
+}
+
+impl IntoIterator for StrMap {
+    type Item = (String, String);
+    type IntoIter = std::vec::IntoIter<(String, String)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl std::ops::Index<&str> for StrMap {
+    type Output = str;
+    /// Panics if `key` is absent, like `BTreeMap`'s `Index` (tests and known keys only).
+    fn index(&self, key: &str) -> &str {
+        match self.get(key) {
+            Some(v) => v,
+            None => panic!("no key {key:?} in map"),
+        }
+    }
+}
+
+impl Serialize for StrMap {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for StrMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, String>::deserialize(d)?;
+        Ok(map.into_iter().collect())
+    }
+}
+
 /// Where a container is in its life. Only ever moves forward.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
@@ -165,8 +256,8 @@ pub struct Image {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "StrMap::is_empty")]
+    pub labels: StrMap,
 }
 
 impl Image {
@@ -235,8 +326,8 @@ pub struct Identity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyRef>,
     /// Digests of the profiles in force: `seccomp`, later `apparmor`, `egress`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub profiles: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "StrMap::is_empty")]
+    pub profiles: StrMap,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -310,6 +401,23 @@ mod tests {
             Exit::from_wait_status(0x80 | 11, ExitSource::Kernel).signal,
             Some(11)
         );
+    }
+
+    #[test]
+    fn strmap_is_a_json_object() {
+        let m: StrMap = [
+            ("b".to_owned(), "2".to_owned()),
+            ("a".to_owned(), "1".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"a":"1","b":"2"}"#);
+        let back: StrMap = serde_json::from_str(r#"{"b":"2","a":"1"}"#).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(&m["b"], "2");
+        let mut m2 = m.clone();
+        m2.insert_if_absent("a".into(), "x".into());
+        assert_eq!(m2.get("a"), Some("1"));
     }
 
     #[test]

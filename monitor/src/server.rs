@@ -156,49 +156,81 @@ fn peer_of(stream: &UnixStream) -> std::io::Result<Peer> {
     })
 }
 
-/// Why `peer` may not make `req`, if it may not.
-pub fn authorize(req: &Request, role: Role, peer: &Peer, shared: &Shared) -> Result<(), String> {
-    if matches!(req, Request::Ping | Request::Whoami) {
-        return Ok(());
+/// Why a peer may not make admin requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    WorkloadSocket,
+    Uid(u32),
+    Other(String),
+}
+
+impl Denied {
+    pub fn message(&self, op: &str) -> String {
+        match self {
+            Denied::WorkloadSocket => format!(
+                "permission denied: {op} is not available on the workload socket (only whoami, ping)"
+            ),
+            Denied::Uid(uid) => format!("permission denied: uid {uid} may not {op}"),
+            Denied::Other(why) => format!("permission denied: {why}; may not {op}"),
+        }
     }
-    let op = req.name();
+}
+
+/// May `peer` make admin requests (everything but `ping` and `whoami`)? Decided once per
+/// connection: the credentials are the kernel's, fixed at `connect(2)`.
+pub fn admin_check(role: Role, peer: &Peer, shared: &Shared) -> Result<(), Denied> {
     if role == Role::Workload {
-        return Err(format!(
-            "permission denied: {op} is not available on the workload socket (only whoami, ping)"
-        ));
+        return Err(Denied::WorkloadSocket);
     }
     if peer.uid != 0 && !shared.admin_uids.contains(&peer.uid) {
-        return Err(format!("permission denied: uid {} may not {op}", peer.uid));
+        return Err(Denied::Uid(peer.uid));
     }
     if peer.pid == 0 {
-        return Err(format!(
-            "permission denied: the caller's pid is not visible to the monitor; may not {op}"
+        return Err(Denied::Other(
+            "the caller's pid is not visible to the monitor".to_owned(),
         ));
     }
     if let Some(host) = shared.host_pid_ns {
         match procfs::ns_inode(peer.pid, "pid") {
             Ok(ns) if ns == host => {}
             Ok(_) => {
-                return Err(format!(
-                    "permission denied: pid {} is not in the host's pid namespace; may not {op}",
+                return Err(Denied::Other(format!(
+                    "pid {} is not in the host's pid namespace",
                     peer.pid
-                ))
+                )))
             }
             Err(e) => {
-                return Err(format!(
-                    "permission denied: cannot check pid {}'s namespace ({e}); may not {op}",
+                return Err(Denied::Other(format!(
+                    "cannot check pid {}'s namespace ({e})",
                     peer.pid
-                ))
+                )))
             }
         }
     }
     if let Lookup::Container(c) = shared.whois(peer.pid) {
-        return Err(format!(
-            "permission denied: the caller (pid {}) is inside container {}; may not {op}",
+        return Err(Denied::Other(format!(
+            "the caller (pid {}) is inside container {}",
             peer.pid, c.id
-        ));
+        )));
     }
     Ok(())
+}
+
+/// Why `peer` may not make `req`, if it may not (`cache` holds this connection's admin check).
+pub fn authorize(
+    req: &Request,
+    role: Role,
+    peer: &Peer,
+    shared: &Shared,
+    cache: &mut Option<Result<(), Denied>>,
+) -> Result<(), String> {
+    if matches!(req, Request::Ping | Request::Whoami) {
+        return Ok(());
+    }
+    cache
+        .get_or_insert_with(|| admin_check(role, peer, shared))
+        .clone()
+        .map_err(|d| d.message(req.name()))
 }
 
 fn is_timeout(e: &std::io::Error) -> bool {
@@ -223,6 +255,7 @@ fn handle(stream: UnixStream, role: Role, shared: &Shared) {
         }
     };
     let mut reader = BufReader::with_capacity(8192, stream);
+    let mut admin = None;
     loop {
         let line = match read_frame(&mut reader, MAX_REQUEST) {
             Ok(Some(line)) => line,
@@ -264,7 +297,7 @@ fn handle(stream: UnixStream, role: Role, shared: &Shared) {
                 return;
             }
         };
-        if let Err(why) = authorize(&req, role, &peer, shared) {
+        if let Err(why) = authorize(&req, role, &peer, shared, &mut admin) {
             log::warn!("peer pid {} uid {}: {why}", peer.pid, peer.uid);
             if writer.write_all(&Response::error(why).to_line()).is_err() {
                 return;
@@ -274,6 +307,12 @@ fn handle(stream: UnixStream, role: Role, shared: &Shared) {
         if let Request::Events { follow } = req {
             stream_events(&mut writer, &mut reader, follow, shared);
             return;
+        }
+        if req == Request::List {
+            if write_list(&mut writer, shared).is_err() {
+                return;
+            }
+            continue;
         }
         let resp = answer(req, &peer, shared);
         if writer.write_all(&resp.to_line()).is_err() {
@@ -364,6 +403,45 @@ fn committed(r: Reply) -> Response {
         },
         Err(e) => Response::error(format!("not recorded: {e}")),
     }
+}
+
+/// `list`, written in chunks: 10,000 records are ~10 MiB of JSON, and neither a full copy of
+/// the records nor a long hold of the store's lock (which would stall registrations) is wanted.
+fn write_list(writer: &mut UnixStream, shared: &Shared) -> std::io::Result<()> {
+    let keys = match shared.store.read() {
+        Ok(g) => g.keys_by_age(),
+        Err(p) => p.into_inner().keys_by_age(),
+    };
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
+    out.write_all(b"{\"ok\":true,\"containers\":[")?;
+    let mut first = true;
+    let mut buf = Vec::with_capacity(256 * 1024);
+    for chunk in keys.chunks(256) {
+        buf.clear();
+        {
+            let store = match shared.store.read() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            for k in chunk {
+                if let Some(rec) = store.get(k) {
+                    if !first {
+                        buf.push(b',');
+                    }
+                    first = false;
+                    serde_json::to_writer(&mut buf, rec).map_err(std::io::Error::other)?;
+                }
+            }
+        }
+        out.write_all(&buf)?;
+    }
+    out.write_all(b"]}\n")?;
+    out.flush()?;
+    drop(out);
+    if keys.len() > 1000 {
+        crate::sys::trim_heap();
+    }
+    Ok(())
 }
 
 fn stream_events(

@@ -22,7 +22,8 @@ pub enum Lookup {
 
 #[derive(Debug, Default)]
 pub struct Store {
-    records: HashMap<Arc<Key>, Identity>,
+    /// Boxed: a table slot is then 16 bytes, not a whole record, and a table is never full.
+    records: HashMap<Arc<Key>, Box<Identity>>,
     /// Active records by init pid.
     by_pid: HashMap<u32, Arc<Key>>,
     /// Active records by pid-namespace inode (only those not in the host's pid namespace).
@@ -30,6 +31,9 @@ pub struct Store {
     /// Active records by cgroup path.
     by_cgroup: HashMap<String, Arc<Key>>,
     host_pid_ns: Option<u64>,
+    /// Active records in the host's pid namespace (or with none recorded): only these can hold
+    /// a process that is in the host's pid namespace.
+    host_ns_active: usize,
 }
 
 impl Store {
@@ -49,16 +53,16 @@ impl Store {
     }
 
     pub fn get(&self, key: &Key) -> Option<&Identity> {
-        self.records.get(key)
+        self.records.get(key).map(|b| &**b)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Identity> {
-        self.records.values()
+        self.records.values().map(|b| &**b)
     }
 
     /// Every record, oldest first.
     pub fn list(&self) -> Vec<Identity> {
-        let mut v: Vec<Identity> = self.records.values().cloned().collect();
+        let mut v: Vec<Identity> = self.records.values().map(|b| (**b).clone()).collect();
         v.sort_by(|a, b| (a.created, &a.id, &a.bundle).cmp(&(b.created, &b.id, &b.bundle)));
         v
     }
@@ -69,7 +73,7 @@ impl Store {
             .records
             .values()
             .filter(|r| r.id == id && bundle.map_or(true, |b| r.bundle == b))
-            .cloned()
+            .map(|b| (**b).clone())
             .collect();
         v.sort_by_key(|r| r.created);
         v
@@ -88,6 +92,9 @@ impl Store {
         self.remove(&key);
         let key = Arc::new(key);
         if rec.is_active() {
+            if self.shares_host_ns(&rec) {
+                self.host_ns_active += 1;
+            }
             if let Some(pid) = rec.pid {
                 self.by_pid.insert(pid, Arc::clone(&key));
             }
@@ -102,13 +109,16 @@ impl Store {
                 self.by_cgroup.insert(cg.clone(), Arc::clone(&key));
             }
         }
-        self.records.insert(key, rec);
+        self.records.insert(key, Box::new(rec));
     }
 
     fn remove(&mut self, key: &Key) {
         let Some(old) = self.records.remove(key) else {
             return;
         };
+        if old.is_active() && self.shares_host_ns(&old) {
+            self.host_ns_active -= 1;
+        }
         // Only drop index entries that still point at this record (a newer container may have
         // taken over the pid or cgroup path).
         if let Some(pid) = old.pid {
@@ -128,9 +138,24 @@ impl Store {
         }
     }
 
+    fn shares_host_ns(&self, rec: &Identity) -> bool {
+        rec.namespaces.pid.is_none() || rec.namespaces.pid == self.host_pid_ns
+    }
+
+    /// Keys of every record, oldest first (for answers built in chunks).
+    pub fn keys_by_age(&self) -> Vec<Arc<Key>> {
+        let mut v: Vec<(Option<Timestamp>, Arc<Key>)> = self
+            .records
+            .iter()
+            .map(|(k, r)| (r.created, Arc::clone(k)))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, k)| k).collect()
+    }
+
     /// The active record whose init process is `pid`, if any.
     pub fn active_by_pid(&self, pid: u32) -> Option<&Identity> {
-        self.by_pid.get(&pid).and_then(|k| self.records.get(&**k))
+        self.by_pid.get(&pid).and_then(|k| self.get(k))
     }
 
     /// Which container `pid` belongs to, checked against the live process table:
@@ -155,22 +180,22 @@ impl Store {
                 return Lookup::Container(Box::new(rec.clone()));
             }
         }
-        if let Some(ns) = proc.pid_ns(pid).filter(|ns| Some(*ns) != self.host_pid_ns) {
-            if let Some(rec) = self.by_pidns.get(&ns).and_then(|k| self.records.get(&**k)) {
+        let ns = proc.pid_ns(pid);
+        if let Some(ns) = ns.filter(|ns| Some(*ns) != self.host_pid_ns) {
+            if let Some(rec) = self.by_pidns.get(&ns).and_then(|k| self.get(k)) {
                 if alive(rec) {
                     return Lookup::Container(Box::new(rec.clone()));
                 }
             }
         }
-        if !self.by_cgroup.is_empty() {
+        // A process in the host's pid namespace can only be in a container that shares it;
+        // one in another namespace may be nested inside a container: check its cgroup.
+        let in_host_ns = ns.is_some() && ns == self.host_pid_ns;
+        if !(self.by_cgroup.is_empty() || in_host_ns && self.host_ns_active == 0) {
             if let Some(cg) = proc.cgroup(pid) {
                 let mut path = cg.as_str();
                 loop {
-                    if let Some(rec) = self
-                        .by_cgroup
-                        .get(path)
-                        .and_then(|k| self.records.get(&**k))
-                    {
+                    if let Some(rec) = self.by_cgroup.get(path).and_then(|k| self.get(k)) {
                         if rec.start_time.is_some_and(|st| stat.start_time >= st) && alive(rec) {
                             return Lookup::Container(Box::new(rec.clone()));
                         }
@@ -277,7 +302,7 @@ pub fn merge(
     fill(&mut rec.kubernetes, &incoming.kubernetes);
     fill(&mut rec.policy, &incoming.policy);
     for (k, v) in incoming.profiles {
-        rec.profiles.entry(k).or_insert(v);
+        rec.profiles.insert_if_absent(k, v);
     }
     fill(&mut rec.created, &incoming.created);
     if status >= Status::Running && rec.started.is_none() && event == Lifecycle::Started {
@@ -390,7 +415,8 @@ pub(crate) mod tests {
         let mut proc = FakeProc::default();
         proc.add(100, 777, 5100, Some("/c1"));
         proc.add(101, 800, 5100, Some("/c1")); // a child in the container's pid ns
-        proc.add(300, 900, HOST_NS, Some("/c1/sub")); // exec'd into the cgroup, host pid ns
+        proc.add(300, 900, 7777, Some("/c1/sub")); // in a pid ns nested inside the container
+        proc.add(301, 900, HOST_NS, Some("/c1")); // host pid ns: cannot be in c1 (own pid ns)
         proc.add(400, 10, HOST_NS, Some("/c1")); // older than the container: not it
         proc.add(500, 950, HOST_NS, Some("/user.slice")); // a host process
 
@@ -401,6 +427,14 @@ pub(crate) mod tests {
         assert_eq!(id(store.whois(100, &proc)), "c1");
         assert_eq!(id(store.whois(101, &proc)), "c1");
         assert_eq!(id(store.whois(300, &proc)), "c1");
+        assert_eq!(store.whois(301, &proc), Lookup::NotAContainer);
+        // A container sharing the host's pid namespace: found by its cgroup.
+        let mut shared = container("c2", 600, 100);
+        shared.namespaces.pid = Some(HOST_NS);
+        registered(&mut store, shared, Lifecycle::Started);
+        proc.add(600, 100, HOST_NS, Some("/c2"));
+        proc.add(601, 200, HOST_NS, Some("/c2"));
+        assert_eq!(id(store.whois(601, &proc)), "c2");
         assert_eq!(store.whois(400, &proc), Lookup::NotAContainer);
         assert_eq!(store.whois(500, &proc), Lookup::NotAContainer);
         assert_eq!(store.whois(999, &proc), Lookup::NoSuchProcess);

@@ -24,3 +24,23 @@ pub fn connector_socket() -> io::Result<OwnedFd> {
     // SAFETY: `fd` was just returned by socket(2), is valid, and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// glibc's malloc keeps one arena per thread that ever allocated (up to 8 per core) and returns
+/// little to the kernel: a daemon with a thread per connection then holds far more memory than
+/// it uses. Two arenas are plenty for one writer and a few readers.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator tunable; called before the daemon's threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Give freed heap memory back to the kernel (after replay, compaction, large answers).
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it is thread-safe in glibc.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

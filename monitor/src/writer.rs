@@ -146,25 +146,6 @@ impl<'a> Batch<'a> {
         self.events.push((EventKind::Deregistered, rec, None));
         self.entries.len() - 1
     }
-
-    /// Active records, with this batch's changes.
-    fn active(&self) -> Vec<Identity> {
-        let mut out: Vec<Identity> = self
-            .store
-            .iter()
-            .filter(|r| !self.overlay.contains_key(&r.key()))
-            .filter(|r| r.is_active())
-            .cloned()
-            .collect();
-        out.extend(
-            self.overlay
-                .values()
-                .flatten()
-                .filter(|r| r.is_active())
-                .cloned(),
-        );
-        out
-    }
 }
 
 impl Writer {
@@ -212,6 +193,7 @@ impl Writer {
         let now = Timestamp::now();
         let mut pending = Vec::with_capacity(ops.len());
         let mut compact_replies = Vec::new();
+        let mut reconcile_replies = Vec::new();
         let store_guard = match self.store.read() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -310,23 +292,7 @@ impl Writer {
                         b.put(new, EventKind::Exited, Some("kernel exit event".to_owned()));
                     }
                 }
-                Op::Reconcile { reply } => {
-                    let mut changed = 0;
-                    let mut last = None;
-                    for rec in b.active() {
-                        if let Some((exit, why)) = self.vanished(&rec) {
-                            if let Some(new) = store::mark_exited(&rec, exit, now) {
-                                last = Some(b.put(new, EventKind::Reconciled, Some(why)));
-                                changed += 1;
-                            }
-                        }
-                    }
-                    pending.push(Pending::Wait {
-                        reply,
-                        last_entry: last,
-                        changed,
-                    });
-                }
+                Op::Reconcile { reply } => reconcile_replies.push(reply),
                 Op::Compact { reply } => compact_replies.push(reply),
             }
         }
@@ -346,6 +312,7 @@ impl Writer {
                 e.to_string()
             })
         };
+        let large = entries.len() > 1000;
         if seqs.is_ok() {
             if !entries.is_empty() {
                 let mut store = match self.store.write() {
@@ -379,6 +346,15 @@ impl Writer {
                 },
             }
         }
+        if !reconcile_replies.is_empty() {
+            let r = self.reconcile_all(now);
+            for reply in reconcile_replies {
+                send(reply, r.clone());
+            }
+        }
+        if large {
+            crate::sys::trim_heap();
+        }
         let force = !compact_replies.is_empty();
         if force {
             let r = self.compact();
@@ -387,6 +363,58 @@ impl Writer {
             }
         }
         force
+    }
+
+    /// Mark every active record whose process is gone as exited, a chunk at a time: after a
+    /// reboot all 10,000 records may change, and copying them all at once would double the
+    /// daemon's memory for a moment.
+    fn reconcile_all(&mut self, now: Timestamp) -> Reply {
+        const CHUNK: usize = 256;
+        let mut total = 0;
+        let mut last = None;
+        loop {
+            let found: Vec<(Identity, String)> = {
+                let store = match self.store.read() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                };
+                store
+                    .iter()
+                    .filter(|r| r.is_active())
+                    .filter_map(|r| {
+                        let (exit, why) = self.vanished(r)?;
+                        Some((store::mark_exited(r, exit, now)?, why))
+                    })
+                    .take(CHUNK)
+                    .collect()
+            };
+            if found.is_empty() {
+                break;
+            }
+            let entries: Vec<Entry> = found.iter().map(|(r, _)| Entry::Put(r.clone())).collect();
+            let seqs = self.journal.append(&entries).map_err(|e| {
+                log::error!("{e}: reconciliation not recorded");
+                e.to_string()
+            })?;
+            last = seqs.last().copied();
+            total += found.len();
+            {
+                let mut store = match self.store.write() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                };
+                for e in entries {
+                    store.apply(e);
+                }
+            }
+            for (rec, why) in found {
+                self.hub.publish(EventKind::Reconciled, &rec, Some(why));
+            }
+        }
+        Ok(Committed {
+            seq: last,
+            changed: total,
+        })
     }
 
     /// Why `rec`'s process is no longer the container's, if it is not.
@@ -450,13 +478,14 @@ impl Writer {
         let res = self.journal.compact(
             store
                 .iter()
-                .filter(|r| !(!r.is_active() && r.exited.is_some_and(|t| t.0 < cutoff))),
+                .filter(|r| r.is_active() || !r.exited.is_some_and(|t| t.0 < cutoff)),
         );
         match res {
             Ok(()) => {
                 for k in &expired {
                     store.apply(Entry::Del(k.clone()));
                 }
+                crate::sys::trim_heap();
                 log::info!(
                     "journal compacted: {lines} lines ({before} bytes) -> {} records ({} bytes), {} expired record(s) dropped, {:?}",
                     store.len(),

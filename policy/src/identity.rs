@@ -20,9 +20,11 @@ use crate::model::{IdentityMode, Mode};
 pub const HOOK_ARGV0: &str = "ociguard-hook";
 /// The whole environment a hook gets: no engine or container variables reach it.
 pub const HOOK_ENV: &str = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
-/// crun kills a hook that runs longer (the hook itself gives up on the monitor after a few
-/// seconds and spools or fails, well within this).
-pub const HOOK_TIMEOUT_SECS: u64 = 10;
+/// crun kills a hook that runs longer, and a killed hook fails the container even at
+/// `poststart`. The hook gives up on the monitor after a few seconds and spools or fails, but
+/// the spool's fsync (like the monitor's) can stall for seconds on a node under heavy
+/// writeback; this leaves room for that.
+pub const HOOK_TIMEOUT_SECS: u64 = 30;
 
 /// The lifecycle points ociguard hooks into, with their OCI names (also `argv[1]` of the hook).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -240,7 +240,12 @@ mod tests {
     fn unusable_hooks() {
         assert!(hook_unusable(Path::new("relative")).is_some());
         assert!(hook_unusable(Path::new("/nonexistent/ociguard-hook")).is_some());
-        assert!(hook_unusable(Path::new("/etc/hostname")).is_some());
+        // A regular file without execute bits (not /etc/hostname: some hosts have it 0755).
+        let d = tempfile::tempdir().unwrap();
+        let plain = d.path().join("not-executable");
+        std::fs::write(&plain, "x").unwrap();
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(hook_unusable(&plain).is_some());
         assert!(hook_unusable(Path::new("/bin/sh")).is_none());
     }
 }

@@ -1,2 +1,452 @@
-//! placeholder
-fn main() {}
+//! `make bench`, identity part: what registering and looking up a container costs.
+//!
+//! Against a real ociguardd whose journal is on disk (`--dir`, default /var/tmp: fsync is real):
+//! 1. registration round trip as a container engine pays it: spawn `ociguard-hook createRuntime`
+//!    with an OCI state on stdin, until it exits after the monitor's durable acknowledgement;
+//! 2. the same request from an in-process client (protocol + journal fsync, no process spawn);
+//! 3. `whois` over the socket (a container's pid, and a host pid: the slowest path) and the
+//!    in-process lookup alone;
+//! 4. the monitor's resident memory with 10,000 registered containers (and after a restart,
+//!    i.e. replaying a 10,000-record journal).
+
+#![allow(clippy::print_stdout)] // a report: stdout is its output
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Parser;
+use ociguard_monitor::procfs::{self, Real};
+use ociguard_monitor::protocol::{Lifecycle, Request};
+use ociguard_monitor::record::{Identity, Image, Kubernetes, Namespaces, PolicyRef, Timestamp};
+use ociguard_monitor::store::Store;
+use ociguard_monitor::{journal::Entry, Client};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// ociguardd binary (default: next to this one).
+    #[arg(long)]
+    ociguardd: Option<PathBuf>,
+    /// ociguard-hook binary (default: next to this one).
+    #[arg(long)]
+    hook: Option<PathBuf>,
+    /// Where the journal lives (a disk, not tmpfs, to pay for fsync).
+    #[arg(long, default_value = "/var/tmp")]
+    dir: PathBuf,
+    #[arg(long, default_value_t = 400)]
+    hook_iterations: usize,
+    #[arg(long, default_value_t = 2000)]
+    client_iterations: usize,
+    #[arg(long, default_value_t = 20_000)]
+    whois_iterations: usize,
+    #[arg(long, default_value_t = 10_000)]
+    containers: usize,
+}
+
+fn sibling(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(exe.parent().context("exe dir")?.join(name))
+}
+
+struct Daemon {
+    child: Child,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(bin: &Path, work: &Path) -> Result<Daemon> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(work.join("ociguardd.log"))?;
+    let child = Command::new(bin)
+        .env("OCIGUARD_CONFIG", work.join("none.toml"))
+        .arg("--socket")
+        .arg(work.join("run/monitor.sock"))
+        .arg("--state-dir")
+        .arg(work.join("state"))
+        .arg("--spool-dir")
+        .arg(work.join("spool"))
+        .args(["--log-level", "warn", "--compact-after", "1000000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))?;
+    let d = Daemon { child };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(r) = ociguard_monitor::client::request(
+            &work.join("run/monitor.sock"),
+            &Request::Ping,
+            Duration::from_secs(1),
+        ) {
+            if r.ok {
+                return Ok(d);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bail!(
+        "ociguardd did not start (see {})",
+        work.join("ociguardd.log").display()
+    )
+}
+
+/// A record about as large as a real Kubernetes container's.
+fn sample(i: usize) -> Identity {
+    let mut labels = ociguard_monitor::record::StrMap::new();
+    labels.insert(
+        "org.opencontainers.image.source".to_owned(),
+        "https://git.example.com/payments/api".to_owned(),
+    );
+    labels.insert(
+        "org.opencontainers.image.version".to_owned(),
+        "1.4.2".to_owned(),
+    );
+    let id = format!("{i:08x}{}", "0".repeat(56));
+    Identity {
+        bundle: format!("/run/containerd/io.containerd.runtime.v2.task/k8s.io/{id}"),
+        id,
+        engine: Some("containerd".to_owned()),
+        pid: Some(1_000_000 + i as u32),
+        start_time: Some(123_456_789),
+        boot_id: Some("3aa3bb1e-c0f7-45f9-ba51-94e133069de6".to_owned()),
+        cgroup: Some(format!(
+            "/kubepods/burstable/pod{i:08x}-1111-2222-3333-444444444444/{i:064x}"
+        )),
+        namespaces: Namespaces {
+            pid: Some(4_026_532_000 + i as u64),
+            net: Some(4_026_531_833),
+            mnt: Some(4_026_533_000 + i as u64),
+        },
+        image: Image {
+            name: Some("registry.example.com/payments/api:1.4.2".to_owned()),
+            digest: Some(format!("sha256:{}", "ab".repeat(32))),
+            labels,
+        },
+        kubernetes: Some(Kubernetes {
+            namespace: Some("payments".to_owned()),
+            pod: Some(format!("api-7d9f8c6b5-{i:05}")),
+            pod_uid: Some("0b8a7c3e-2f41-4d7e-9a1b-5c6d7e8f9a0b".to_owned()),
+            container: Some("api".to_owned()),
+            service_account: Some("payments-api".to_owned()),
+        }),
+        policy: Some(PolicyRef {
+            name: "payments".to_owned(),
+            digest: Some(format!("sha256:{}", "cd".repeat(32))),
+            mode: Some("enforce".to_owned()),
+        }),
+        profiles: [("seccomp".to_owned(), format!("sha256:{}", "ef".repeat(32)))]
+            .into_iter()
+            .collect(),
+        created: Some(Timestamp::now()),
+        ..Default::default()
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn report(name: &str, mut v: Vec<Duration>, target: Option<(Duration, &str)>) {
+    v.sort();
+    let (m, p99) = (percentile(&v, 0.5), percentile(&v, 0.99));
+    let verdict = match target {
+        Some((t, what)) => {
+            let val = if what == "p99" { p99 } else { m };
+            format!(
+                "  target {what} < {t:?}: {}",
+                if val < t { "met" } else { "MISSED" }
+            )
+        }
+        None => String::new(),
+    };
+    println!(
+        "{name:<52} n={:<6} median {:>10.1?}  p99 {:>10.1?}{verdict}",
+        v.len(),
+        m,
+        p99
+    );
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS")
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let ociguardd = match args.ociguardd {
+        Some(p) => p,
+        None => sibling("ociguardd")?,
+    };
+    let hook = match args.hook {
+        Some(p) => p,
+        None => sibling("ociguard-hook")?,
+    };
+    let work = tempfile::Builder::new()
+        .prefix("ociguard-monitor-bench-")
+        .tempdir_in(&args.dir)
+        .with_context(|| format!("temp dir in {}", args.dir.display()))?;
+    let w = work.path();
+    let fs = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(w)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    println!(
+        "ociguard identity benchmark — journal on {} ({fs})",
+        w.display()
+    );
+    let mut daemon = start(&ociguardd, w)?;
+    let socket = w.join("run/monitor.sock");
+
+    // 1. Hook invocation to durable ack.
+    let bundle = w.join("bundle");
+    std::fs::create_dir_all(&bundle)?;
+    std::fs::write(
+        bundle.join("config.json"),
+        r#"{"ociVersion":"1.0.2","annotations":{"io.kubernetes.cri.image-name":"registry.example.com/payments/api:1.4.2","org.ociguard.policy":"payments","org.ociguard.policy.digest":"sha256:cdcd"},"linux":{"seccomp":{"defaultAction":"SCMP_ACT_ERRNO"}}}"#,
+    )?;
+    // The "container": a child process. (Not this process: a registered container's cgroup
+    // holds this process too, and the monitor rightly refuses admin requests from inside a
+    // container. The child started later, so this process is not attributed to it.)
+    // Like a real container it has its own pid namespace (falls back to a plain child).
+    let mut sleeper = Command::new("unshare")
+        .args(["--pid", "--fork", "/bin/sleep", "600"])
+        .spawn()
+        .or_else(|_| Command::new("/bin/sleep").arg("600").spawn())?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let me = loop {
+        let parent = sleeper.id();
+        let kids = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .unwrap_or_default();
+        let comm = std::fs::read_to_string(format!("/proc/{parent}/comm")).unwrap_or_default();
+        if comm.trim() == "sleep" {
+            break parent; // no unshare here
+        }
+        if let Some(pid) = kids.split_whitespace().next().and_then(|p| p.parse().ok()) {
+            break pid;
+        }
+        if Instant::now() > deadline {
+            bail!("container stand-in did not start");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut admin = Client::connect(&socket, Duration::from_secs(10))?;
+    let mut hook_times = Vec::with_capacity(args.hook_iterations);
+    for i in 0..args.hook_iterations {
+        let state = format!(
+            r#"{{"ociVersion":"1.0.0","id":"hook-{i}","status":"created","pid":{me},"bundle":"{}"}}"#,
+            bundle.display()
+        );
+        let t = Instant::now();
+        let mut c = Command::new(&hook)
+            .args(["createRuntime", "--identity", "required", "--socket"])
+            .arg(&socket)
+            .arg("--spool")
+            .arg(w.join("spool"))
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        c.stdin
+            .take()
+            .context("stdin")?
+            .write_all(state.as_bytes())?;
+        let out = c.wait_with_output()?;
+        hook_times.push(t.elapsed());
+        if !out.status.success() {
+            bail!("hook failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        // The next hook process would be in this "container's" cgroup: forget it (unmeasured).
+        admin.request(&Request::Deregister {
+            id: format!("hook-{i}"),
+            bundle: None,
+        })?;
+    }
+    // The floor for any hook on this machine: spawning a process that does nothing.
+    let mut floor = Vec::with_capacity(args.hook_iterations);
+    for _ in 0..args.hook_iterations {
+        let t = Instant::now();
+        let out = Command::new("/bin/true")
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()?;
+        floor.push(t.elapsed());
+        if !out.status.success() {
+            bail!("/bin/true failed");
+        }
+    }
+    report("floor: spawn /bin/true and wait", floor, None);
+    report(
+        "registration: ociguard-hook spawn -> durable ack",
+        hook_times,
+        Some((Duration::from_millis(2), "p99")),
+    );
+
+    // 2. In-process client, persistent connection.
+    let mut client = Client::connect(&socket, Duration::from_secs(10))?;
+    let mut times = Vec::with_capacity(args.client_iterations);
+    for i in 0..args.client_iterations {
+        let req = Request::Register {
+            event: Lifecycle::Created,
+            identity: sample(i),
+        };
+        let t = Instant::now();
+        let r = client.request(&req)?;
+        times.push(t.elapsed());
+        if !(r.ok && r.durable == Some(true)) {
+            bail!("register: {r:?}");
+        }
+    }
+    report(
+        "registration: client request -> durable ack (fsync)",
+        times,
+        Some((Duration::from_millis(2), "p99")),
+    );
+
+    // 3. whois over the socket and in process.
+    let mut selfrec = sample(9_999_999);
+    selfrec.id = "bench-self".to_owned();
+    selfrec.pid = Some(me);
+    selfrec.start_time = Some(procfs::stat(me)?.start_time);
+    selfrec.boot_id = procfs::boot_id().ok();
+    selfrec.cgroup = procfs::cgroup(me)?;
+    selfrec.namespaces.pid = procfs::ns_inode(me, "pid").ok();
+    let r = client.request(&Request::Register {
+        event: Lifecycle::Started,
+        identity: selfrec.clone(),
+    })?;
+    if !r.ok {
+        bail!("register self: {r:?}");
+    }
+    let mut pings = Vec::with_capacity(args.whois_iterations);
+    for _ in 0..args.whois_iterations {
+        let t = Instant::now();
+        client.request(&Request::Ping)?;
+        pings.push(t.elapsed());
+    }
+    report("floor: ping over the socket", pings, None);
+    let host_pid = 1;
+    for (name, pid, expect) in [
+        ("whois over the socket: a container's pid", me, true),
+        (
+            "whois over the socket: a host pid (slowest path)",
+            host_pid,
+            false,
+        ),
+    ] {
+        let mut times = Vec::with_capacity(args.whois_iterations);
+        for _ in 0..args.whois_iterations {
+            let t = Instant::now();
+            let r = client.request(&Request::Whois { pid })?;
+            times.push(t.elapsed());
+            if r.container.is_some() != expect {
+                bail!("whois {pid}: {r:?}");
+            }
+        }
+        report(name, times, None);
+    }
+    let mut store = Store::new(procfs::ns_inode(me, "pid").ok());
+    for i in 0..args.containers {
+        store.apply(Entry::Put(sample(i)));
+    }
+    store.apply(Entry::Put(selfrec));
+    let proc = Real::new();
+    for (name, pid) in [
+        ("whois in process (10k records): a container's pid", me),
+        ("whois in process (10k records): a host pid", host_pid),
+    ] {
+        let mut times = Vec::with_capacity(args.whois_iterations);
+        for _ in 0..args.whois_iterations {
+            let t = Instant::now();
+            let l = store.whois(pid, &proc);
+            times.push(t.elapsed());
+            std::hint::black_box(l);
+        }
+        report(name, times, Some((Duration::from_micros(20), "median")));
+    }
+    drop(store);
+
+    // 4. RSS with N containers registered.
+    let have = args.client_iterations + 1; // hook records were deregistered
+    let todo: Vec<usize> = (args.client_iterations
+        ..args.client_iterations + args.containers.saturating_sub(have))
+        .collect();
+    let t = Instant::now();
+    let chunks: Vec<Vec<usize>> = todo
+        .chunks(todo.len().div_ceil(8).max(1))
+        .map(<[usize]>::to_vec)
+        .collect();
+    let handles: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            let socket = socket.clone();
+            std::thread::spawn(move || -> Result<()> {
+                let mut c = Client::connect(&socket, Duration::from_secs(30))?;
+                for i in chunk {
+                    let r = c.request(&Request::Register {
+                        event: Lifecycle::Started,
+                        identity: sample(i),
+                    })?;
+                    if !r.ok {
+                        bail!("register: {r:?}");
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().map_err(|_| anyhow::anyhow!("thread panicked"))??;
+    }
+    let n = client
+        .request(&Request::List)?
+        .containers
+        .map_or(0, |c| c.len());
+    let rate = todo.len() as f64 / t.elapsed().as_secs_f64();
+    let rss = rss_kib(daemon.child.id())?;
+    println!(
+        "{:<52} {n} containers: {:.1} MiB  target < 30 MiB: {}   ({rate:.0} registrations/s with 8 concurrent clients)",
+        "RSS of ociguardd",
+        rss as f64 / 1024.0,
+        if rss < 30 * 1024 { "met" } else { "MISSED" }
+    );
+    drop(client);
+    drop(admin);
+    drop(daemon);
+    let t = Instant::now();
+    daemon = start(&ociguardd, w)?;
+    let startup = t.elapsed();
+    let rss = rss_kib(daemon.child.id())?;
+    println!(
+        "{:<52} {n} containers: {:.1} MiB  (restart incl. journal replay + reconcile: {startup:.1?})",
+        "RSS of ociguardd after restart",
+        rss as f64 / 1024.0
+    );
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    Ok(())
+}
