@@ -229,10 +229,21 @@ fn main() -> Result<()> {
     // holds this process too, and the monitor rightly refuses admin requests from inside a
     // container. The child started later, so this process is not attributed to it.)
     // Like a real container it has its own pid namespace (falls back to a plain child).
+    // (stdio closed: an orphaned sleep holding our stdout would keep `| tail` waiting.)
     let mut sleeper = Command::new("unshare")
-        .args(["--pid", "--fork", "/bin/sleep", "600"])
+        .args(["--pid", "--fork", "--kill-child", "/bin/sleep", "600"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
-        .or_else(|_| Command::new("/bin/sleep").arg("600").spawn())?;
+        .or_else(|_| {
+            Command::new("/bin/sleep")
+                .arg("600")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+        })?;
     let deadline = Instant::now() + Duration::from_secs(5);
     let me = loop {
         let parent = sleeper.id();
@@ -446,6 +457,12 @@ fn main() -> Result<()> {
         "RSS of ociguardd after restart",
         rss as f64 / 1024.0
     );
+    if let Ok(pid) = i32::try_from(me) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
     let _ = sleeper.kill();
     let _ = sleeper.wait();
     Ok(())
