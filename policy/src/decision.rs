@@ -37,6 +37,15 @@ pub struct Rewritten {
     pub changed: bool,
 }
 
+impl Rewritten {
+    /// Recompute `bytes` and `changed` after further edits of `document`. The create path calls
+    /// this once after all its stages, not once per stage: serialising a 10 KB config costs ~25 us.
+    pub fn refresh(&mut self, original: &[u8]) {
+        self.bytes = spec::to_bytes(&self.document);
+        self.changed = self.bytes != original;
+    }
+}
+
 /// Node-level constraints on decisions, from config.toml.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DecideOptions<'a> {
@@ -116,9 +125,7 @@ pub fn decide_with(
             mode: policy.policy.mode,
             source,
         })?;
-    let bytes = spec::to_bytes(&document);
-    let changed = bytes != original;
-    Ok(Rewritten {
+    let mut rewritten = Rewritten {
         decision: Decision {
             policy: policy.name().to_owned(),
             policy_source: policy.source_display(),
@@ -130,9 +137,11 @@ pub fn decide_with(
             changes,
         },
         document,
-        bytes,
-        changed,
-    })
+        bytes: Vec::new(),
+        changed: false,
+    };
+    rewritten.refresh(original);
+    Ok(rewritten)
 }
 
 #[cfg(test)]

@@ -220,6 +220,11 @@ impl PolicySet {
         Ok(set)
     }
 
+    /// The policy a decision names (name and digest must both match).
+    pub fn get(&self, name: &str, digest: &str) -> Option<&LoadedPolicy> {
+        self.iter().find(|p| p.name() == name && p.digest == digest)
+    }
+
     /// Every policy, the default last.
     pub fn iter(&self) -> impl Iterator<Item = &LoadedPolicy> {
         self.policies.iter().chain(std::iter::once(&self.default))

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use ociguard_policy::apparmor::{self as render, Profile};
 use ociguard_policy::model::AppArmorMode;
 use ociguard_policy::rewrite::Change;
-use ociguard_policy::{spec, Mode, PolicySet, Rewritten, RuntimeConfig};
+use ociguard_policy::{Mode, PolicySet, Rewritten, RuntimeConfig};
 
 use crate::Context;
 
@@ -276,9 +276,8 @@ pub fn prepare(
     ctx: &Context<'_>,
     policies: &PolicySet,
     rewritten: &mut Rewritten,
-    original: &[u8],
 ) -> Result<Option<AppArmorPlan>, AppArmorError> {
-    prepare_on(&Host::system(ctx.config), policies, rewritten, original)
+    prepare_on(&Host::system(ctx.config), policies, rewritten)
 }
 
 /// Render the chosen policy's profile and, where it can be applied, set it in the document and
@@ -288,16 +287,15 @@ pub fn prepare_on(
     host: &Host,
     policies: &PolicySet,
     rewritten: &mut Rewritten,
-    original: &[u8],
 ) -> Result<Option<AppArmorPlan>, AppArmorError> {
     let d = &rewritten.decision;
-    let policy = policies
-        .iter()
-        .find(|p| p.name() == d.policy && p.digest == d.policy_digest)
-        .ok_or_else(|| AppArmorError::PolicyMissing {
-            policy: d.policy.clone(),
-            digest: d.policy_digest.clone(),
-        })?;
+    let policy =
+        policies
+            .get(&d.policy, &d.policy_digest)
+            .ok_or_else(|| AppArmorError::PolicyMissing {
+                policy: d.policy.clone(),
+                digest: d.policy_digest.clone(),
+            })?;
     let mode = policy.policy.apparmor.mode;
     if mode == AppArmorMode::Off {
         return Ok(None);
@@ -340,10 +338,6 @@ pub fn prepare_on(
         }
     };
     rewritten.decision.changes.push(change);
-    if load {
-        rewritten.bytes = spec::to_bytes(&rewritten.document);
-        rewritten.changed = rewritten.bytes != original;
-    }
     Ok(Some(AppArmorPlan { profile, load }))
 }
 

@@ -128,7 +128,7 @@ pub fn plan(ctx: &Context<'_>, id: &str, bundle_dir: &Path) -> Result<Option<Pla
         }
         Err(e) => return Err(e.into()),
     };
-    let apparmor = match crate::apparmor::prepare(ctx, &policies, &mut rewritten, &original) {
+    let apparmor = match crate::apparmor::prepare(ctx, &policies, &mut rewritten) {
         Ok(a) => a,
         Err(e) if rewritten.decision.mode == Mode::Audit => {
             ctx.logger.warn(&format!(
@@ -138,7 +138,9 @@ pub fn plan(ctx: &Context<'_>, id: &str, bundle_dir: &Path) -> Result<Option<Pla
         }
         Err(e) => return Err(e.into()),
     };
-    crate::identity::prepare(ctx, &policies, &mut rewritten, &original)?;
+    crate::identity::prepare(ctx, &policies, &mut rewritten)?;
+    // One serialisation for every stage above (explain shows exactly these bytes).
+    rewritten.refresh(&original);
     Ok(Some(Plan {
         config_path,
         original,
@@ -161,7 +163,8 @@ fn rewrite(
     crate::apparmor::commit(ctx, plan.apparmor.as_ref())?;
     let mut rewritten = plan.rewritten;
     // Precompiled filter for crun (cached by profile): kept out of plan(), which must not write.
-    crate::seccomp_cache::precompile(ctx, id, &mut rewritten, &plan.original);
+    crate::seccomp_cache::precompile(ctx, id, &mut rewritten);
+    rewritten.refresh(&plan.original);
     let d = &rewritten.decision;
     let record = ContainerRecord::from_spec(
         id,

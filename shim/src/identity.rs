@@ -21,7 +21,7 @@ use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixA
 use ociguard_policy::identity::{self as hooks, EngineLog, HookTarget};
 use ociguard_policy::model::IdentityMode;
 use ociguard_policy::rewrite::Change;
-use ociguard_policy::{spec, Decision, PolicySet, Rewritten};
+use ociguard_policy::{Decision, PolicySet, Rewritten};
 
 use crate::argv::LogFormat;
 use crate::Context;
@@ -70,16 +70,15 @@ pub fn prepare(
     ctx: &Context<'_>,
     policies: &PolicySet,
     rewritten: &mut Rewritten,
-    original: &[u8],
 ) -> Result<(), IdentityError> {
     let d = &rewritten.decision;
-    let policy = policies
-        .iter()
-        .find(|p| p.name() == d.policy && p.digest == d.policy_digest)
-        .ok_or_else(|| IdentityError::PolicyMissing {
-            policy: d.policy.clone(),
-            digest: d.policy_digest.clone(),
-        })?;
+    let policy =
+        policies
+            .get(&d.policy, &d.policy_digest)
+            .ok_or_else(|| IdentityError::PolicyMissing {
+                policy: d.policy.clone(),
+                digest: d.policy_digest.clone(),
+            })?;
     let name = policy.name().to_owned();
     let mode = hooks::effective_mode(policy.policy.identity.mode, policy.policy.mode);
     let config = ctx.config;
@@ -147,8 +146,6 @@ pub fn prepare(
             }
         }
     }
-    rewritten.bytes = spec::to_bytes(&rewritten.document);
-    rewritten.changed = rewritten.bytes != original;
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use ociguard_policy::digest::sha256;
 use ociguard_policy::seccomp_bpf::{self, BpfError};
-use ociguard_policy::{spec, Rewritten};
+use ociguard_policy::Rewritten;
 use serde_json::{Map, Value};
 
 use crate::Context;
@@ -87,7 +87,7 @@ pub fn bpf_for(state_dir: &Path, profile: &Value) -> Result<(String, bool), Cach
 /// enforce, so the one set here is recomputed from the final profile on every create. Never
 /// fails the create: on any error crun compiles the profile itself, as it would without
 /// ociguard, and the reason is logged.
-pub fn precompile(ctx: &Context<'_>, id: &str, rewritten: &mut Rewritten, original: &[u8]) {
+pub fn precompile(ctx: &Context<'_>, id: &str, rewritten: &mut Rewritten) {
     if !delegate_honours_bpf_data(ctx.runtime) {
         return;
     }
@@ -104,8 +104,6 @@ pub fn precompile(ctx: &Context<'_>, id: &str, rewritten: &mut Rewritten, origin
             "container {id}: {e}; the runtime compiles the seccomp profile itself"
         )),
     }
-    rewritten.bytes = spec::to_bytes(&rewritten.document);
-    rewritten.changed = rewritten.bytes != original;
 }
 
 /// Whether the delegate runtime loads [`BPF_ANNOTATION`]: crun does (also when installed as

@@ -288,7 +288,7 @@ fn prepare(
 ) {
     let config = CONFIG.replace("SECRET", secret);
     let mut r = decide(config.as_bytes(), Path::new("config.json"), set).unwrap();
-    match apparmor::prepare_on(host, set, &mut r, config.as_bytes()) {
+    match apparmor::prepare_on(host, set, &mut r) {
         Ok(plan) => (r, plan, Ok(())),
         Err(e) => (r, None, Err(e)),
     }
