@@ -34,6 +34,19 @@ pub const CONTAINER_TYPE_ANNOTATIONS: &[(&str, &str)] = &[
     ("io.kubernetes.cri-o.ContainerType", "sandbox"), // CRI-O
     ("io.kubernetes.docker.type", "podsandbox"),     // dockershim
 ];
+/// CRI-O's record of the container's (or, for the sandbox, the pod's) Kubernetes labels, as a
+/// JSON object in one annotation.
+pub const CRIO_LABELS: &str = "io.kubernetes.cri-o.Labels";
+/// CRI-O's record of the container's (or the pod's) Kubernetes annotations, likewise.
+pub const CRIO_ANNOTATIONS: &str = "io.kubernetes.cri-o.Annotations";
+/// Largest such annotation read: Kubernetes' own limit on all of an object's annotations.
+pub const MAX_KUBERNETES_METADATA: usize = 256 * 1024;
+/// Most entries read from one such annotation.
+pub const MAX_KUBERNETES_ENTRIES: usize = 1024;
+/// Kubernetes labels (set by the kubelet) that carry the namespace and the pod name.
+const KUBE_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+const KUBE_POD_LABEL: &str = "io.kubernetes.pod.name";
+
 /// Label or annotation keys whose values are never written to logs or printed.
 const SECRET_KEY_PARTS: &[&str] = &[
     "password",
@@ -81,10 +94,71 @@ pub struct Facts {
     /// The bundle's annotations, minus ociguard's own (`org.ociguard.*`).
     #[serde(serialize_with = "redacted")]
     pub annotations: BTreeMap<String, String>,
+    /// Kubernetes labels of the container (of the pod, for its sandbox), from CRI-O's
+    /// `io.kubernetes.cri-o.Labels`. Written by the pod's author and the kubelet, not by the
+    /// image's: never mixed into `labels`, which `[match] labels` and `selectable_by_label` are
+    /// about. CRI-O copies the pod's annotations into the bundle after its own, so a pod can
+    /// overwrite this record: it is recorded, and only fills in the namespace and pod name when
+    /// no annotation gave them.
+    #[serde(serialize_with = "redacted")]
+    pub kubernetes_labels: BTreeMap<String, String>,
+    /// Kubernetes annotations of the container or pod, from CRI-O's
+    /// `io.kubernetes.cri-o.Annotations` (CRI-O also copies each into the bundle's annotations).
+    #[serde(serialize_with = "redacted")]
+    pub kubernetes_annotations: BTreeMap<String, String>,
+    /// Which annotations `kubernetes_labels` and `kubernetes_annotations` were read from.
+    pub kubernetes_metadata_source: Option<String>,
+    /// Why one of them could not be read (too large, not a JSON object of strings, ...); the
+    /// map stays empty then.
+    pub kubernetes_metadata_unresolved: Option<String>,
     pub kubernetes_namespace: Option<String>,
     pub kubernetes_pod: Option<String>,
     pub service_account: Option<String>,
     pub container_type: ContainerType,
+}
+
+/// Why a CRI-O JSON-object annotation is refused, or its entries. Untrusted input: bounded size
+/// and count, string values only, no control characters (except tab and newlines in values),
+/// and an error message of bounded length whatever the input.
+fn kubernetes_map(value: &str) -> Result<BTreeMap<String, String>, String> {
+    if value.len() > MAX_KUBERNETES_METADATA {
+        return Err(format!(
+            "{} bytes (limit {MAX_KUBERNETES_METADATA})",
+            value.len()
+        ));
+    }
+    let map: BTreeMap<String, String> = serde_json::from_str(value).map_err(|e| {
+        let mut text = e.to_string();
+        if text.len() > 200 {
+            let mut cut = 200;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push_str("...");
+        }
+        format!("not a JSON object of strings: {text}")
+    })?;
+    if map.len() > MAX_KUBERNETES_ENTRIES {
+        return Err(format!(
+            "{} entries (limit {MAX_KUBERNETES_ENTRIES})",
+            map.len()
+        ));
+    }
+    let bad = |s: &str, value: bool| {
+        s.chars()
+            .any(|c| c.is_control() && !(value && matches!(c, '\t' | '\n' | '\r')))
+    };
+    if let Some((k, _)) = map
+        .iter()
+        .find(|(k, v)| k.is_empty() || bad(k, false) || bad(v, true))
+    {
+        let shown: String = k.chars().take(64).collect();
+        return Err(format!(
+            "entry {shown:?} has an empty key or a control character"
+        ));
+    }
+    Ok(map)
 }
 
 fn first_annotation(ann: &BTreeMap<String, String>, keys: &[&str]) -> Option<(String, String)> {
@@ -114,6 +188,7 @@ impl Facts {
             first_annotation(&facts.annotations, NAMESPACE_ANNOTATIONS).map(|(_, v)| v);
         facts.kubernetes_pod =
             first_annotation(&facts.annotations, POD_ANNOTATIONS).map(|(_, v)| v);
+        facts.read_crio_metadata();
         if CONTAINER_TYPE_ANNOTATIONS
             .iter()
             .any(|(k, sandbox)| facts.annotations.get(*k).map(String::as_str) == Some(*sandbox))
@@ -121,6 +196,49 @@ impl Facts {
             facts.container_type = ContainerType::Sandbox;
         }
         facts
+    }
+}
+
+impl Facts {
+    /// Fill `kubernetes_labels`/`kubernetes_annotations` from CRI-O's JSON annotations, and the
+    /// namespace and pod name from the kubelet's labels when no annotation gave them.
+    fn read_crio_metadata(&mut self) {
+        let mut sources = Vec::new();
+        let mut unresolved = Vec::new();
+        for key in [CRIO_LABELS, CRIO_ANNOTATIONS] {
+            let Some(value) = self.annotations.get(key) else {
+                continue;
+            };
+            match kubernetes_map(value) {
+                Ok(map) => {
+                    sources.push(format!("annotation {key}"));
+                    if key == CRIO_LABELS {
+                        self.kubernetes_labels = map;
+                    } else {
+                        self.kubernetes_annotations = map;
+                    }
+                }
+                Err(why) => unresolved.push(format!("annotation {key}: {why}")),
+            }
+        }
+        if !sources.is_empty() {
+            self.kubernetes_metadata_source = Some(sources.join(", "));
+        }
+        if !unresolved.is_empty() {
+            self.kubernetes_metadata_unresolved = Some(unresolved.join("; "));
+        }
+        let label = |k: &str| {
+            self.kubernetes_labels
+                .get(k)
+                .filter(|v| !v.is_empty())
+                .cloned()
+        };
+        if self.kubernetes_namespace.is_none() {
+            self.kubernetes_namespace = label(KUBE_NAMESPACE_LABEL);
+        }
+        if self.kubernetes_pod.is_none() {
+            self.kubernetes_pod = label(KUBE_POD_LABEL);
+        }
     }
 }
 
@@ -396,6 +514,105 @@ mod tests {
         assert!(!f.annotations.contains_key("org.ociguard.policy"));
         assert!(!f.annotations.contains_key("n"));
         assert_eq!(Facts::from_spec(&serde_json::json!({})), Facts::default());
+    }
+
+    fn crio(labels: &str, annotations: &str) -> Facts {
+        Facts::from_spec(&serde_json::json!({"annotations": {
+            CRIO_LABELS: labels, CRIO_ANNOTATIONS: annotations,
+            "io.kubernetes.cri-o.ImageName": "quay.io/app:1"}}))
+    }
+
+    #[test]
+    fn crio_kubernetes_metadata_is_recorded_apart_from_image_labels() {
+        let f = crio(
+            r#"{"io.kubernetes.pod.namespace":"payments","io.kubernetes.pod.name":"api-0","team":"billing"}"#,
+            r#"{"kubernetes.io/config.source":"api","db.password":"hunter2"}"#,
+        );
+        assert_eq!(
+            f.kubernetes_labels.get("team").map(String::as_str),
+            Some("billing")
+        );
+        assert_eq!(
+            f.kubernetes_annotations
+                .get("kubernetes.io/config.source")
+                .map(String::as_str),
+            Some("api")
+        );
+        // Pod labels are not image labels: `[match] labels` never sees them.
+        assert!(f.labels.is_empty() && f.labels_source.is_none());
+        assert_eq!(f.kubernetes_namespace.as_deref(), Some("payments"));
+        assert_eq!(f.kubernetes_pod.as_deref(), Some("api-0"));
+        assert_eq!(f.image.as_deref(), Some("quay.io/app:1"));
+        assert_eq!(
+            f.kubernetes_metadata_source.as_deref(),
+            Some(
+                "annotation io.kubernetes.cri-o.Labels, annotation io.kubernetes.cri-o.Annotations"
+            )
+        );
+        assert_eq!(f.kubernetes_metadata_unresolved, None);
+        let text = serde_json::to_string(&f).unwrap();
+        assert!(!text.contains("hunter2\""), "{text}");
+
+        // A label policy does not match on a pod label of the same name.
+        let s = set(&[(
+            "/p/t.toml",
+            "name = \"t\"\n[match]\nlabels = { \"team\" = \"billing\" }\n",
+        )]);
+        assert_eq!(select(&s, &f).unwrap().policy.name(), "default");
+
+        // The individual annotations (CRI-O sets them too) win over the JSON record.
+        let f = Facts::from_spec(&serde_json::json!({"annotations": {
+            CRIO_LABELS: r#"{"io.kubernetes.pod.namespace":"forged"}"#,
+            "io.kubernetes.pod.namespace": "real"}}));
+        assert_eq!(f.kubernetes_namespace.as_deref(), Some("real"));
+    }
+
+    #[test]
+    fn malformed_crio_metadata_is_unresolved_with_a_bounded_reason() {
+        let huge = format!("{{\"k\":\"{}\"}}", "v".repeat(MAX_KUBERNETES_METADATA));
+        let many = format!(
+            "{{{}}}",
+            (0..=MAX_KUBERNETES_ENTRIES)
+                .map(|i| format!("\"k{i}\":\"v\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let long_string = serde_json::to_string(&"x".repeat(100_000)).unwrap();
+        for (bad, expect) in [
+            ("{broken", "not a JSON object"),
+            ("[1,2]", "not a JSON object"),
+            (r#"{"n":3}"#, "not a JSON object"),
+            (r#"{"n":null}"#, "not a JSON object"),
+            (r#"{"a":{"b":"c"}}"#, "not a JSON object"),
+            (r#"{"bad\u0000key":"v"}"#, "control character"),
+            (r#"{"k":"esc\u001b[31m"}"#, "control character"),
+            (r#"{"k":"\ud800"}"#, "not a JSON object"),
+            (r#"{"":"v"}"#, "empty key"),
+            (huge.as_str(), "limit 262144"),
+            (many.as_str(), "entries (limit 1024)"),
+            (long_string.as_str(), "not a JSON object"),
+        ] {
+            let f = crio(bad, "{}");
+            let why = f.kubernetes_metadata_unresolved.clone().unwrap_or_default();
+            assert!(
+                why.contains(CRIO_LABELS) && why.contains(expect),
+                "{bad:.60}: {why}"
+            );
+            assert!(why.len() < 400, "unbounded reason: {} bytes", why.len());
+            assert!(f.kubernetes_labels.is_empty());
+            // The other annotation is still read.
+            assert_eq!(
+                f.kubernetes_metadata_source.as_deref(),
+                Some("annotation io.kubernetes.cri-o.Annotations")
+            );
+        }
+        // Newlines and tabs in values are fine (descriptions).
+        let f = crio(r#"{"k":"a\nb\tc"}"#, "{}");
+        assert_eq!(f.kubernetes_metadata_unresolved, None);
+        // No CRI-O annotations: nothing recorded.
+        let f = Facts::from_spec(&serde_json::json!({"annotations": {}}));
+        assert_eq!(f.kubernetes_metadata_source, None);
+        assert_eq!(f.kubernetes_metadata_unresolved, None);
     }
 
     #[test]

@@ -202,6 +202,16 @@ fn podman_image_labels_select_the_policy() {
     }
     assert_eq!(explained_doc, &after);
 
+    // The second container of the image is served from the label cache (the image id is the
+    // config digest), with the same outcome.
+    let out = podman_run(&rt, "localhost/ociguard-it-locked:1", &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("MKDIR=fail"), "{}", stdout(&out));
+    let d = w.last_decision();
+    assert_eq!(d["decision"]["policy"], "locked", "{d}");
+    let src = d["decision"]["facts"]["labels_source"].as_str().unwrap();
+    assert!(src.ends_with("(cached)"), "{src}");
+
     // Unlabelled: the default policy (built-in: filtered, mkdir allowed).
     let out = podman_run(&rt, "localhost/ociguard-it-plain:1", &[]);
     let text = stdout(&out);
@@ -425,4 +435,133 @@ fn containerd_down_leaves_labels_unresolved_and_required_fails_closed() {
         stderr(&out)
     );
     assert_eq!(std::fs::read(bundle.join("config.json")).unwrap(), before);
+}
+
+/// An OCI archive of one image whose config blob is `config` (bytes, possibly not even valid
+/// UTF-8), with an empty layer, named `name` for `ctr image import`.
+fn oci_archive(dir: &Path, name: &str, config: &[u8]) -> PathBuf {
+    use ociguard_policy::digest::sha256;
+    let root = dir.join(format!("oci-{}", &sha256(name.as_bytes())[7..19]));
+    let blobs = root.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let d = sha256(bytes);
+        std::fs::write(blobs.join(&d[7..]), bytes).unwrap();
+        (d, bytes.len())
+    };
+    let layer = vec![0u8; 10240]; // an empty tar archive: two zero blocks and padding
+    let (layer_d, layer_n) = put(&layer);
+    let (cfg_d, cfg_n) = put(config);
+    let manifest = serde_json::json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg_d, "size": cfg_n},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_d, "size": layer_n}]});
+    let (man_d, man_n) = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": man_d, "size": man_n,
+        "annotations": {"io.containerd.image.name": name}}]});
+    std::fs::write(root.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let archive = root.with_extension("tar");
+    let out = Command::new("tar")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&root)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tar: {}", stderr(&out));
+    archive
+}
+
+#[test]
+fn containerd_huge_and_binary_labels_are_unresolved_never_cached() {
+    if let Some(why) = cannot_run_containers() {
+        eprintln!("skip: {why}");
+        return;
+    }
+    if tool("ctr").is_none() {
+        eprintln!("skip: ctr not installed");
+        return;
+    }
+    let Some(ctd) = Containerd::start() else {
+        eprintln!("skip: could not start a private containerd");
+        return;
+    };
+    let w = World::new();
+    let config = |labels: &str| {
+        format!(r#"{{"architecture":"amd64","os":"linux","config":{{"Labels":{labels}}},"rootfs":{{"type":"layers","diff_ids":[]}}}}"#)
+            .into_bytes()
+    };
+    let mut invalid_utf8 = config(r#"{"k":"XX"}"#);
+    let at = invalid_utf8.windows(2).position(|p| p == b"XX").unwrap();
+    invalid_utf8[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
+    let many: Vec<String> = (0..5000).map(|i| format!(r#""l{i}":"v""#)).collect();
+    let cases: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+        ("good", config(r#"{"tier":"web"}"#), None),
+        (
+            "huge",
+            config(&format!(r#"{{"big":"{}"}}"#, "A".repeat(5 << 20))),
+            Some("is 5242880 bytes (limit 65536)"),
+        ),
+        (
+            "nul",
+            config(r#"{"k":"a\u0000b"}"#),
+            Some("control character"),
+        ),
+        (
+            "esc",
+            config(r#"{"k\u001b[2J":"v"}"#),
+            Some("control character"),
+        ),
+        ("utf8", invalid_utf8, Some("parse ")),
+        (
+            "many",
+            config(&format!("{{{}}}", many.join(","))),
+            Some("5000 labels (limit 1024)"),
+        ),
+    ];
+    let sources = ociguard_policy::config::LabelSources {
+        containerd_socket: ctd.sock.clone(),
+        timeout_ms: 5000,
+        ..Default::default()
+    };
+    let cache = w.path().join("cache");
+    let bundle = w
+        .path()
+        .join("io.containerd.runtime.v2.task/ociguard-it/c1");
+    for (tag, cfg, expect) in &cases {
+        let name = format!("localhost/ociguard-it-labels-{tag}:1");
+        let archive = oci_archive(w.path(), &name, cfg);
+        let out = ctd.ctr(&["image", "import", "--no-unpack", archive.to_str().unwrap()]);
+        assert!(out.status.success(), "ctr import {tag}: {}", stderr(&out));
+        // The CRI path: the image name is already known from an annotation.
+        let facts = ociguard_policy::select::Facts {
+            image: Some(name.clone()),
+            ..Default::default()
+        };
+        let t = std::time::Instant::now();
+        let got = ociguard_shim::labels::resolve(&bundle, &facts, &sources, &cache);
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{tag}: {:?}",
+            t.elapsed()
+        );
+        match expect {
+            None => {
+                let info = got.unwrap().unwrap();
+                assert_eq!(info.labels["tier"], "web");
+            }
+            Some(expect) => {
+                let e = got.unwrap_err().to_string();
+                assert!(e.contains(expect), "{tag}: {e:.300}");
+                assert!(e.len() < 600, "{tag}: reason of {} bytes", e.len());
+            }
+        }
+        let _ = ctd.ctr(&["image", "rm", &name]);
+    }
+    // Only the good image was cached.
+    let entries = std::fs::read_dir(cache.join("containerd")).unwrap().count();
+    assert_eq!(entries, 1);
 }

@@ -6,8 +6,7 @@
 //! second container of an image pays only the name → digest round trip. ociguard is a new
 //! process on every call, which is why the cache lives on disk (tmpfs under the state dir).
 
-use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 use std::time::Duration;
 
 use containerd_client::services::v1::{
@@ -15,10 +14,10 @@ use containerd_client::services::v1::{
     images_client::ImagesClient, GetContainerRequest, GetImageRequest, ReadContentRequest,
 };
 use ociguard_policy::config::LabelSources;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tonic::Request;
 
-use super::{ImageConfig, ImageInfo, LabelError, MAX_METADATA_FILE};
+use super::{cache, labels_from_config, ImageInfo, LabelError, MAX_METADATA_FILE};
 
 const TASK_DIR: &str = "io.containerd.runtime.v2.task";
 
@@ -34,45 +33,8 @@ pub fn locate(bundle: &Path) -> Option<(&str, &str)> {
     Some((ns, id))
 }
 
-/// What the disk cache keeps per target digest.
-#[derive(Debug, Serialize, Deserialize)]
-struct CacheEntry {
-    labels: BTreeMap<String, String>,
-}
-
 fn err(e: impl std::fmt::Display) -> LabelError {
     LabelError::Containerd(e.to_string())
-}
-
-fn cache_path(cache_dir: &Path, digest: &str) -> Option<PathBuf> {
-    let hex = digest.strip_prefix("sha256:")?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| cache_dir.join("containerd").join(format!("{hex}.json")))
-}
-
-fn cache_get(path: &Path) -> Option<BTreeMap<String, String>> {
-    let bytes = std::fs::read(path).ok()?;
-    serde_json::from_slice::<CacheEntry>(&bytes)
-        .ok()
-        .map(|e| e.labels)
-}
-
-fn cache_put(path: &Path, labels: &BTreeMap<String, String>) {
-    // Best effort: a failed cache write only costs the next create a lookup.
-    let Some(dir) = path.parent() else { return };
-    if std::fs::create_dir_all(dir).is_err() {
-        return;
-    }
-    let Ok(bytes) = serde_json::to_vec(&CacheEntry {
-        labels: labels.clone(),
-    }) else {
-        return;
-    };
-    if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) {
-        if std::io::Write::write_all(&mut tmp, &bytes).is_ok() {
-            let _ = tmp.persist(path);
-        }
-    }
 }
 
 /// Resolve through containerd's API. `image_hint` is the image name when an annotation already
@@ -233,8 +195,8 @@ async fn lookup(
         "containerd {namespace} {}",
         sources.containerd_socket.display()
     );
-    let cache = cache_path(cache_dir, &target);
-    if let Some(labels) = cache.as_deref().and_then(cache_get) {
+    let cache = cache::path(cache_dir, "containerd", &target);
+    if let Some(labels) = cache.as_deref().and_then(|p| cache::get(p, &target)) {
         return Ok(ImageInfo {
             name: Some(name),
             digest: Some(target),
@@ -266,12 +228,10 @@ async fn lookup(
         .config
         .ok_or_else(|| err(format!("image {name}: manifest has no config")))?
         .digest;
-    let config: ImageConfig =
-        serde_json::from_slice(&read_blob(&mut content, namespace, &config_digest).await?)
-            .map_err(|e| err(format!("config {config_digest}: {e}")))?;
-    let labels = config.into_labels();
+    let blob = read_blob(&mut content, namespace, &config_digest).await?;
+    let labels = labels_from_config(Path::new(&config_digest), &blob)?;
     if let Some(path) = &cache {
-        cache_put(path, &labels);
+        cache::put(path, &target, &labels);
     }
     Ok(ImageInfo {
         name: Some(name),
@@ -331,12 +291,5 @@ mod tests {
             "{:?}",
             t.elapsed()
         );
-    }
-
-    #[test]
-    fn cache_paths_only_for_real_digests() {
-        let d = format!("sha256:{}", "a".repeat(64));
-        assert!(cache_path(Path::new("/c"), &d).is_some());
-        assert!(cache_path(Path::new("/c"), "sha256:../../etc").is_none());
     }
 }

@@ -6,6 +6,7 @@
 //! untrusted input written by the image's author: they are size-limited here and can only
 //! select among the administrator's policies.
 
+mod cache;
 pub mod containerd;
 pub mod containers_storage;
 pub mod service_account;
@@ -19,6 +20,15 @@ use ociguard_policy::select::Facts;
 /// Labels larger than this are refused (the whole lookup is then unresolved): an image label is
 /// metadata, and a huge one is either a mistake or an attempt to slow down every create.
 pub const MAX_LABEL_VALUE: usize = 64 * 1024;
+/// Longest label key accepted.
+pub const MAX_LABEL_KEY: usize = 1024;
+/// Most labels accepted on one image (real images carry tens).
+pub const MAX_LABELS: usize = 1024;
+/// Most bytes (keys plus values) accepted over all of an image's labels: every create records
+/// them in the decision log.
+pub const MAX_LABELS_TOTAL: usize = 1024 * 1024;
+/// How much of an offending key an error message shows.
+const SHOWN_KEY: usize = 64;
 /// Upper bound on an image config blob or engine metadata file read during a lookup.
 pub const MAX_METADATA_FILE: u64 = 16 * 1024 * 1024;
 
@@ -54,8 +64,24 @@ pub enum LabelError {
         what: String,
         path: std::path::PathBuf,
     },
-    #[error("image label {key:?} is {len} bytes (limit {MAX_LABEL_VALUE})")]
+    /// `key` is already escaped and shortened for display (see [`shown_key`]).
+    #[error("image label {key} is {len} bytes (limit {MAX_LABEL_VALUE})")]
     LabelTooLarge { key: String, len: usize },
+    #[error("image label key {key} is {len} bytes (limit {MAX_LABEL_KEY})")]
+    LabelKeyTooLarge { key: String, len: usize },
+    #[error("image label {key} {why}")]
+    LabelInvalid { key: String, why: &'static str },
+    #[error("image has {count} labels (limit {MAX_LABELS})")]
+    TooManyLabels { count: usize },
+    #[error("image labels total {total} bytes (limit {MAX_LABELS_TOTAL})")]
+    LabelsTooLarge { total: usize },
+    #[error("bundle annotation {annotation} names image {annotated:?} but {path} says the container runs image {stored}")]
+    ImageMismatch {
+        annotation: &'static str,
+        annotated: String,
+        stored: String,
+        path: std::path::PathBuf,
+    },
     #[error("containerd: {0}")]
     Containerd(String),
 }
@@ -87,21 +113,103 @@ pub fn resolve(
     cache_dir: &Path,
 ) -> Result<Option<ImageInfo>, LabelError> {
     let info = match engine_of(bundle, sources) {
-        Engine::ContainersStorage(loc) => containers_storage::resolve(&loc)?,
+        Engine::ContainersStorage(loc) => {
+            let image_ref = facts
+                .annotations
+                .get(containers_storage::CRIO_IMAGE_REF)
+                .map(String::as_str);
+            containers_storage::resolve(&loc, image_ref, cache_dir)?
+        }
         Engine::Containerd { namespace, id } => {
             containerd::resolve(sources, namespace, id, facts.image.as_deref(), cache_dir)?
         }
         Engine::Unknown => return Ok(None),
     };
-    for (k, v) in &info.labels {
+    // Each resolver checks before caching; checked again here whatever the path taken.
+    check_labels(&info.labels)?;
+    Ok(Some(info))
+}
+
+/// A label key as error messages show it: escaped (no control characters reach a log or a
+/// terminal) and cut to [`SHOWN_KEY`] characters.
+pub fn shown_key(key: &str) -> String {
+    let mut cut: String = key.chars().take(SHOWN_KEY).collect();
+    if cut.len() < key.len() {
+        cut.push_str("...");
+    }
+    format!("{cut:?}")
+}
+
+/// Characters never accepted in a label key or value: control characters (NUL, ESC and the C1
+/// range, which includes CSI) — except tab and newlines in values, which real images use in
+/// descriptions. Decision records escape them, but `explain` and log lines are read on terminals.
+fn bad_char(c: char, in_value: bool) -> bool {
+    c.is_control() && !(in_value && matches!(c, '\t' | '\n' | '\r'))
+}
+
+/// The limits every label set must satisfy before it selects a policy or enters the cache.
+/// A violation makes the whole lookup unresolved: dropping one label silently would let an
+/// image author hide a label from a policy that tests for its absence.
+pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), LabelError> {
+    if labels.len() > MAX_LABELS {
+        return Err(LabelError::TooManyLabels {
+            count: labels.len(),
+        });
+    }
+    let mut total = 0usize;
+    for (k, v) in labels {
+        if k.len() > MAX_LABEL_KEY {
+            return Err(LabelError::LabelKeyTooLarge {
+                key: shown_key(k),
+                len: k.len(),
+            });
+        }
         if v.len() > MAX_LABEL_VALUE {
             return Err(LabelError::LabelTooLarge {
-                key: k.clone(),
+                key: shown_key(k),
                 len: v.len(),
             });
         }
+        if k.is_empty() {
+            return Err(LabelError::LabelInvalid {
+                key: shown_key(k),
+                why: "has an empty key",
+            });
+        }
+        if k.chars().any(|c| bad_char(c, false)) {
+            return Err(LabelError::LabelInvalid {
+                key: shown_key(k),
+                why: "has a control character in its key",
+            });
+        }
+        if v.chars().any(|c| bad_char(c, true)) {
+            return Err(LabelError::LabelInvalid {
+                key: shown_key(k),
+                why: "has a control character in its value",
+            });
+        }
+        total += k.len() + v.len();
     }
-    Ok(Some(info))
+    if total > MAX_LABELS_TOTAL {
+        return Err(LabelError::LabelsTooLarge { total });
+    }
+    Ok(())
+}
+
+/// The labels in an image config blob (`config.Labels`), checked against the limits. Invalid
+/// JSON, invalid UTF-8 or lone surrogates in strings, and non-string values are parse errors.
+pub fn labels_from_config(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<BTreeMap<String, String>, LabelError> {
+    let config: ImageConfig =
+        serde_json::from_slice(bytes).map_err(|source| LabelError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+    let labels = config.into_labels();
+    check_labels(&labels)?;
+    Ok(labels)
 }
 
 /// Fill `facts` from the image store (and the service-account token mount); failures become
@@ -129,11 +237,28 @@ pub fn enrich(
                 bundle.display()
             ));
         }
-        Err(e) => facts.labels_unresolved = Some(e.to_string()),
+        Err(e) => facts.labels_unresolved = Some(bounded(e.to_string())),
     }
     if facts.service_account.is_none() {
         facts.service_account = service_account::from_spec(spec);
     }
+}
+
+/// Longest `labels_unresolved` reason recorded.
+const MAX_REASON: usize = 512;
+
+/// An error message cut to [`MAX_REASON`] bytes: parse errors quote the offending input (serde
+/// shows an unexpected string whole), and the reason goes into every decision record.
+fn bounded(mut text: String) -> String {
+    if text.len() > MAX_REASON {
+        let mut cut = MAX_REASON;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
 }
 
 /// The part of an OCI image config blob we read: `config.Labels`.
