@@ -30,8 +30,7 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     let config_path = bundle::config_path(&args.bundle);
     let bytes = bundle::read(&config_path)?;
     let doc = spec::parse_config(&bytes, &config_path)?;
-    // There is no egress policy yet; render as `create` does today.
-    let profile = apparmor::render(&policy, &doc, false)
+    let profile = apparmor::render(&policy, &doc, policy.policy.egress.restricts())
         .with_context(|| format!("render AppArmor profile of policy {:?}", policy.name()))?;
     if policy.policy.apparmor.mode == AppArmorMode::Off {
         eprintln!(

@@ -11,6 +11,7 @@
 
 pub mod collect;
 pub mod deliver;
+pub mod egress;
 pub mod enginelog;
 pub mod kubernetes;
 pub mod state;

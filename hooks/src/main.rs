@@ -1,6 +1,10 @@
-//! `ociguard-hook EVENT --identity MODE --socket PATH --spool DIR [--log FILE --log-format F]`:
-//! the OCI hook ociguard injects. Thin: parse, run the library, report, map to an exit code.
-//! Exit 1 only when the container must not start (required identity not recorded).
+//! The OCI hook ociguard injects. Thin: parse, run the library, report, map to an exit code.
+//!
+//! - `ociguard-hook EVENT --identity MODE --socket PATH --spool DIR [--log FILE --log-format F]`
+//!   registers the container's identity; exit 1 only when the container must not start
+//!   (required identity not recorded).
+//! - `ociguard-hook egress --ruleset FILE --digest D --nft PATH --mode M [--log ...]` installs
+//!   the container's egress rules (createRuntime); exit 1 under enforce when they could not be.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,21 +52,91 @@ struct Args {
     timeout: Duration,
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let say = |level: &str, msg: &str| {
-        eprintln!("ociguard-hook: {level}: {msg}");
-        if let Some(log) = &args.log {
-            if let Err(e) =
-                enginelog::append(log, matches!(args.log_format, LogFormat::Json), level, msg)
-            {
-                eprintln!(
-                    "ociguard-hook: warning: cannot write {}: {e}",
-                    log.display()
-                );
-            }
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PolicyMode {
+    Enforce,
+    Audit,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ociguard-hook egress",
+    version,
+    about = "install a container's egress ruleset in its network namespace (OCI state on stdin)"
+)]
+struct EgressCli {
+    /// The ruleset ociguard rendered (nft JSON).
+    #[arg(long)]
+    ruleset: PathBuf,
+    /// Its sha256 digest; any other content is refused.
+    #[arg(long)]
+    digest: String,
+    #[arg(long, default_value = "/usr/sbin/nft")]
+    nft: PathBuf,
+    /// Under audit a failure is logged and the container starts anyway.
+    #[arg(long, value_enum, default_value = "enforce")]
+    mode: PolicyMode,
+    #[arg(long)]
+    log: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// Report to stderr (crun drops it) and to the engine's log (where operators look).
+fn say(log: Option<&PathBuf>, format: LogFormat, level: &str, msg: &str) {
+    eprintln!("ociguard-hook: {level}: {msg}");
+    if let Some(log) = log {
+        if let Err(e) = enginelog::append(log, matches!(format, LogFormat::Json), level, msg) {
+            eprintln!(
+                "ociguard-hook: warning: cannot write {}: {e}",
+                log.display()
+            );
         }
+    }
+}
+
+fn egress_main() -> ExitCode {
+    // argv[1] is "egress"; clap sees the rest.
+    let args = EgressCli::parse_from(
+        std::env::args_os()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, a)| a),
+    );
+    let run = ociguard_hooks::egress::EgressArgs {
+        ruleset: args.ruleset.clone(),
+        digest: args.digest.clone(),
+        nft: args.nft.clone(),
     };
+    match ociguard_hooks::egress::run(&run, &mut std::io::stdin().lock()) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) if args.mode == PolicyMode::Audit => {
+            say(
+                args.log.as_ref(),
+                args.log_format,
+                "warning",
+                &format!("egress (audit, the container starts): {e}"),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            say(
+                args.log.as_ref(),
+                args.log_format,
+                "error",
+                &format!("egress: {e}; the container was not started"),
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new("egress")) {
+        return egress_main();
+    }
+    let args = Args::parse();
+    let say = |level: &str, msg: &str| say(args.log.as_ref(), args.log_format, level, msg);
     let Some(event) = HookEvent::parse(&args.event) else {
         say(
             "error",

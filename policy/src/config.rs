@@ -71,6 +71,60 @@ pub struct RuntimeConfig {
     /// Where image labels are looked up.
     #[serde(default)]
     pub labels: LabelSources,
+    /// How egress rules are installed and host names resolved.
+    #[serde(default)]
+    pub egress: EgressNode,
+}
+
+/// `[egress]` of config.toml: the node side of egress policies.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressNode {
+    /// `nft`, run by absolute path by `ociguard-hook egress` inside the container's namespace.
+    #[serde(default = "default_nft")]
+    pub nft: PathBuf,
+    /// NFLOG group of the log statement on denied packets.
+    #[serde(default = "default_nflog_group")]
+    pub nflog_group: u16,
+    /// Admin-pinned names (`/etc/hosts` format), consulted before the system resolver; a
+    /// missing file is ignored.
+    #[serde(default = "default_egress_hosts")]
+    pub hosts_file: PathBuf,
+    /// Upper bound on resolving a policy's host names at create time.
+    #[serde(default = "default_resolve_timeout")]
+    pub resolve_timeout_ms: u64,
+    /// The node's resolver configuration; its nameservers are allowed DNS (port 53) when a
+    /// policy names hosts (as are those of the container's own `/etc/resolv.conf` mount).
+    #[serde(default = "default_resolv_conf")]
+    pub resolv_conf: PathBuf,
+}
+
+impl Default for EgressNode {
+    fn default() -> Self {
+        EgressNode {
+            nft: default_nft(),
+            nflog_group: default_nflog_group(),
+            hosts_file: default_egress_hosts(),
+            resolve_timeout_ms: default_resolve_timeout(),
+            resolv_conf: default_resolv_conf(),
+        }
+    }
+}
+
+fn default_nft() -> PathBuf {
+    PathBuf::from("/usr/sbin/nft")
+}
+fn default_nflog_group() -> u16 {
+    100
+}
+fn default_egress_hosts() -> PathBuf {
+    PathBuf::from("/etc/ociguard/hosts")
+}
+fn default_resolve_timeout() -> u64 {
+    2000
+}
+fn default_resolv_conf() -> PathBuf {
+    PathBuf::from("/etc/resolv.conf")
 }
 
 /// `[labels]`: the engines' image stores.
@@ -155,6 +209,7 @@ impl Default for RuntimeConfig {
             apparmor_parser: default_apparmor_parser(),
             pinned_digests: Vec::new(),
             labels: LabelSources::default(),
+            egress: EgressNode::default(),
         }
     }
 }
@@ -214,6 +269,9 @@ impl RuntimeConfig {
             &mut config.monitor_socket,
             &mut config.spool_dir,
             &mut config.apparmor_parser,
+            &mut config.egress.nft,
+            &mut config.egress.hosts_file,
+            &mut config.egress.resolv_conf,
         ] {
             if p.is_relative() {
                 *p = base.join(&*p);

@@ -12,6 +12,7 @@ pub mod capabilities;
 pub mod config;
 pub mod decision;
 pub mod digest;
+pub mod egress;
 pub mod identity;
 pub mod image_seccomp;
 pub mod load;

@@ -246,6 +246,7 @@ pub fn builtin_default() -> LoadedPolicy {
         annotations: Default::default(),
         apparmor: Default::default(),
         identity: Default::default(),
+        egress: Default::default(),
     };
     let digest = digest::policy_digest(&policy);
     LoadedPolicy {
@@ -396,6 +397,9 @@ pub fn parse_policy(path: &Path, text: &str) -> Result<LoadedPolicy, Vec<PolicyE
         }
     }
     for (span, message) in crate::apparmor::validate(&policy) {
+        invalid(span, message);
+    }
+    for (span, message) in crate::egress::validate(&policy) {
         invalid(span, message);
     }
     if !errors.is_empty() {

@@ -64,6 +64,10 @@ pub struct Policy {
     pub apparmor: AppArmorRules,
     #[serde(default)]
     pub identity: IdentityRules,
+    /// Left out of the canonical bytes when unrestricted, so adding the section to the model
+    /// did not change the digest of any existing policy.
+    #[serde(default, skip_serializing_if = "EgressRules::is_unrestricted")]
+    pub egress: EgressRules,
 }
 
 /// Whether image labels must be known for a policy to apply.
@@ -228,4 +232,105 @@ pub enum IdentityMode {
 pub struct IdentityRules {
     #[serde(default)]
     pub mode: IdentityMode,
+}
+
+/// What a container may connect to (see [`crate::egress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EgressMode {
+    /// No rules from ociguard.
+    #[default]
+    Unrestricted,
+    /// Loopback only.
+    DenyAll,
+    /// Loopback, established connections and the `allow` entries.
+    Allowlist,
+}
+
+/// What a denied packet gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DenyVerdict {
+    /// TCP reset / ICMP administratively prohibited: applications fail fast.
+    #[default]
+    Reject,
+    /// Silently dropped: connections time out.
+    Drop,
+}
+
+/// What to do when an `allow` host name does not resolve at create time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnresolvable {
+    /// The container does not start (under `enforce`).
+    #[default]
+    Fail,
+    /// The entry allows nothing; recorded in the decision.
+    Skip,
+}
+
+/// Transport protocol of an `allow` entry.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Deserialize, Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Any protocol; with `ports`, TCP and UDP.
+    #[default]
+    Any,
+    Tcp,
+    Udp,
+}
+
+/// A port (`443`) or an inclusive range (`"8000-8080"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum PortSpec {
+    Port(i64),
+    Range(String),
+}
+
+/// One `[[egress.allow]]` entry: a destination by `cidr` (or bare address) or by DNS `host`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr: Option<Spanned<String>>,
+    /// Resolved on the host when the container is created; the addresses are fixed from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Spanned<String>>,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Destination ports; none means every port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<Spanned<PortSpec>>,
+}
+
+/// `[egress]`
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressRules {
+    #[serde(default)]
+    pub mode: EgressMode,
+    #[serde(default)]
+    pub on_deny: DenyVerdict,
+    /// A restricting policy refuses host-network containers (their rules would have to go into
+    /// the node's own namespace). `true` lets them start, unrestricted, and records that.
+    #[serde(default)]
+    pub allow_host_network: bool,
+    #[serde(default)]
+    pub on_unresolvable: OnUnresolvable,
+    #[serde(default)]
+    pub allow: Vec<Spanned<AllowEntry>>,
+}
+
+impl EgressRules {
+    /// Does this policy limit where the container may connect?
+    pub fn restricts(&self) -> bool {
+        self.mode != EgressMode::Unrestricted
+    }
+
+    pub fn is_unrestricted(&self) -> bool {
+        *self == EgressRules::default()
+    }
 }

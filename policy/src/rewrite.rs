@@ -67,6 +67,34 @@ pub enum Change {
         mode: crate::model::IdentityMode,
         reason: String,
     },
+    /// `[egress]`: `ociguard-hook egress` installs the ruleset with this digest in the
+    /// container's network namespace at createRuntime (see [`crate::egress`]).
+    Egress {
+        mode: crate::model::EgressMode,
+        on_deny: crate::model::DenyVerdict,
+        ruleset_digest: String,
+        rules: usize,
+        networks: usize,
+        hook: String,
+        applied: bool,
+    },
+    /// Host names of `egress.allow`, resolved on the host at create time.
+    EgressHostsResolved {
+        resolved: std::collections::BTreeMap<String, Vec<String>>,
+        #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        unresolved: std::collections::BTreeMap<String, String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        resolvers: Vec<String>,
+    },
+    /// The container had no network namespace (host network) and `deny-all` gave it a new,
+    /// empty one.
+    NetworkNamespaceInjected {
+        applied: bool,
+    },
+    /// The policy restricts egress but no rules are installed, and why.
+    EgressNotEnforced {
+        reason: String,
+    },
     /// The image's `io.containers.seccomp.profile` label denied these on top of the policy.
     ImageSeccompNarrowed {
         denied: Vec<String>,

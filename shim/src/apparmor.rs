@@ -304,8 +304,9 @@ pub fn prepare_on(
         policy: policy.name().to_owned(),
         source,
     };
-    // There is no egress policy yet; when there is, its "restricted" decision goes here.
-    let egress_restricted = false;
+    // With egress restricted, raw and packet sockets are denied as well (a second line behind
+    // the CAP_NET_RAW drop).
+    let egress_restricted = policy.policy.egress.restricts();
     // Rendered whatever the host: a bundle that cannot get a profile fails the same way on
     // every node, not only on those with AppArmor.
     let profile =

@@ -30,6 +30,8 @@ pub enum CreateError {
     AppArmor(#[from] crate::apparmor::AppArmorError),
     #[error(transparent)]
     Identity(#[from] crate::identity::IdentityError),
+    #[error(transparent)]
+    Egress(#[from] crate::egress::EgressError),
 }
 
 /// Rewrite the bundle of container `id` for `command` (create/run/restore).
@@ -95,6 +97,8 @@ pub struct Plan {
     pub rewritten: ociguard_policy::Rewritten,
     /// The generated AppArmor profile, if the policy asks for one (loaded only on commit).
     pub apparmor: Option<crate::apparmor::AppArmorPlan>,
+    /// The egress ruleset the createRuntime hook installs (stored only on commit).
+    pub egress: Option<crate::egress::EgressPlan>,
 }
 
 /// Read the bundle, load the policies and decide. Writes nothing: `ociguardctl explain` shows
@@ -138,6 +142,16 @@ pub fn plan(ctx: &Context<'_>, id: &str, bundle_dir: &Path) -> Result<Option<Pla
         }
         Err(e) => return Err(e.into()),
     };
+    let egress = match crate::egress::prepare(ctx, &policies, &mut rewritten) {
+        Ok(e) => e,
+        Err(e) if rewritten.decision.mode == Mode::Audit => {
+            ctx.logger.warn(&format!(
+                "container {id}: {e}; audit mode: starting unchanged"
+            ));
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
     crate::identity::prepare(ctx, &policies, &mut rewritten)?;
     // One serialisation for every stage above (explain shows exactly these bytes).
     rewritten.refresh(&original);
@@ -146,6 +160,7 @@ pub fn plan(ctx: &Context<'_>, id: &str, bundle_dir: &Path) -> Result<Option<Pla
         original,
         rewritten,
         apparmor,
+        egress,
     }))
 }
 
@@ -161,6 +176,7 @@ fn rewrite(
     crate::identity::preflight(ctx, &plan.rewritten.decision)?;
     // Before the first write: config.json may name the profile only once the kernel has it.
     crate::apparmor::commit(ctx, plan.apparmor.as_ref())?;
+    crate::egress::commit(plan.egress.as_ref())?;
     let mut rewritten = plan.rewritten;
     // Precompiled filter for crun (cached by profile): kept out of plan(), which must not write.
     crate::seccomp_cache::precompile(ctx, id, &mut rewritten);

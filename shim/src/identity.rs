@@ -53,7 +53,7 @@ pub enum IdentityError {
 }
 
 /// Why `path` cannot serve as a hook, if it cannot.
-fn hook_unusable(path: &Path) -> Option<String> {
+pub(crate) fn hook_unusable(path: &Path) -> Option<String> {
     if !path.is_absolute() {
         return Some("is not an absolute path".to_owned());
     }

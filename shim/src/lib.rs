@@ -6,11 +6,13 @@
 
 pub mod apparmor;
 pub mod argv;
+pub mod atomic;
 pub mod bundle;
 pub mod container_state;
 pub mod create;
 pub mod decision_log;
 pub mod delegate;
+pub mod egress;
 pub mod exec;
 pub mod features;
 pub mod identity;

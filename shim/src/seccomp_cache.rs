@@ -12,9 +12,7 @@
 //! every read, so a damaged entry is recompiled rather than loaded.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine;
 use ociguard_policy::digest::sha256;
@@ -43,17 +41,8 @@ const MAX_INSNS: usize = 4096;
 pub enum CacheError {
     #[error("compile linux.seccomp: {source}")]
     Compile { source: BpfError },
-    #[error("create seccomp cache directory {path}: {source}")]
-    CreateDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("store seccomp cache entry {path}: {step}: {source}")]
-    Store {
-        path: PathBuf,
-        step: &'static str,
-        source: std::io::Error,
-    },
+    #[error("seccomp cache: {0}")]
+    Store(#[from] crate::atomic::StoreError),
     #[error("config.json: {field} is not a JSON object")]
     Shape { field: &'static str },
 }
@@ -76,7 +65,7 @@ pub fn bpf_for(state_dir: &Path, profile: &Value) -> Result<(String, bool), Cach
         }
     }
     let bpf = seccomp_bpf::compile(profile).map_err(|source| CacheError::Compile { source })?;
-    store(&dir, &path, &bpf)?;
+    crate::atomic::store(&dir, &path, &bpf)?;
     Ok((encode(&bpf), false))
 }
 
@@ -237,38 +226,6 @@ fn is_plausible_bpf(bpf: &[u8]) -> bool {
     u16::from_ne_bytes([last[0], last[1]]) & 0x07 == BPF_RET
 }
 
-/// Write `bpf` to `path` atomically: a temp file in the same directory, fsynced, renamed over.
-/// Concurrent creates of the same profile each rename a complete file; the last one wins.
-fn store(dir: &Path, path: &Path, bpf: &[u8]) -> Result<(), CacheError> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| CacheError::CreateDir {
-            path: dir.to_owned(),
-            source,
-        })?;
-    let err = |step: &'static str| {
-        move |source: std::io::Error| CacheError::Store {
-            path: path.to_owned(),
-            step,
-            source,
-        }
-    };
-    // tempfile creates the file with mode 0600.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(err("create temp file"))?;
-    tmp.write_all(bpf).map_err(err("write"))?;
-    // Without it a crash could leave a renamed but empty or short file on a disk-backed state
-    // directory; the read check would catch that, but there is no reason to make it.
-    tmp.as_file().sync_all().map_err(err("fsync"))?;
-    tmp.persist(path)
-        .map(drop)
-        .map_err(|e| err("rename")(e.error))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
@@ -278,7 +235,7 @@ mod tests {
     use serde_json::json;
     use std::os::unix::fs::PermissionsExt;
 
-    fn entry(state: &Path, profile: &Value) -> PathBuf {
+    fn entry(state: &Path, profile: &Value) -> std::path::PathBuf {
         let key = seccomp_bpf::cache_key(profile);
         state
             .join(CACHE_DIR)

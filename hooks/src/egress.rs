@@ -1,0 +1,242 @@
+//! `ociguard-hook egress`: install a container's egress ruleset in its network namespace, at
+//! createRuntime (the namespaces exist, the workload has not run a single instruction).
+//!
+//! The ruleset was rendered by `ociguard create` ([`ociguard_policy::egress`]) and stored under
+//! its digest; the hook refuses a file whose content does not match the digest in its argv.
+//! It enters `/proc/<pid>/ns/net` and runs `nft -j -f -` there: one netlink transaction, so
+//! either the whole ruleset is in place or none of it is. It never touches the namespace it
+//! runs in itself (the node's): a container that turns out to share it is refused.
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::sched::{setns, CloneFlags};
+use ociguard_policy::digest::sha256;
+
+use crate::state::{self, StateError};
+
+/// Largest ruleset file accepted (100,000 entries render to a few MB).
+pub const MAX_RULESET: u64 = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct EgressArgs {
+    pub ruleset: PathBuf,
+    /// `sha256:...` the file must have.
+    pub digest: String,
+    pub nft: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EgressHookError {
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error(
+        "container {id}: the OCI state has no pid, so there is no network namespace to restrict"
+    )]
+    NoPid { id: String },
+    #[error("container {id}: read egress ruleset {path}: {source}")]
+    Ruleset {
+        id: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("container {id}: egress ruleset {path} is larger than {MAX_RULESET} bytes")]
+    TooLarge { id: String, path: PathBuf },
+    #[error("container {id}: egress ruleset {path} has digest {actual}, expected {expected}: refusing to install a ruleset that is not the one create decided")]
+    Digest {
+        id: String,
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("container {id}: network namespace of pid {pid} is gone ({source}): the container exited before its egress rules could be installed")]
+    Gone {
+        id: String,
+        pid: u32,
+        source: std::io::Error,
+    },
+    #[error("container {id}: pid {pid} shares the node's network namespace: refusing to install egress rules there")]
+    HostNamespace { id: String, pid: u32 },
+    #[error("container {id}: enter the network namespace of pid {pid}: {source}")]
+    Setns {
+        id: String,
+        pid: u32,
+        source: nix::Error,
+    },
+    #[error("container {id}: {nft} failed to install the egress ruleset (nothing was installed): {reason}")]
+    Nft {
+        id: String,
+        nft: PathBuf,
+        reason: String,
+    },
+}
+
+/// The container whose rules were installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    pub id: String,
+    pub pid: u32,
+}
+
+/// Read the OCI state from `input` and install the ruleset in the container's namespace.
+/// On return (either way) this process may be in the container's network namespace: the hook
+/// exits right after.
+pub fn run(args: &EgressArgs, input: &mut impl Read) -> Result<Installed, EgressHookError> {
+    let state = state::read(input)?;
+    let id = state.id;
+    let pid = state
+        .pid
+        .ok_or_else(|| EgressHookError::NoPid { id: id.clone() })?;
+    let json = read_ruleset(&id, &args.ruleset, &args.digest)?;
+    let ns_path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let ns = std::fs::File::open(&ns_path).map_err(|source| EgressHookError::Gone {
+        id: id.clone(),
+        pid,
+        source,
+    })?;
+    let target = ns.metadata().map_err(|source| EgressHookError::Gone {
+        id: id.clone(),
+        pid,
+        source,
+    })?;
+    for own in ["/proc/self/ns/net", "/proc/1/ns/net"] {
+        if let Ok(m) = std::fs::metadata(own) {
+            if (m.dev(), m.ino()) == (target.dev(), target.ino()) {
+                return Err(EgressHookError::HostNamespace { id, pid });
+            }
+        }
+    }
+    setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|source| EgressHookError::Setns {
+        id: id.clone(),
+        pid,
+        source,
+    })?;
+    install(&json, &args.nft).map_err(|reason| EgressHookError::Nft {
+        id: id.clone(),
+        nft: args.nft.clone(),
+        reason,
+    })?;
+    Ok(Installed { id, pid })
+}
+
+fn read_ruleset(id: &str, path: &Path, expected: &str) -> Result<String, EgressHookError> {
+    let err = |source| EgressHookError::Ruleset {
+        id: id.to_owned(),
+        path: path.to_owned(),
+        source,
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(err)?
+        .take(MAX_RULESET + 1)
+        .read_to_string(&mut text)
+        .map_err(err)?;
+    if text.len() as u64 > MAX_RULESET {
+        return Err(EgressHookError::TooLarge {
+            id: id.to_owned(),
+            path: path.to_owned(),
+        });
+    }
+    let actual = sha256(text.as_bytes());
+    if actual != expected {
+        return Err(EgressHookError::Digest {
+            id: id.to_owned(),
+            path: path.to_owned(),
+            expected: expected.to_owned(),
+            actual,
+        });
+    }
+    Ok(text)
+}
+
+/// `nft -j -f -` with `json` in the current network namespace (one transaction).
+pub fn install(json: &str, nft: &Path) -> Result<(), String> {
+    nftables::helper::apply_ruleset_raw(json, Some(nft), &[] as &[&str])
+        .map(drop)
+        .map_err(|e| match e {
+            nftables::helper::NftablesError::NftFailed { stderr, .. } => {
+                let stderr = stderr.trim();
+                // nft echoes the whole JSON input around an error; keep the message readable.
+                let mut short: String = stderr.chars().take(2000).collect();
+                if short.len() < stderr.len() {
+                    short.push_str("...");
+                }
+                short
+            }
+            other => other.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_a_ruleset_that_is_not_the_decided_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        std::fs::write(&path, "{\"nftables\":[]}").unwrap();
+        let good = sha256(b"{\"nftables\":[]}");
+        assert_eq!(
+            read_ruleset("c", &path, &good).unwrap(),
+            "{\"nftables\":[]}"
+        );
+        let err = read_ruleset("c", &path, "sha256:00")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected sha256:00"), "{err}");
+        let err = read_ruleset("c", &dir.path().join("missing"), &good)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn state_without_pid_or_with_a_dead_pid() {
+        let args = EgressArgs {
+            ruleset: "/nonexistent".into(),
+            digest: "sha256:x".into(),
+            nft: "/usr/sbin/nft".into(),
+        };
+        let err = run(
+            &args,
+            &mut &br#"{"ociVersion":"1.0.0","id":"c","status":"creating","bundle":"/b"}"#[..],
+        )
+        .unwrap_err();
+        assert!(matches!(err, EgressHookError::NoPid { .. }), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        std::fs::write(&path, "{}").unwrap();
+        let args = EgressArgs {
+            ruleset: path,
+            digest: sha256(b"{}"),
+            nft: "/usr/sbin/nft".into(),
+        };
+        // pid_max is at most 2^22: this pid cannot exist.
+        let err = run(&args, &mut &br#"{"ociVersion":"1.0.0","id":"c","status":"creating","bundle":"/b","pid":99999999}"#[..]).unwrap_err();
+        assert!(matches!(err, EgressHookError::Gone { .. }), "{err}");
+        assert!(err.to_string().contains("exited before"), "{err}");
+    }
+
+    #[test]
+    fn never_the_nodes_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        std::fs::write(&path, "{}").unwrap();
+        let args = EgressArgs {
+            ruleset: path,
+            digest: sha256(b"{}"),
+            nft: "/usr/sbin/nft".into(),
+        };
+        let me = std::process::id();
+        let state = format!(
+            r#"{{"ociVersion":"1.0.0","id":"c","status":"creating","bundle":"/b","pid":{me}}}"#
+        );
+        let err = run(&args, &mut state.as_bytes()).unwrap_err();
+        assert!(
+            matches!(err, EgressHookError::HostNamespace { .. }),
+            "{err}"
+        );
+    }
+}
