@@ -345,6 +345,24 @@ pub fn parse_policy(path: &Path, text: &str) -> Result<LoadedPolicy, Vec<PolicyE
             );
         }
     }
+    // Pod labels: no `selectable_by_label` check, they are not written by the image's builder
+    // (see `Selector::kubernetes_labels`).
+    for (key, glob) in &policy.selector.kubernetes_labels {
+        if key.is_empty() {
+            invalid(glob.span(), "empty kubernetes label key".to_owned());
+        } else if key == crate::select::KUBE_NAMESPACE_LABEL {
+            invalid(
+                glob.span(),
+                format!("kubernetes label {key:?}: match the namespace with kubernetes_namespaces, which prefers the engine's own annotation to this record"),
+            );
+        }
+        if let Err(why) = check_glob(glob.get_ref()) {
+            invalid(
+                glob.span(),
+                format!("kubernetes label glob {:?}: {why}", glob.get_ref()),
+            );
+        }
+    }
     for (key, glob) in &policy.selector.annotations {
         if key.is_empty() || key.starts_with(annotations::OWN_PREFIX) {
             invalid(
@@ -555,6 +573,60 @@ allow_unsafe = ["run.oci.keep_original_groups"]
     }
 
     #[test]
+    fn kubernetes_label_selectors_are_validated_with_their_line() {
+        let e = one_error("name = \"x\"\n[match]\nkubernetes_labels = { \"\" = \"a\" }\n");
+        assert!(e.starts_with("/p/x.toml:3:"), "{e}");
+        assert!(e.contains("empty kubernetes label key"), "{e}");
+
+        let e = one_error(
+            "name = \"x\"\n[match]\nimages = [\"a\"]\n\n[match.kubernetes_labels]\napp = \"web\"\ntier = \"a[\"\n",
+        );
+        assert!(e.starts_with("/p/x.toml:7:"), "{e}");
+        assert!(
+            e.contains("kubernetes label glob \"a[\": unbalanced"),
+            "{e}"
+        );
+
+        let e = one_error(
+            "name = \"x\"\n[match]\nkubernetes_labels = { \"io.kubernetes.pod.namespace\" = \"kube-system\" }\n",
+        );
+        assert!(e.starts_with("/p/x.toml:3:"), "{e}");
+        assert!(e.contains("kubernetes_namespaces"), "{e}");
+
+        let e = one_error("name = \"x\"\n[match]\nkubernetes_label = { app = \"a\" }\n");
+        assert!(e.starts_with("/p/x.toml:3:"), "{e}");
+
+        let e = one_error("name = \"default\"\n[match]\nkubernetes_labels = { app = \"a\" }\n");
+        assert!(e.contains("must not have a [match]"), "{e}");
+
+        // Alone it is a non-empty [match]; selectable_by_label = false does not forbid it.
+        let set = load(&[(
+            "/p/x.toml",
+            "name = \"x\"\nselectable_by_label = false\n[match]\nkubernetes_labels = { app = \"*\" }\n",
+        )])
+        .unwrap();
+        assert_eq!(
+            set.policies[0].policy.selector.kubernetes_labels["app"].get_ref(),
+            "*"
+        );
+    }
+
+    #[test]
+    fn identical_kubernetes_label_selectors_overlap() {
+        let a = "name = \"a\"\n[match]\nkubernetes_labels = { app = \"web\" }\n";
+        let b = "name = \"b\"\n[match]\nkubernetes_labels = { app = \"web\" }\n";
+        let errs = load(&[("/p/a.toml", a), ("/p/b.toml", b)]).unwrap_err();
+        assert!(matches!(errs.0[0], PolicyError::Overlap { .. }), "{errs}");
+        // The same condition on image labels is a different selector.
+        let c = "name = \"c\"\n[match]\nlabels = { app = \"web\" }\n";
+        assert!(load(&[("/p/a.toml", a), ("/p/c.toml", c)]).is_ok());
+        // And it is part of the digest when present.
+        let pa = parse_policy(Path::new("/a"), a).unwrap();
+        let pc = parse_policy(Path::new("/a"), &c.replace("\"c\"", "\"a\"")).unwrap();
+        assert_ne!(pa.digest, pc.digest);
+    }
+
+    #[test]
     fn all_errors_of_a_file_are_reported() {
         let errs = load(&[(
             "/p/x.toml",
@@ -594,6 +666,27 @@ allow_unsafe = ["run.oci.keep_original_groups"]
         let c = parse_policy(Path::new("/c"), "name = \"a\"\n[match]\nimages = [\"y\"]\n").unwrap();
         assert_eq!(a.digest, b.digest);
         assert_ne!(a.digest, c.digest);
+    }
+
+    /// Adding selector fields must not change the digest of a policy that does not use them
+    /// (`pinned_digests` and decision records name policies by digest).
+    #[test]
+    fn digest_of_existing_policies_is_stable() {
+        let p = parse_policy(
+            Path::new("/p/web.toml"),
+            "name = \"web\"\npriority = 3\n[match]\nimages = [\"reg/web:*\"]\nlabels = { tier = \"web\" }\nannotations = { team = \"*\" }\nkubernetes_namespaces = [\"web-*\"]\n[process]\nno_new_privileges = true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.digest,
+            "sha256:8e8631bd6a2747e84d7a159150aff462ab124032fba3c0a1ac006c8174fe9eba"
+        );
+        assert_eq!(
+            builtin_default().digest,
+            "sha256:b65873033ccfb3c3d8a54612cc3b8572a1eda00d85454e6379bd0b96bbb0ddca"
+        );
+        let bytes = crate::digest::canonical_policy_bytes(&p.policy);
+        assert!(!String::from_utf8_lossy(&bytes).contains("kubernetes_labels"));
     }
 
     #[test]

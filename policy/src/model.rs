@@ -46,6 +46,9 @@ pub struct Policy {
     pub priority: i32,
     /// May image labels select this policy (label conditions in `[match]`, or the
     /// `org.ociguard.profile` label naming it)? Labels are written by whoever built the image.
+    ///
+    /// Only about image labels: `[match] kubernetes_labels` (pod labels) is allowed either way,
+    /// as `[match] annotations` is. See [`Selector::kubernetes_labels`] for why.
     #[serde(default = "yes")]
     pub selectable_by_label: bool,
     /// `"required"`: refuse to start a container this policy selects when its image labels
@@ -104,6 +107,24 @@ pub struct Selector {
     /// Annotation key → glob over its value (`"*"` means "present").
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, Spanned<String>>,
+    /// Kubernetes label key → glob over its value (`"*"` means "present"), over the labels
+    /// CRI-O records in `io.kubernetes.cri-o.Labels` (see [`crate::select::Facts`]); no other
+    /// engine passes them to the runtime, so elsewhere these conditions never match.
+    ///
+    /// Trust: these labels are written by whoever may create pods in the namespace (and by the
+    /// kubelet), not by the image's builder, so `selectable_by_label = false` does not forbid
+    /// them. That flag keeps a policy from being chosen by anyone who can publish an image; pod
+    /// labels come from the same principal as the pod's annotations, which such a policy may
+    /// already match on. They are no stronger than annotations, though: any tenant of any
+    /// namespace can put any label on its pods (label values are not namespaced), admission
+    /// rules on labels do not cover CRI-O's JSON record (for the sandbox a pod annotation of the
+    /// same name overwrites it), and for application containers the kubelet passes only its
+    /// own labels (`io.kubernetes.container.name`, pod name, namespace, uid), so the pod's own
+    /// labels reach the sandbox only. A policy that is weaker than the default should therefore
+    /// pair them with `kubernetes_namespaces`. The kubelet's namespace label is refused here at
+    /// load: `kubernetes_namespaces` reads the engine's own annotation first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kubernetes_labels: BTreeMap<String, Spanned<String>>,
     /// Globs over the Kubernetes namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kubernetes_namespaces: Vec<Spanned<String>>,
@@ -121,6 +142,7 @@ impl Selector {
             && self.digests.is_empty()
             && self.labels.is_empty()
             && self.annotations.is_empty()
+            && self.kubernetes_labels.is_empty()
             && self.kubernetes_namespaces.is_empty()
             && self.service_accounts.is_empty()
             && self.container_type.is_none()

@@ -44,7 +44,7 @@ pub const MAX_KUBERNETES_METADATA: usize = 256 * 1024;
 /// Most entries read from one such annotation.
 pub const MAX_KUBERNETES_ENTRIES: usize = 1024;
 /// Kubernetes labels (set by the kubelet) that carry the namespace and the pod name.
-const KUBE_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+pub const KUBE_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 const KUBE_POD_LABEL: &str = "io.kubernetes.pod.name";
 
 /// Label or annotation keys whose values are never written to logs or printed.
@@ -97,7 +97,7 @@ pub struct Facts {
     /// Kubernetes labels of the container (of the pod, for its sandbox), from CRI-O's
     /// `io.kubernetes.cri-o.Labels`. Written by the pod's author and the kubelet, not by the
     /// image's: never mixed into `labels`, which `[match] labels` and `selectable_by_label` are
-    /// about. CRI-O copies the pod's annotations into the bundle after its own, so a pod can
+    /// about; `[match] kubernetes_labels` selects on these. CRI-O copies the pod's annotations into the bundle after its own, so a pod can
     /// overwrite this record: it is recorded, and only fills in the namespace and pod name when
     /// no annotation gave them.
     #[serde(serialize_with = "redacted")]
@@ -239,6 +239,31 @@ impl Facts {
         if self.kubernetes_pod.is_none() {
             self.kubernetes_pod = label(KUBE_POD_LABEL);
         }
+    }
+}
+
+impl Facts {
+    /// Why `kubernetes_labels` says nothing about this container, if it does not: no engine
+    /// recorded them (only CRI-O does), or CRI-O's record was refused. A record that parsed is
+    /// an answer even when empty.
+    fn kubernetes_labels_unavailable(&self) -> Option<String> {
+        // `read_crio_metadata` reads the labels annotation first, so its failure, if any, leads
+        // the list; `starts_with` (not `contains`) so that an offending key quoted in a later
+        // reason cannot pose as it.
+        let prefix = format!("annotation {CRIO_LABELS}: ");
+        if let Some(why) = self
+            .kubernetes_metadata_unresolved
+            .as_deref()
+            .filter(|u| u.starts_with(&prefix))
+        {
+            return Some(format!("unresolved: {why}"));
+        }
+        if self.kubernetes_labels.is_empty() && !self.annotations.contains_key(CRIO_LABELS) {
+            return Some(format!(
+                "unknown: no {CRIO_LABELS} annotation (only CRI-O passes pod labels to the runtime)"
+            ));
+        }
+        None
     }
 }
 
@@ -405,6 +430,21 @@ fn evaluate_one(policy: &LoadedPolicy, facts: &Facts) -> Considered {
         e.map_globs("label", &sel.labels, &facts.labels);
     }
     e.map_globs("annotation", &sel.annotations, &facts.annotations);
+    if !sel.kubernetes_labels.is_empty() {
+        match facts.kubernetes_labels_unavailable() {
+            // Say why, rather than "absent" for every key: the container may well carry them.
+            Some(why) => {
+                e.matched = false;
+                e.spec.conditions += u32::try_from(sel.kubernetes_labels.len()).unwrap_or(u32::MAX);
+                e.why.push(format!("kubernetes labels {why}"));
+            }
+            None => e.map_globs(
+                "kubernetes label",
+                &sel.kubernetes_labels,
+                &facts.kubernetes_labels,
+            ),
+        }
+    }
     e.any_glob(
         "kubernetes namespace",
         &sel.kubernetes_namespaces,
@@ -751,6 +791,170 @@ mod tests {
             sel.considered[0].why[0].contains("unresolved"),
             "{:?}",
             sel.considered
+        );
+    }
+
+    fn pod(labels: &str) -> Facts {
+        crio(labels, "{}")
+    }
+
+    #[test]
+    fn kubernetes_labels_select_by_glob_and_presence() {
+        let s = set(&[
+            (
+                "/p/payments.toml",
+                "name = \"payments\"\n[match]\nkubernetes_labels = { app = \"payments-*\" }\n",
+            ),
+            (
+                "/p/tracked.toml",
+                "name = \"tracked\"\n[match]\nkubernetes_labels = { \"example.com/cost-center\" = \"*\" }\n",
+            ),
+        ]);
+        let sel = select(&s, &pod(r#"{"app":"payments-api"}"#)).unwrap();
+        assert_eq!(sel.policy.name(), "payments");
+        assert_eq!(
+            sel.reason,
+            "kubernetes label app=\"payments-api\" matches \"payments-*\""
+        );
+        let sel = select(&s, &pod(r#"{"app":"web","example.com/cost-center":""}"#)).unwrap();
+        assert_eq!(sel.policy.name(), "tracked");
+        let payments = &sel.considered[0];
+        assert!(!payments.matched);
+        assert_eq!(
+            payments.why,
+            vec!["kubernetes label app=\"web\" does not match \"payments-*\"".to_owned()]
+        );
+
+        let sel = select(&s, &pod(r#"{"tier":"db"}"#)).unwrap();
+        assert_eq!(sel.policy.name(), "default");
+        assert_eq!(
+            sel.considered[0].why,
+            vec!["kubernetes label app absent".to_owned()]
+        );
+        // Secret-looking keys are matched but never shown.
+        let s = set(&[(
+            "/p/k.toml",
+            "name = \"k\"\n[match]\nkubernetes_labels = { \"api-key\" = \"x*\" }\n",
+        )]);
+        let sel = select(&s, &pod(r#"{"api-key":"xyzzy"}"#)).unwrap();
+        assert_eq!(sel.policy.name(), "k");
+        assert!(!sel.reason.contains("xyzzy"), "{}", sel.reason);
+    }
+
+    #[test]
+    fn kubernetes_labels_never_match_without_crio_record() {
+        let s = set(&[(
+            "/p/payments.toml",
+            "name = \"payments\"\n[match]\nkubernetes_labels = { app = \"*\" }\n",
+        )]);
+        // containerd: no pod labels reach the runtime. An image label and an annotation of the
+        // same name are other facts and do not stand in for them.
+        let mut f = Facts::from_spec(&serde_json::json!({"annotations": {
+            "io.kubernetes.cri.image-name": "reg/payments:1", "app": "payments-api"}}));
+        f.labels = BTreeMap::from([("app".to_owned(), "payments-api".to_owned())]);
+        f.labels_source = Some("containerd".into());
+        let sel = select(&s, &f).unwrap();
+        assert_eq!(sel.policy.name(), "default");
+        assert!(
+            sel.considered[0].why[0]
+                .starts_with("kubernetes labels unknown: no io.kubernetes.cri-o.Labels"),
+            "{:?}",
+            sel.considered[0].why
+        );
+        assert_eq!(sel.considered[0].specificity.conditions, 1);
+        assert_eq!(
+            select(&s, &Facts::default()).unwrap().policy.name(),
+            "default"
+        );
+
+        // A refused record: unresolved, never matched, even though the annotation is present.
+        let sel = select(&s, &crio("{broken", "{}")).unwrap();
+        assert_eq!(sel.policy.name(), "default");
+        assert!(
+            sel.considered[0].why[0].starts_with("kubernetes labels unresolved: annotation io.kubernetes.cri-o.Labels: not a JSON object"),
+            "{:?}",
+            sel.considered[0].why
+        );
+        // Only the other annotation refused, quoting the labels annotation's name in its key:
+        // the labels record still counts.
+        let f = crio(
+            r#"{"app":"x"}"#,
+            r#"{"annotation io.kubernetes.cri-o.Labels: \u0001":"v"}"#,
+        );
+        assert!(f.kubernetes_metadata_unresolved.is_some());
+        assert_eq!(select(&s, &f).unwrap().policy.name(), "payments");
+        // A record that parsed but is empty is an answer: the label is absent.
+        let sel = select(&s, &pod("{}")).unwrap();
+        assert_eq!(
+            sel.considered[0].why,
+            vec!["kubernetes label app absent".to_owned()]
+        );
+    }
+
+    #[test]
+    fn kubernetes_labels_specificity_against_image_labels() {
+        let pod_glob = (
+            "/p/pod.toml",
+            "name = \"pod\"\n[match]\nkubernetes_labels = { app = \"payments-*\" }\n",
+        );
+        let image = (
+            "/p/image.toml",
+            "name = \"image\"\n[match]\nlabels = { \"org.ociguard.profile\" = \"payments\" }\n",
+        );
+        let mut f = pod(r#"{"app":"payments-api"}"#);
+        f.labels = BTreeMap::from([("org.ociguard.profile".to_owned(), "payments".to_owned())]);
+        f.labels_source = Some("test".into());
+
+        // One condition each; the image label is exact, the pod label a glob.
+        let s = set(&[pod_glob, image]);
+        let sel = select(&s, &f).unwrap();
+        assert_eq!(sel.policy.name(), "image");
+        assert!(sel.considered[0].matched);
+        assert_eq!(
+            sel.considered[0].specificity,
+            Specificity {
+                priority: 0,
+                conditions: 1,
+                exact: 0
+            }
+        );
+        // Equal on all three: ambiguous, the create fails closed.
+        let pod_exact = (
+            "/p/pod.toml",
+            "name = \"pod\"\n[match]\nkubernetes_labels = { app = \"payments-api\" }\n",
+        );
+        let err = select(&set(&[pod_exact, image]), &f).unwrap_err();
+        assert!(matches!(err, SelectError::Ambiguous { .. }), "{err}");
+        // More conditions win over exactness; priority over both.
+        let pod_two = (
+            "/p/pod.toml",
+            "name = \"pod\"\n[match]\nkubernetes_labels = { app = \"payments-*\", tier = \"*\" }\n",
+        );
+        let mut f2 = f.clone();
+        f2.kubernetes_labels.insert("tier".into(), "api".into());
+        assert_eq!(
+            select(&set(&[pod_two, image]), &f2).unwrap().policy.name(),
+            "pod"
+        );
+        let pod_prio = (
+            "/p/pod.toml",
+            "name = \"pod\"\npriority = 1\n[match]\nkubernetes_labels = { app = \"payments-*\" }\n",
+        );
+        assert_eq!(
+            select(&set(&[pod_prio, image]), &f).unwrap().policy.name(),
+            "pod"
+        );
+
+        // Not an image label, so a policy closed to image labels may still use it.
+        let closed = (
+            "/p/closed.toml",
+            "name = \"closed\"\nselectable_by_label = false\n[match]\nkubernetes_labels = { app = \"payments-api\" }\nkubernetes_namespaces = [\"payments\"]\n",
+        );
+        let mut f3 = pod(r#"{"app":"payments-api","io.kubernetes.pod.namespace":"payments"}"#);
+        f3.labels = f.labels.clone();
+        assert_eq!(
+            select(&set(&[closed, image]), &f3).unwrap().policy.name(),
+            "closed"
         );
     }
 
