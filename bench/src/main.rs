@@ -121,6 +121,137 @@ fn main() -> Result<()> {
     println!("  exec-wrapper / crun      = {:.3}x", med[1] / med[0]);
 
     in_process(&args, &repo, w)?;
+    egress_hook(&args, w)?;
+    Ok(())
+}
+
+/// What the egress hook adds to `create`: `ociguard-hook egress` run as crun runs it (state on
+/// stdin), against a fresh network namespace each time (the table is absent, as in a new
+/// container), for rulesets of 10 and 1,000 allow entries. Also the in-process render cost.
+fn egress_hook(args: &Args, w: &Path) -> Result<()> {
+    use ociguard_policy::egress::{render, Resolution};
+    use std::io::Write as _;
+    let hook = args
+        .ociguard
+        .parent()
+        .map(|d| d.join("ociguard-hook"))
+        .filter(|p| p.exists());
+    println!("egress (nftables ruleset installed by ociguard-hook at createRuntime):");
+    let Some(hook) = hook else {
+        println!(
+            "  skip: ociguard-hook not found next to {}",
+            args.ociguard.display()
+        );
+        return Ok(());
+    };
+    if !Path::new("/usr/sbin/nft").exists() {
+        println!("  skip: /usr/sbin/nft not installed");
+        return Ok(());
+    }
+    for entries in [10usize, 1000] {
+        let mut text = String::from("name = \"default\"\n[egress]\nmode = \"allowlist\"\n");
+        for i in 0..entries {
+            // Scattered /32s with a few port sets: the worst case for merging.
+            text.push_str(&format!(
+                "[[egress.allow]]\ncidr = \"198.{}.{}.{}\"\nprotocol = \"tcp\"\nports = [{}]\n",
+                18 + (i % 2),
+                (i * 7) % 256,
+                (i * 13 + 1) % 256,
+                [443, 8080, 5432][i % 3]
+            ));
+        }
+        let policy = ociguard_policy::load::parse_policy(Path::new("bench.toml"), &text)
+            .map_err(|e| anyhow::anyhow!("bench policy: {e:?}"))?;
+        let mut render_t = Vec::new();
+        let mut ruleset = None;
+        for _ in 0..200 {
+            let t = Instant::now();
+            let r = render(&policy.policy.egress, true, &Resolution::default(), 100)?;
+            render_t.push(t.elapsed());
+            ruleset = Some(r);
+        }
+        let ruleset = ruleset.context("rendered")?;
+        let file = w.join(format!("egress-{entries}.json"));
+        std::fs::write(&file, &ruleset.json)?;
+        let mut hook_t = Vec::new();
+        for i in 0..33 {
+            // A process in a new, empty network namespace stands in for the container's init.
+            let mut init = Command::new("unshare")
+                .args(["--net", "sleep", "30"])
+                .spawn()
+                .context("unshare --net")?;
+            // Wait until it is in its own namespace (unshare execs sleep after unsharing).
+            let own = std::fs::read_link("/proc/self/ns/net")?;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::fs::read_link(format!("/proc/{}/ns/net", init.id()))
+                .ok()
+                .as_ref()
+                == Some(&own)
+                || !std::fs::read_to_string(format!("/proc/{}/cmdline", init.id()))
+                    .unwrap_or_default()
+                    .starts_with("sleep")
+            {
+                if Instant::now() > deadline {
+                    bail!("unshare did not enter a new network namespace");
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let state = format!(
+                r#"{{"ociVersion":"1.0.2","id":"bench-{i}","status":"creating","bundle":"{}","pid":{}}}"#,
+                w.display(),
+                init.id()
+            );
+            let t = Instant::now();
+            let mut child = Command::new(&hook)
+                .args(["egress", "--ruleset"])
+                .arg(&file)
+                .args(["--digest", &ruleset.digest, "--nft", "/usr/sbin/nft"])
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .stdin(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            child
+                .stdin
+                .take()
+                .context("stdin")?
+                .write_all(state.as_bytes())?;
+            let out = child.wait_with_output()?;
+            let elapsed = t.elapsed();
+            let _ = init.kill();
+            let _ = init.wait();
+            if !out.status.success() {
+                bail!(
+                    "ociguard-hook egress failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            if i >= 3 {
+                hook_t.push(elapsed);
+            }
+        }
+        println!(
+            "  {entries} entries -> {} rules, {} networks, ruleset {} bytes",
+            ruleset.rules,
+            ruleset.networks,
+            ruleset.json.len()
+        );
+        print_row(
+            &format!("render (in create, {entries} entries)"),
+            &mut render_t,
+        );
+        print_row(
+            &format!("hook incl. nft (createRuntime, {entries})"),
+            &mut hook_t,
+        );
+        if entries == 10 {
+            let ok = percentile(&mut hook_t, 50.0) < 5.0;
+            println!(
+                "  (target: hook median < 5 ms for 10 entries: {})",
+                verdict(ok)
+            );
+        }
+    }
     Ok(())
 }
 

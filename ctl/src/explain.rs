@@ -62,6 +62,14 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 "applied": a.load,
                 "text": a.profile.text,
             })),
+            "egress": plan.egress.as_ref().map(|e| json!({
+                "digest": e.ruleset.digest,
+                "rules": e.ruleset.rules,
+                "networks": e.ruleset.networks,
+                "file": e.path,
+                "text": e.ruleset.text,
+                "nft": serde_json::from_str::<Value>(&e.ruleset.json).unwrap_or(Value::Null),
+            })),
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(ExitCode::SUCCESS);
@@ -121,6 +129,16 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             a.profile.name, a.profile.digest
         )?;
         for line in a.profile.text.lines() {
+            writeln!(out, "  {line}")?;
+        }
+    }
+    if let Some(e) = &plan.egress {
+        writeln!(
+            out,
+            "egress ruleset: {} ({} rules, {} networks), installed in the container's network namespace at createRuntime:",
+            e.ruleset.digest, e.ruleset.rules, e.ruleset.networks
+        )?;
+        for line in e.ruleset.text.lines() {
             writeln!(out, "  {line}")?;
         }
     }

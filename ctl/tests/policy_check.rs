@@ -41,6 +41,19 @@ fn valid_directory() {
 }
 
 #[test]
+fn shipped_example_policies_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/policies");
+    let out = Command::new(CTL)
+        .args(["policy", "check"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("4 policies valid"), "{text}");
+}
+
+#[test]
 fn every_kind_of_error_at_its_line() {
     let cases: &[(&str, &str, &str)] = &[
         ("syntax.toml", "name = \"a\"\n[match\n", "syntax.toml:2:"),

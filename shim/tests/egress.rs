@@ -553,3 +553,71 @@ fn a_hook_that_cannot_install_fails_the_create() {
         stderr(&out)
     );
 }
+
+#[test]
+fn explain_shows_the_ruleset_create_installs() {
+    let hook = require_egress!();
+    let Some(ctl) = hook
+        .parent()
+        .map(|d| d.join("ociguardctl"))
+        .filter(|p| p.exists())
+    else {
+        eprintln!("skip: ociguardctl not built (cargo build --workspace)");
+        return;
+    };
+    let net = Net::new("ex");
+    let w = world(&hook, "");
+    policy(&w, ALLOWLIST);
+    let b = w.bundle("ex", &joined("echo started", &net));
+    let out = Command::new(&ctl)
+        .env("OCIGUARD_CONFIG", w.config())
+        .args(["explain", "--json"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let explained: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let egress = &explained["egress"];
+    assert!(
+        egress["text"]
+            .as_str()
+            .unwrap()
+            .contains("ip daddr { 198.18.1.1 } meta l4proto { tcp } th dport { 8080 } accept"),
+        "{egress}"
+    );
+    assert!(
+        !w.path().join("state/egress").exists(),
+        "explain writes nothing"
+    );
+    let human = Command::new(&ctl)
+        .env("OCIGUARD_CONFIG", w.config())
+        .arg("explain")
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&human).contains("egress ruleset: sha256:"),
+        "{}",
+        stdout(&human)
+    );
+
+    let (ok, out, err) = run(&w, "ex", &joined("echo started", &net));
+    assert!(ok && out.contains("started"), "{err}");
+    let d = w.last_decision();
+    let applied = d["decision"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "egress")
+        .unwrap()["ruleset_digest"]
+        .clone();
+    assert_eq!(applied, egress["digest"]);
+    let table = net.table().unwrap();
+    let rules = table["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o.get("rule").is_some())
+        .count();
+    assert_eq!(rules as u64, egress["rules"].as_u64().unwrap());
+}
