@@ -33,6 +33,8 @@ deny = ["mkdir", "mkdirat"]
 [process]
 drop_capabilities = ["CAP_NET_RAW"]
 no_new_privileges = true
+[identity]
+mode = "off"        # the demo runs no ociguardd (see README: Container identity)
 TOML
 
 make_bundle() { # dir
