@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use ociguard_policy::apparmor::{self as render, Profile};
 use ociguard_policy::model::AppArmorMode;
 use ociguard_policy::rewrite::Change;
-use ociguard_policy::{Mode, PolicySet, Rewritten, RuntimeConfig};
+use ociguard_policy::{LoadedPolicy, Mode, Rewritten, RuntimeConfig};
 
 use crate::Context;
 
@@ -65,8 +65,6 @@ pub enum AppArmorError {
         policy: String,
         source: render::AppArmorError,
     },
-    #[error("chosen policy {policy:?} ({digest}) is not in the loaded policy set")]
-    PolicyMissing { policy: String, digest: String },
     #[error("write AppArmor profile {path}: {source}")]
     Write {
         path: PathBuf,
@@ -274,10 +272,10 @@ pub struct AppArmorPlan {
 /// [`prepare_on`] this host.
 pub fn prepare(
     ctx: &Context<'_>,
-    policies: &PolicySet,
+    policy: &LoadedPolicy,
     rewritten: &mut Rewritten,
 ) -> Result<Option<AppArmorPlan>, AppArmorError> {
-    prepare_on(&Host::system(ctx.config), policies, rewritten)
+    prepare_on(&Host::system(ctx.config), policy, rewritten)
 }
 
 /// Render the chosen policy's profile and, where it can be applied, set it in the document and
@@ -285,17 +283,9 @@ pub fn prepare(
 /// in [`commit`]. `Ok(None)`: the policy's AppArmor mode is off.
 pub fn prepare_on(
     host: &Host,
-    policies: &PolicySet,
+    policy: &LoadedPolicy,
     rewritten: &mut Rewritten,
 ) -> Result<Option<AppArmorPlan>, AppArmorError> {
-    let d = &rewritten.decision;
-    let policy =
-        policies
-            .get(&d.policy, &d.policy_digest)
-            .ok_or_else(|| AppArmorError::PolicyMissing {
-                policy: d.policy.clone(),
-                digest: d.policy_digest.clone(),
-            })?;
     let mode = policy.policy.apparmor.mode;
     if mode == AppArmorMode::Off {
         return Ok(None);

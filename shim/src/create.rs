@@ -32,6 +32,31 @@ pub enum CreateError {
     Identity(#[from] crate::identity::IdentityError),
     #[error(transparent)]
     Egress(#[from] crate::egress::EgressError),
+    #[error("chosen policy {policy:?} ({digest}) is not in the loaded policy set")]
+    PolicyMissing { policy: String, digest: String },
+}
+
+/// A stage that cannot be applied under an audit policy leaves the bundle as it is (`None`);
+/// under enforce its error refuses the create.
+fn audit_tolerant<T, E>(
+    ctx: &Context<'_>,
+    id: &str,
+    mode: Mode,
+    result: Result<T, E>,
+) -> Result<Option<T>, CreateError>
+where
+    E: std::fmt::Display + Into<CreateError>,
+{
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if mode == Mode::Audit => {
+            ctx.logger.warn(&format!(
+                "container {id}: {e}; audit mode: starting unchanged"
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Rewrite the bundle of container `id` for `command` (create/run/restore).
@@ -132,27 +157,25 @@ pub fn plan(ctx: &Context<'_>, id: &str, bundle_dir: &Path) -> Result<Option<Pla
         }
         Err(e) => return Err(e.into()),
     };
-    let apparmor = match crate::apparmor::prepare(ctx, &policies, &mut rewritten) {
-        Ok(a) => a,
-        Err(e) if rewritten.decision.mode == Mode::Audit => {
-            ctx.logger.warn(&format!(
-                "container {id}: {e}; audit mode: starting unchanged"
-            ));
-            return Ok(None);
-        }
-        Err(e) => return Err(e.into()),
+    // Every stage below applies this one policy: look it up once.
+    let d = &rewritten.decision;
+    let policy =
+        policies
+            .get(&d.policy, &d.policy_digest)
+            .ok_or_else(|| CreateError::PolicyMissing {
+                policy: d.policy.clone(),
+                digest: d.policy_digest.clone(),
+            })?;
+    let mode = policy.policy.mode;
+    let apparmor = crate::apparmor::prepare(ctx, policy, &mut rewritten);
+    let Some(apparmor) = audit_tolerant(ctx, id, mode, apparmor)? else {
+        return Ok(None);
     };
-    let egress = match crate::egress::prepare(ctx, &policies, &mut rewritten) {
-        Ok(e) => e,
-        Err(e) if rewritten.decision.mode == Mode::Audit => {
-            ctx.logger.warn(&format!(
-                "container {id}: {e}; audit mode: starting unchanged"
-            ));
-            return Ok(None);
-        }
-        Err(e) => return Err(e.into()),
+    let egress = crate::egress::prepare(ctx, policy, &mut rewritten);
+    let Some(egress) = audit_tolerant(ctx, id, mode, egress)? else {
+        return Ok(None);
     };
-    crate::identity::prepare(ctx, &policies, &mut rewritten)?;
+    crate::identity::prepare(ctx, policy, &mut rewritten)?;
     // One serialisation for every stage above (explain shows exactly these bytes).
     rewritten.refresh(&original);
     Ok(Some(Plan {

@@ -22,7 +22,7 @@ use ociguard_policy::egress::{
 use ociguard_policy::identity::EngineLog;
 use ociguard_policy::model::EgressMode;
 use ociguard_policy::rewrite::Change;
-use ociguard_policy::{Mode, PolicySet, Rewritten};
+use ociguard_policy::{LoadedPolicy, Mode, Rewritten};
 use serde_json::Value;
 
 use crate::argv::LogFormat;
@@ -35,8 +35,6 @@ const MAX_CONF: u64 = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EgressError {
-    #[error("policy {policy:?} ({digest}) is no longer in the policy directory")]
-    PolicyMissing { policy: String, digest: String },
     #[error("egress is restricted by policy {policy:?}: {source}")]
     Render { policy: String, source: RenderError },
     #[error("egress is restricted by policy {policy:?}, but the hook that installs the rules, {path}, {reason} (install ociguard-hook or set hook_path in the ociguard config)")]
@@ -65,17 +63,9 @@ pub fn ruleset_path(state_dir: &Path, digest: &str) -> PathBuf {
 /// hosts/resolver files and name resolution.
 pub fn prepare(
     ctx: &Context<'_>,
-    policies: &PolicySet,
+    policy: &LoadedPolicy,
     rewritten: &mut Rewritten,
 ) -> Result<Option<EgressPlan>, EgressError> {
-    let d = &rewritten.decision;
-    let policy =
-        policies
-            .get(&d.policy, &d.policy_digest)
-            .ok_or_else(|| EgressError::PolicyMissing {
-                policy: d.policy.clone(),
-                digest: d.policy_digest.clone(),
-            })?;
     let egress = &policy.policy.egress;
     if egress.mode == EgressMode::Unrestricted {
         // A retried create after the policy changed: no rules of ours may stay behind.

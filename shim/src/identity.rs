@@ -21,7 +21,7 @@ use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixA
 use ociguard_policy::identity::{self as hooks, EngineLog, HookTarget};
 use ociguard_policy::model::IdentityMode;
 use ociguard_policy::rewrite::Change;
-use ociguard_policy::{Decision, PolicySet, Rewritten};
+use ociguard_policy::{Decision, LoadedPolicy, Rewritten};
 
 use crate::argv::LogFormat;
 use crate::Context;
@@ -31,8 +31,6 @@ const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("policy {policy:?} ({digest}) is no longer in the policy directory")]
-    PolicyMissing { policy: String, digest: String },
     #[error("identity is required by policy {policy:?}, but the identity hook {path} {reason} (install ociguard-hook or set hook_path in the ociguard config)")]
     HookUnusable {
         policy: String,
@@ -68,17 +66,9 @@ pub(crate) fn hook_unusable(path: &Path) -> Option<String> {
 /// the change. No side effects.
 pub fn prepare(
     ctx: &Context<'_>,
-    policies: &PolicySet,
+    policy: &LoadedPolicy,
     rewritten: &mut Rewritten,
 ) -> Result<(), IdentityError> {
-    let d = &rewritten.decision;
-    let policy =
-        policies
-            .get(&d.policy, &d.policy_digest)
-            .ok_or_else(|| IdentityError::PolicyMissing {
-                policy: d.policy.clone(),
-                digest: d.policy_digest.clone(),
-            })?;
     let name = policy.name().to_owned();
     let mode = hooks::effective_mode(policy.policy.identity.mode, policy.policy.mode);
     let config = ctx.config;

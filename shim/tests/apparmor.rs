@@ -288,7 +288,10 @@ fn prepare(
 ) {
     let config = CONFIG.replace("SECRET", secret);
     let mut r = decide(config.as_bytes(), Path::new("config.json"), set).unwrap();
-    match apparmor::prepare_on(host, set, &mut r) {
+    let policy = set
+        .get(&r.decision.policy, &r.decision.policy_digest)
+        .unwrap();
+    match apparmor::prepare_on(host, policy, &mut r) {
         Ok(plan) => (r, plan, Ok(())),
         Err(e) => (r, None, Err(e)),
     }
