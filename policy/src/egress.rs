@@ -51,10 +51,10 @@ use serde_json::{json, Map, Value};
 
 use crate::capabilities;
 use crate::digest::sha256;
-use crate::identity::{EngineLog, HOOK_ARGV0, HOOK_ENV, HOOK_TIMEOUT_SECS};
 use crate::model::{
     AllowEntry, DenyVerdict, EgressMode, EgressRules, OnUnresolvable, Policy, PortSpec, Protocol,
 };
+use crate::oci_hooks::{self, EngineLog, HookEditError};
 use crate::rewrite::Change;
 
 /// The table ociguard owns in a container's network namespace (family `inet`).
@@ -258,8 +258,8 @@ pub enum EgressError {
         field: &'static str,
         expected: &'static str,
     },
-    #[error("{what} {path:?} is not absolute (hooks run with no PATH and an unknown cwd)")]
-    RelativePath { what: &'static str, path: String },
+    #[error(transparent)]
+    Hooks(#[from] HookEditError),
 }
 
 /// The rendered ruleset.
@@ -670,9 +670,7 @@ pub struct HookTarget<'a> {
 }
 
 pub fn hook_entry(target: &HookTarget<'_>, digest: &str, enforce: bool) -> Value {
-    let mut args = vec![
-        HOOK_ARGV0.to_owned(),
-        HOOK_EVENT.to_owned(),
+    let args = [
         "--ruleset".to_owned(),
         target.ruleset_path.display().to_string(),
         "--digest".to_owned(),
@@ -682,28 +680,7 @@ pub fn hook_entry(target: &HookTarget<'_>, digest: &str, enforce: bool) -> Value
         "--mode".to_owned(),
         if enforce { "enforce" } else { "audit" }.to_owned(),
     ];
-    if let Some(log) = target.engine_log {
-        args.extend([
-            "--log".to_owned(),
-            log.path.display().to_string(),
-            "--log-format".to_owned(),
-            if log.json { "json" } else { "text" }.to_owned(),
-        ]);
-    }
-    json!({
-        "path": target.hook_path.display().to_string(),
-        "args": args,
-        "env": [HOOK_ENV],
-        "timeout": HOOK_TIMEOUT_SECS,
-    })
-}
-
-pub fn is_own_entry(entry: &Value) -> bool {
-    let Some(args) = entry.get("args").and_then(Value::as_array) else {
-        return false;
-    };
-    args.first().and_then(Value::as_str) == Some(HOOK_ARGV0)
-        && args.get(1).and_then(Value::as_str) == Some(HOOK_EVENT)
+    oci_hooks::entry(target.hook_path, HOOK_EVENT, &args, target.engine_log)
 }
 
 fn object<'a>(
@@ -726,15 +703,7 @@ fn object<'a>(
 /// Remove ociguard's egress hook and digest annotation (an unrestricted policy on a retried
 /// create, or a policy that changed). Returns whether anything was removed.
 pub fn remove(spec: &mut Value) -> bool {
-    let mut changed = false;
-    if let Some(list) = spec
-        .pointer_mut("/hooks/createRuntime")
-        .and_then(Value::as_array_mut)
-    {
-        let before = list.len();
-        list.retain(|e| !is_own_entry(e));
-        changed |= list.len() != before;
-    }
+    let mut changed = oci_hooks::remove(spec, "createRuntime", HOOK_EVENT);
     if let Some(ann) = spec.get_mut("annotations").and_then(Value::as_object_mut) {
         changed |= ann.remove(DIGEST_ANNOTATION).is_some();
     }
@@ -756,18 +725,11 @@ pub fn apply(
     ruleset: &Ruleset,
     target: &HookTarget<'_>,
 ) -> Result<Vec<Change>, EgressError> {
-    for (what, p) in [
+    oci_hooks::require_absolute(&[
         ("hook_path", target.hook_path),
         ("ruleset path", target.ruleset_path),
         ("nft", target.nft),
-    ] {
-        if !p.is_absolute() {
-            return Err(EgressError::RelativePath {
-                what,
-                path: p.display().to_string(),
-            });
-        }
-    }
+    ])?;
     let mut changes = Vec::new();
     let mode = mode_str(rules.mode);
     let host = network_namespace(spec) == Netns::Host;
@@ -827,23 +789,12 @@ pub fn apply(
             });
         }
     }
-    let hooks = object(root, "hooks", "hooks")?;
-    let list = hooks
-        .entry("createRuntime")
-        .or_insert_with(|| Value::Array(Vec::new()));
-    if list.is_null() {
-        *list = Value::Array(Vec::new());
-    }
-    let list = list.as_array_mut().ok_or(EgressError::Shape {
-        field: "hooks.createRuntime",
-        expected: "an array",
-    })?;
-    let wanted = hook_entry(target, &ruleset.digest, enforce);
-    let ours = list.iter().filter(|e| is_own_entry(e)).count();
-    if !(ours == 1 && list.contains(&wanted)) {
-        list.retain(|e| !is_own_entry(e));
-        list.push(wanted);
-    }
+    let list = oci_hooks::list_mut(root, "createRuntime")?;
+    oci_hooks::place(
+        list,
+        HOOK_EVENT,
+        hook_entry(target, &ruleset.digest, enforce),
+    );
     object(root, "annotations", "annotations")?.insert(
         DIGEST_ANNOTATION.to_owned(),
         Value::String(ruleset.digest.clone()),
@@ -880,6 +831,7 @@ pub fn resolution_change(res: &Resolution) -> Option<Change> {
 mod tests {
     use super::*;
     use crate::load::parse_policy;
+    use crate::oci_hooks::HOOK_ENV;
 
     fn policy(text: &str) -> Policy {
         parse_policy(Path::new("p.toml"), text).unwrap().policy

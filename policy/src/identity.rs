@@ -11,20 +11,10 @@
 
 use std::path::Path;
 
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use crate::model::{IdentityMode, Mode};
-
-/// `argv[0]` of every hook entry ociguard writes; with the event in `argv[1]` it is how ociguard
-/// recognises its own entries on a retried `create`.
-pub const HOOK_ARGV0: &str = "ociguard-hook";
-/// The whole environment a hook gets: no engine or container variables reach it.
-pub const HOOK_ENV: &str = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
-/// crun kills a hook that runs longer, and a killed hook fails the container even at
-/// `poststart`. The hook gives up on the monitor after a few seconds and spools or fails, but
-/// the spool's fsync (like the monitor's) can stall for seconds on a node under heavy
-/// writeback; this leaves room for that.
-pub const HOOK_TIMEOUT_SECS: u64 = 30;
+use crate::oci_hooks::{self, EngineLog, HookEditError};
 
 /// The lifecycle points ociguard hooks into, with their OCI names (also `argv[1]` of the hook).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,14 +67,6 @@ pub fn effective_mode(identity: IdentityMode, policy: Mode) -> IdentityMode {
     }
 }
 
-/// The engine's own log (runc's `--log`/`--log-format`), where the hook writes its errors:
-/// crun discards a hook's stdout and stderr and reports only its exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EngineLog<'a> {
-    pub path: &'a Path,
-    pub json: bool,
-}
-
 /// Where the hook finds everything: all absolute paths from the node's config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HookTarget<'a> {
@@ -98,20 +80,13 @@ pub struct HookTarget<'a> {
 pub enum IdentityError {
     #[error("config.json is not a JSON object")]
     NotAnObject,
-    #[error("config.json field {field}: expected {expected}")]
-    Shape {
-        field: String,
-        expected: &'static str,
-    },
-    #[error("{what} {path:?} is not absolute (hooks run with no PATH and an unknown cwd)")]
-    RelativePath { what: &'static str, path: String },
+    #[error(transparent)]
+    Hooks(#[from] HookEditError),
 }
 
 /// The hook entry for `event`.
 pub fn hook_entry(event: HookEvent, mode: IdentityMode, target: &HookTarget<'_>) -> Value {
-    let mut args = vec![
-        HOOK_ARGV0.to_owned(),
-        event.as_str().to_owned(),
+    let args = [
         "--identity".to_owned(),
         mode_arg(mode).to_owned(),
         "--socket".to_owned(),
@@ -119,29 +94,7 @@ pub fn hook_entry(event: HookEvent, mode: IdentityMode, target: &HookTarget<'_>)
         "--spool".to_owned(),
         target.spool_dir.display().to_string(),
     ];
-    if let Some(log) = target.engine_log {
-        args.extend([
-            "--log".to_owned(),
-            log.path.display().to_string(),
-            "--log-format".to_owned(),
-            if log.json { "json" } else { "text" }.to_owned(),
-        ]);
-    }
-    json!({
-        "path": target.hook_path.display().to_string(),
-        "args": args,
-        "env": [HOOK_ENV],
-        "timeout": HOOK_TIMEOUT_SECS,
-    })
-}
-
-/// Is `entry` one of ociguard's own hooks for `event`?
-pub fn is_own_entry(entry: &Value, event: HookEvent) -> bool {
-    let Some(args) = entry.get("args").and_then(Value::as_array) else {
-        return false;
-    };
-    args.first().and_then(Value::as_str) == Some(HOOK_ARGV0)
-        && args.get(1).and_then(Value::as_str) == Some(event.as_str())
+    oci_hooks::entry(target.hook_path, event.as_str(), &args, target.engine_log)
 }
 
 /// Put ociguard's identity hooks into `spec` (a whole config.json document) for `mode`, after
@@ -156,63 +109,25 @@ pub fn inject_hooks(
     mode: IdentityMode,
     target: &HookTarget<'_>,
 ) -> Result<bool, IdentityError> {
-    for (what, path) in [
+    oci_hooks::require_absolute(&[
         ("hook_path", target.hook_path),
         ("monitor_socket", target.monitor_socket),
         ("spool_dir", target.spool_dir),
-    ] {
-        if !path.is_absolute() {
-            return Err(IdentityError::RelativePath {
-                what,
-                path: path.display().to_string(),
-            });
-        }
+    ])?;
+    if !spec.is_object() {
+        return Err(IdentityError::NotAnObject);
     }
-    let root = spec.as_object_mut().ok_or(IdentityError::NotAnObject)?;
+    let mut changed = false;
     if mode == IdentityMode::Off {
-        let Some(hooks) = root.get_mut("hooks").and_then(Value::as_object_mut) else {
-            return Ok(false);
-        };
-        let mut changed = false;
         for event in HookEvent::ALL {
-            if let Some(list) = hooks.get_mut(event.as_str()).and_then(Value::as_array_mut) {
-                let before = list.len();
-                list.retain(|e| !is_own_entry(e, event));
-                changed |= list.len() != before;
-            }
+            changed |= oci_hooks::remove(spec, event.as_str(), event.as_str());
         }
         return Ok(changed);
     }
-    let hooks = root
-        .entry("hooks")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if hooks.is_null() {
-        *hooks = Value::Object(Map::new());
-    }
-    let hooks = hooks.as_object_mut().ok_or(IdentityError::Shape {
-        field: "hooks".to_owned(),
-        expected: "an object",
-    })?;
-    let mut changed = false;
+    let root = spec.as_object_mut().ok_or(IdentityError::NotAnObject)?;
     for event in HookEvent::ALL {
-        let wanted = hook_entry(event, mode, target);
-        let list = hooks
-            .entry(event.as_str())
-            .or_insert_with(|| Value::Array(Vec::new()));
-        if list.is_null() {
-            *list = Value::Array(Vec::new());
-        }
-        let list = list.as_array_mut().ok_or_else(|| IdentityError::Shape {
-            field: format!("hooks.{}", event.as_str()),
-            expected: "an array",
-        })?;
-        let ours: Vec<&Value> = list.iter().filter(|e| is_own_entry(e, event)).collect();
-        if ours.len() == 1 && ours[0] == &wanted {
-            continue;
-        }
-        list.retain(|e| !is_own_entry(e, event));
-        list.push(wanted);
-        changed = true;
+        let list = oci_hooks::list_mut(root, event.as_str())?;
+        changed |= oci_hooks::place(list, event.as_str(), hook_entry(event, mode, target));
     }
     Ok(changed)
 }
@@ -220,6 +135,8 @@ pub fn inject_hooks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci_hooks::{is_ours, HOOK_ENV};
+    use serde_json::json;
     use std::path::PathBuf;
 
     fn target() -> (PathBuf, PathBuf, PathBuf) {
@@ -299,7 +216,7 @@ mod tests {
                 .as_array()
                 .unwrap()
                 .iter()
-                .filter(|x| is_own_entry(x, e))
+                .filter(|x| is_ours(x, e.as_str()))
                 .count();
             assert_eq!(n, 1, "{e:?}");
         }

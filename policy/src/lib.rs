@@ -18,6 +18,7 @@ pub mod image_seccomp;
 pub mod load;
 pub mod location;
 pub mod model;
+pub mod oci_hooks;
 pub mod rewrite;
 pub mod seccomp;
 pub mod seccomp_bpf;
