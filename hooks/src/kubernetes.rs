@@ -9,19 +9,10 @@
 //! provenance is the kubelet's directory, not the token), and only if they agree with the pod's
 //! namespace.
 
-use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::Path;
-
-use base64::Engine as _;
 use ociguard_monitor::record::Kubernetes;
+use ociguard_policy::kubernetes;
 use serde_json::Value;
-
-const TOKEN_MOUNTS: &[&str] = &[
-    "/var/run/secrets/kubernetes.io/serviceaccount",
-    "/run/secrets/kubernetes.io/serviceaccount",
-];
-const MAX_TOKEN: u64 = 64 * 1024;
+use std::collections::BTreeMap;
 
 /// `(plain CRI-O / kubelet label key, containerd CRI key)` per field.
 const NAMESPACE: (&str, &str) = (
@@ -65,63 +56,15 @@ pub fn from_spec(ann: &BTreeMap<String, String>, spec: Option<&Value>) -> Option
         return None;
     }
     if let Some(spec) = spec {
-        k.service_account = service_account(spec, k.namespace.as_deref());
+        k.service_account = kubernetes::service_account(spec, k.namespace.as_deref());
     }
     Some(k)
-}
-
-/// The service account named by the token mounted into the container, if any.
-fn service_account(spec: &Value, namespace: Option<&str>) -> Option<String> {
-    let mounts = spec.get("mounts")?.as_array()?;
-    let source = mounts.iter().find_map(|m| {
-        let dest = m.get("destination")?.as_str()?;
-        TOKEN_MOUNTS
-            .contains(&dest.trim_end_matches('/'))
-            .then(|| m.get("source")?.as_str())
-            .flatten()
-    })?;
-    let token = read_token(&Path::new(source).join("token"))?;
-    let (ns, name) = claims_account(&token)?;
-    match namespace {
-        Some(pod_ns) if pod_ns != ns => None,
-        _ => Some(name),
-    }
-}
-
-fn read_token(path: &Path) -> Option<String> {
-    let f = std::fs::File::open(path).ok()?;
-    let mut s = String::new();
-    f.take(MAX_TOKEN).read_to_string(&mut s).ok()?;
-    Some(s)
-}
-
-/// `(namespace, name)` from a service-account JWT's claims.
-pub fn claims_account(jwt: &str) -> Option<(String, String)> {
-    let payload = jwt.trim().split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    if let Some(k) = claims.get("kubernetes.io") {
-        let ns = k.get("namespace").and_then(Value::as_str);
-        let name = k
-            .get("serviceaccount")
-            .and_then(|s| s.get("name"))
-            .and_then(Value::as_str);
-        if let (Some(ns), Some(name)) = (ns, name) {
-            return Some((ns.to_owned(), name.to_owned()));
-        }
-    }
-    // Legacy tokens: sub = system:serviceaccount:<namespace>:<name>
-    let sub = claims.get("sub")?.as_str()?;
-    let rest = sub.strip_prefix("system:serviceaccount:")?;
-    let (ns, name) = rest.split_once(':')?;
-    Some((ns.to_owned(), name.to_owned()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
     use serde_json::json;
 
     fn jwt(claims: &Value) -> String {
@@ -180,9 +123,9 @@ mod tests {
         ann.insert(NAMESPACE.0.to_owned(), "other".to_owned());
         assert_eq!(from_spec(&ann, Some(&spec)).unwrap().service_account, None);
         assert_eq!(
-            claims_account(&jwt(&json!({"sub": "system:serviceaccount:ns:legacy"}))),
+            kubernetes::claims_account(&jwt(&json!({"sub": "system:serviceaccount:ns:legacy"}))),
             Some(("ns".into(), "legacy".into()))
         );
-        assert_eq!(claims_account("not-a-jwt"), None);
+        assert_eq!(kubernetes::claims_account("not-a-jwt"), None);
     }
 }

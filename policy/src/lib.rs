@@ -15,6 +15,7 @@ pub mod digest;
 pub mod egress;
 pub mod identity;
 pub mod image_seccomp;
+pub mod kubernetes;
 pub mod load;
 pub mod location;
 pub mod model;

@@ -9,7 +9,6 @@
 mod cache;
 pub mod containerd;
 pub mod containers_storage;
-pub mod service_account;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -240,7 +239,10 @@ pub fn enrich(
         Err(e) => facts.labels_unresolved = Some(bounded(e.to_string())),
     }
     if facts.service_account.is_none() {
-        facts.service_account = service_account::from_spec(spec);
+        facts.service_account = ociguard_policy::kubernetes::service_account(
+            spec,
+            facts.kubernetes_namespace.as_deref(),
+        );
     }
 }
 
