@@ -10,7 +10,6 @@
 //! document only where AppArmor is available, and `create` writes that document only after
 //! [`commit`] has seen the kernel list the profile.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -19,7 +18,7 @@ use ociguard_policy::model::AppArmorMode;
 use ociguard_policy::rewrite::Change;
 use ociguard_policy::{LoadedPolicy, Mode, Rewritten, RuntimeConfig};
 
-use crate::Context;
+use crate::{atomic, Context};
 
 /// `Y` when the kernel has AppArmor and it is enabled.
 pub const ENABLED_PARAM: &str = "/sys/module/apparmor/parameters/enabled";
@@ -65,11 +64,8 @@ pub enum AppArmorError {
         policy: String,
         source: render::AppArmorError,
     },
-    #[error("write AppArmor profile {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("AppArmor profile: {0}")]
+    Write(crate::atomic::StoreError),
     #[error("run {parser}: {source}")]
     Spawn {
         parser: PathBuf,
@@ -91,11 +87,8 @@ pub enum AppArmorError {
         name: String,
         profiles: PathBuf,
     },
-    #[error("record loaded AppArmor profile {path}: {source}")]
-    Cache {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("record loaded AppArmor profile: {0}")]
+    Cache(crate::atomic::StoreError),
 }
 
 impl Host {
@@ -168,12 +161,9 @@ impl Host {
             return Ok(Loaded::Cached);
         }
         let path = self.cache_dir.join(format!("{hex}.profile"));
-        write_atomic(&self.cache_dir, &path, profile.text.as_bytes()).map_err(|source| {
-            AppArmorError::Write {
-                path: path.clone(),
-                source,
-            }
-        })?;
+        // The profile texts name the container's secret paths: the store's directory is 0700.
+        atomic::store(&self.cache_dir, &path, profile.text.as_bytes())
+            .map_err(AppArmorError::Write)?;
         // -r: replace a loaded profile of the same name atomically (a retried create, or a cache
         // marker lost with the state dir). -K: no parser cache; ours is keyed by content and
         // per-container profiles would only fill /var/cache/apparmor.
@@ -206,15 +196,12 @@ impl Host {
                 profiles: self.securityfs.join("profiles"),
             });
         }
-        write_atomic(
+        atomic::store(
             &self.cache_dir,
             &marker,
             format!("{}\n", profile.name).as_bytes(),
         )
-        .map_err(|source| AppArmorError::Cache {
-            path: marker,
-            source,
-        })?;
+        .map_err(AppArmorError::Cache)?;
         Ok(Loaded::Now)
     }
 }
@@ -244,20 +231,6 @@ fn stderr_excerpt(bytes: &[u8]) -> String {
         .find(|&i| text.is_char_boundary(i))
         .unwrap_or(0);
     format!("{}... ({} bytes)", &text[..cut], text.len())
-}
-
-/// Temp file in `dir`, then rename(2): a concurrent create never reads half a profile or marker.
-fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    // 0700: the profile texts name the container's secret paths.
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 /// AppArmor's part of a create, decided before anything is written.

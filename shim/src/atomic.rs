@@ -21,8 +21,19 @@ pub enum StoreError {
     },
 }
 
-/// Write `bytes` to `path` (mode 0600) in `dir`, created 0700 if missing.
+/// Write `bytes` to `path` (mode 0600) in `dir`, created 0700 if missing, fsynced before the
+/// rename: for records that are trusted once present.
 pub fn store(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write(dir, path, bytes, true)
+}
+
+/// [`store`] without the fsync, for caches whose readers verify what they read (a torn entry
+/// after a crash is a miss): a cache must not add a disk flush to every create.
+pub fn store_cache(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write(dir, path, bytes, false)
+}
+
+fn write(dir: &Path, path: &Path, bytes: &[u8], fsync: bool) -> Result<(), StoreError> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -45,8 +56,10 @@ pub fn store(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         .map_err(err("create temp file"))?;
     tmp.write_all(bytes).map_err(err("write"))?;
     // Without it a crash could leave a renamed but empty or short file on a disk-backed state
-    // directory; readers verify content digests, but there is no reason to make them.
-    tmp.as_file().sync_all().map_err(err("fsync"))?;
+    // directory.
+    if fsync {
+        tmp.as_file().sync_all().map_err(err("fsync"))?;
+    }
     tmp.persist(path)
         .map(drop)
         .map_err(|e| err("rename")(e.error))

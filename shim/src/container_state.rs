@@ -26,11 +26,8 @@ pub struct ContainerRecord {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("write container record {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("container record: {0}")]
+    Write(#[from] crate::atomic::StoreError),
     #[error("read container record {path}: {source}")]
     Read {
         path: PathBuf,
@@ -88,16 +85,10 @@ impl ContainerRecord {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
-        let err = |source| StateError::Write {
-            path: path.to_owned(),
-            source,
-        };
+        // A record is plain strings and maps: serialising it cannot fail.
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
         let dir = path.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(dir).map_err(err)?;
-        let bytes = serde_json::to_vec(self).map_err(|e| err(e.into()))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-        std::io::Write::write_all(&mut tmp, &bytes).map_err(err)?;
-        tmp.persist(path).map_err(|e| err(e.error))?;
+        crate::atomic::store(dir, path, &bytes)?;
         Ok(())
     }
 

@@ -66,9 +66,6 @@ pub(crate) fn get(path: &Path, key: &str) -> Option<BTreeMap<String, String>> {
 /// Store `labels` for `key`. Best effort: a failed write only costs the next create a lookup.
 pub(crate) fn put(path: &Path, key: &str, labels: &BTreeMap<String, String>) {
     let Some(dir) = path.parent() else { return };
-    if std::fs::create_dir_all(dir).is_err() {
-        return;
-    }
     let Ok(body) = serde_json::to_vec(&Entry {
         key: key.to_owned(),
         labels: labels.clone(),
@@ -77,12 +74,9 @@ pub(crate) fn put(path: &Path, key: &str, labels: &BTreeMap<String, String>) {
     };
     let mut bytes = format!("{MAGIC}{}\n", body_digest(&body)).into_bytes();
     bytes.extend_from_slice(&body);
-    // rename(2) over the old entry, so a concurrent reader sees the old file or the new one.
-    if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) {
-        if std::io::Write::write_all(&mut tmp, &bytes).is_ok() {
-            let _ = tmp.persist(path);
-        }
-    }
+    // rename(2) over the old entry, so a concurrent reader sees the old file or the new one;
+    // no fsync: `get` checks the digest line, so a torn entry is a miss.
+    let _ = crate::atomic::store_cache(dir, path, &bytes);
 }
 
 #[cfg(test)]
