@@ -14,6 +14,11 @@
 
 #![allow(clippy::print_stdout)] // a report: stdout is its output (the runtime crates deny it)
 
+// The same private containerd the integration tests start.
+#[path = "../../shim/tests/common/containerd.rs"]
+mod containerd;
+use containerd::Containerd;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -453,96 +458,17 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-/// A private containerd for the bench (own root, state and socket under a temp dir in /run),
-/// stopped by the pid it started and removed with its directory when dropped.
-struct Containerd {
-    child: std::process::Child,
-    sock: PathBuf,
-    dir: Option<tempfile::TempDir>,
-}
-
-const BENCH_NS: &str = "ociguard-bench";
-
-impl Containerd {
-    fn start() -> Result<Containerd> {
-        let dir = tempfile::Builder::new()
-            .prefix("ociguard-bench-ctd-")
-            .tempdir_in("/run")?;
-        let sock = dir.path().join("containerd.sock");
-        let cfg = dir.path().join("config.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version = 2\nroot = \"{r}/root\"\nstate = \"{r}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{s}\"\n[ttrpc]\n  address = \"{s}.ttrpc\"\n",
-                r = dir.path().display(),
-                s = sock.display()
-            ),
-        )?;
-        let log = std::fs::File::create(dir.path().join("containerd.log"))?;
-        let child = Command::new("/usr/bin/containerd")
-            .arg("--config")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("start containerd")?;
-        let c = Containerd {
-            child,
-            sock,
-            dir: Some(dir),
-        };
-        for _ in 0..100 {
-            if c.ctr(&["version"]).is_ok() {
-                return Ok(c);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bail!("containerd did not answer within 10 s")
+/// `ctr` in the bench's namespace; a failure is an error naming the command.
+fn ctr(ctd: &Containerd, args: &[&str]) -> Result<String> {
+    let out = ctd.ctr(args)?;
+    if !out.status.success() {
+        bail!(
+            "ctr {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
-
-    fn state(&self) -> PathBuf {
-        self.dir
-            .as_ref()
-            .map_or_else(PathBuf::new, |d| d.path().join("state"))
-    }
-
-    fn ctr(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new("/usr/bin/ctr")
-            .arg("--address")
-            .arg(&self.sock)
-            .args(["-n", BENCH_NS])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "ctr {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        // Only the process this bench started, by its pid: SIGTERM, SIGKILL if that fails.
-        let termed = Command::new("/bin/kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !termed {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        if let Some(dir) = self.dir.take() {
-            // Snapshots are plain directories (no task ever ran): nothing is mounted.
-            let _ = dir.close();
-        }
-    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// containerd label lookup through its API socket, as a CRI-less `ctr run` bundle does it
@@ -565,7 +491,7 @@ fn containerd_labels(args: &Args, w: &Path) -> Result<()> {
             return Ok(());
         }
     }
-    let ctd = match Containerd::start() {
+    let ctd = match Containerd::start("ociguard-bench") {
         Ok(c) => c,
         Err(e) => {
             println!("  skip: {e:#}");
@@ -573,19 +499,18 @@ fn containerd_labels(args: &Args, w: &Path) -> Result<()> {
         }
     };
     let archive = archive.to_string_lossy().into_owned();
-    ctd.ctr(&["image", "import", &archive])?;
-    let image = ctd
-        .ctr(&["image", "ls", "-q"])?
+    ctr(&ctd, &["image", "import", &archive])?;
+    let image = ctr(&ctd, &["image", "ls", "-q"])?
         .lines()
         .next()
         .context("no image after ctr import")?
         .to_owned();
     let id = "ociguard-bench-labels";
-    ctd.ctr(&["container", "create", &image, id])?;
+    ctr(&ctd, &["container", "create", &image, id])?;
     let bundle = ctd
         .state()
         .join("io.containerd.runtime.v2.task")
-        .join(BENCH_NS)
+        .join("ociguard-bench")
         .join(id);
     let sources = ociguard_policy::config::LabelSources {
         containerd_socket: ctd.sock.clone(),
@@ -617,8 +542,8 @@ fn containerd_labels(args: &Args, w: &Path) -> Result<()> {
     print_row("cached (label cache hit)", &mut cached);
     print_row("uncached (3 blob reads)", &mut uncached);
     println!("  (bounded by labels.timeout_ms; containerd's own page cache warm)");
-    let _ = ctd.ctr(&["container", "rm", id]);
-    let _ = ctd.ctr(&["image", "rm", &image]);
+    let _ = ctr(&ctd, &["container", "rm", id]);
+    let _ = ctr(&ctd, &["image", "rm", &image]);
     drop(ctd);
     Ok(())
 }

@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use common::containerd::Containerd;
 use common::*;
 use serde_json::Value;
 
@@ -236,74 +237,6 @@ fn podman_image_labels_select_the_policy() {
 }
 
 /// A private containerd for the test, stopped (by its pid) when dropped.
-struct Containerd {
-    child: std::process::Child,
-    sock: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Containerd {
-    fn start() -> Option<Containerd> {
-        tool("containerd")?;
-        let dir = tempfile::Builder::new()
-            .prefix("ociguard-ctd-")
-            .tempdir_in("/run")
-            .ok()?;
-        let sock = dir.path().join("containerd.sock");
-        let cfg = dir.path().join("config.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version = 2\nroot = \"{r}/root\"\nstate = \"{r}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{s}\"\n[ttrpc]\n  address = \"{s}.ttrpc\"\n",
-                r = dir.path().display(),
-                s = sock.display()
-            ),
-        )
-        .ok()?;
-        let log = std::fs::File::create(dir.path().join("containerd.log")).ok()?;
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .ok()?;
-        let c = Containerd {
-            child,
-            sock,
-            _dir: dir,
-        };
-        for _ in 0..100 {
-            if c.ctr(&["version"]).status.success() {
-                return Some(c);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        None
-    }
-    fn ctr(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ctr")
-            .arg("--address")
-            .arg(&self.sock)
-            .args(["-n", "ociguard-it"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn containerd_image_labels_select_the_same_policy() {
     if let Some(why) = cannot_run_containers() {
@@ -314,7 +247,7 @@ fn containerd_image_labels_select_the_same_policy() {
         eprintln!("skip: podman (to build the OCI archive) or ctr not installed");
         return;
     }
-    let Some(ctd) = Containerd::start() else {
+    let Some(ctd) = Containerd::start("ociguard-it").ok() else {
         eprintln!("skip: could not start a private containerd");
         return;
     };
@@ -336,15 +269,17 @@ fn containerd_image_labels_select_the_same_policy() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = ctd.ctr(&[
-        "image",
-        "import",
-        "--base-name",
-        "localhost/ociguard-it-ctd",
-        archive.to_str().unwrap(),
-    ]);
+    let out = ctd
+        .ctr(&[
+            "image",
+            "import",
+            "--base-name",
+            "localhost/ociguard-it-ctd",
+            archive.to_str().unwrap(),
+        ])
+        .unwrap();
     assert!(out.status.success(), "ctr import: {}", stderr(&out));
-    let images = stdout(&ctd.ctr(&["image", "ls", "-q"]));
+    let images = stdout(&ctd.ctr(&["image", "ls", "-q"]).unwrap());
     let image = images
         .lines()
         .find(|l| l.contains("ociguard-it-ctd"))
@@ -353,17 +288,19 @@ fn containerd_image_labels_select_the_same_policy() {
 
     for (i, expect) in [(1, "fresh lookup"), (2, "cached")] {
         let id = format!("ctd-it-{i}");
-        let out = ctd.ctr(&[
-            "run",
-            "--rm",
-            "--runc-binary",
-            rt.to_str().unwrap(),
-            &image,
-            &id,
-            "sh",
-            "-c",
-            PROBE,
-        ]);
+        let out = ctd
+            .ctr(&[
+                "run",
+                "--rm",
+                "--runc-binary",
+                rt.to_str().unwrap(),
+                &image,
+                &id,
+                "sh",
+                "-c",
+                PROBE,
+            ])
+            .unwrap();
         let text = stdout(&out);
         assert!(
             out.status.success(),
@@ -485,7 +422,7 @@ fn containerd_huge_and_binary_labels_are_unresolved_never_cached() {
         eprintln!("skip: ctr not installed");
         return;
     }
-    let Some(ctd) = Containerd::start() else {
+    let Some(ctd) = Containerd::start("ociguard-it").ok() else {
         eprintln!("skip: could not start a private containerd");
         return;
     };
@@ -534,7 +471,9 @@ fn containerd_huge_and_binary_labels_are_unresolved_never_cached() {
     for (tag, cfg, expect) in &cases {
         let name = format!("localhost/ociguard-it-labels-{tag}:1");
         let archive = oci_archive(w.path(), &name, cfg);
-        let out = ctd.ctr(&["image", "import", "--no-unpack", archive.to_str().unwrap()]);
+        let out = ctd
+            .ctr(&["image", "import", "--no-unpack", archive.to_str().unwrap()])
+            .unwrap();
         assert!(out.status.success(), "ctr import {tag}: {}", stderr(&out));
         // The CRI path: the image name is already known from an annotation.
         let facts = ociguard_policy::select::Facts {
@@ -559,7 +498,7 @@ fn containerd_huge_and_binary_labels_are_unresolved_never_cached() {
                 assert!(e.len() < 600, "{tag}: reason of {} bytes", e.len());
             }
         }
-        let _ = ctd.ctr(&["image", "rm", &name]);
+        let _ = ctd.ctr(&["image", "rm", &name]).unwrap();
     }
     // Only the good image was cached.
     let entries = std::fs::read_dir(cache.join("containerd")).unwrap().count();

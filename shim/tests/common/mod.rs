@@ -1,6 +1,8 @@
 //! Shared helpers for the shim's integration tests: real bundles, real crun, as root.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod containerd;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
