@@ -172,6 +172,19 @@ pub fn install(json: &str, nft: &Path) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// A valid (empty) ruleset file and the arguments naming it.
+    fn empty_ruleset() -> (tempfile::TempDir, EgressArgs) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        std::fs::write(&path, "{}").unwrap();
+        let args = EgressArgs {
+            ruleset: path,
+            digest: sha256(b"{}"),
+            nft: "/usr/sbin/nft".into(),
+        };
+        (dir, args)
+    }
+
     #[test]
     fn refuses_a_ruleset_that_is_not_the_decided_one() {
         let dir = tempfile::tempdir().unwrap();
@@ -205,14 +218,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, EgressHookError::NoPid { .. }), "{err}");
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.json");
-        std::fs::write(&path, "{}").unwrap();
-        let args = EgressArgs {
-            ruleset: path,
-            digest: sha256(b"{}"),
-            nft: "/usr/sbin/nft".into(),
-        };
+        let (_dir, args) = empty_ruleset();
         // pid_max is at most 2^22: this pid cannot exist.
         let err = run(&args, &mut &br#"{"ociVersion":"1.0.0","id":"c","status":"creating","bundle":"/b","pid":99999999}"#[..]).unwrap_err();
         assert!(matches!(err, EgressHookError::Gone { .. }), "{err}");
@@ -221,14 +227,7 @@ mod tests {
 
     #[test]
     fn never_the_nodes_namespace() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.json");
-        std::fs::write(&path, "{}").unwrap();
-        let args = EgressArgs {
-            ruleset: path,
-            digest: sha256(b"{}"),
-            nft: "/usr/sbin/nft".into(),
-        };
+        let (_dir, args) = empty_ruleset();
         let me = std::process::id();
         let state = format!(
             r#"{{"ociVersion":"1.0.0","id":"c","status":"creating","bundle":"/b","pid":{me}}}"#

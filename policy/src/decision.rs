@@ -239,31 +239,24 @@ mod tests {
         let s = PolicySet::default();
         let config = br#"{"ociVersion":"1.0.2","process":{"user":{"uid":0,"gid":0},"args":["sh"],"cwd":"/"},"root":{"path":"rootfs"}}"#;
         let label = r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO"}]}"#;
-        let r = decide_with(
-            config,
-            Path::new("c"),
-            &s,
-            &DecideOptions::default(),
-            |_, f| {
-                f.labels
-                    .insert(crate::image_seccomp::LABEL.to_owned(), label.to_owned());
-            },
-        )
-        .unwrap();
+        let labelled = |label: &str| {
+            decide_with(
+                config,
+                Path::new("c"),
+                &s,
+                &DecideOptions::default(),
+                |_, f| {
+                    f.labels
+                        .insert(crate::image_seccomp::LABEL.to_owned(), label.to_owned());
+                },
+            )
+            .unwrap()
+        };
+        let r = labelled(label);
         assert!(r.decision.changes.iter().any(|c| matches!(c, Change::ImageSeccompNarrowed { denied } if denied == &vec!["mkdir".to_owned()])));
         // A label that would allow everything changes nothing (never loosens).
         let loose = r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[]}"#;
-        let r2 = decide_with(
-            config,
-            Path::new("c"),
-            &s,
-            &DecideOptions::default(),
-            |_, f| {
-                f.labels
-                    .insert(crate::image_seccomp::LABEL.to_owned(), loose.to_owned());
-            },
-        )
-        .unwrap();
+        let r2 = labelled(loose);
         let plain = decide(config, Path::new("c"), &s).unwrap();
         assert_eq!(
             r2.document["linux"]["seccomp"],

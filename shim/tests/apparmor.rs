@@ -133,11 +133,7 @@ fn if_available_runs_via_crun_without_a_profile_and_records_why() {
     );
     let d = w.last_decision();
     assert_eq!(d["result"], "applied");
-    let changes = d["decision"]["changes"].as_array().unwrap();
-    let unavailable = changes
-        .iter()
-        .find(|c| c["kind"] == "apparmor_unavailable")
-        .unwrap_or_else(|| panic!("no apparmor_unavailable change: {changes:?}"));
+    let unavailable = change(&d, "apparmor_unavailable");
     assert!(
         unavailable["reason"]
             .as_str()

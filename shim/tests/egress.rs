@@ -302,22 +302,11 @@ fn allowlist_allows_only_what_it_lists() {
 
     // The decision names the ruleset, and the denial counter saw the attempts.
     let d = w.last_decision();
-    let egress = d["decision"]["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["kind"] == "egress")
-        .unwrap()
-        .clone();
+    let egress = change(&d, "egress");
     assert_eq!(egress["applied"], true);
     let digest = egress["ruleset_digest"].as_str().unwrap();
     assert!(digest.starts_with("sha256:"));
-    let caps = d["decision"]["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["kind"] == "capabilities_dropped")
-        .unwrap();
+    let caps = change(&d, "capabilities_dropped");
     assert_eq!(caps["capabilities"], json!(["CAP_NET_RAW"]));
     let table = net
         .table()
@@ -351,12 +340,7 @@ fn host_names_resolve_through_the_pinned_hosts_file() {
     );
     assert_eq!((a8080.count(), a9090.count()), (1, 0));
     let d = w2.last_decision();
-    let res = d["decision"]["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["kind"] == "egress_hosts_resolved")
-        .unwrap();
+    let res = change(&d, "egress_hosts_resolved");
     assert_eq!(res["resolved"]["api.ociguard.test"], json!(["198.18.1.1"]));
 
     // A name that does not resolve fails the create (on_unresolvable = "fail" by default).
@@ -465,12 +449,7 @@ fn the_container_cannot_undo_its_rules() {
         .expect("the table survived the container's attempt");
     assert!(table.to_string().contains("\"output\""), "{table}");
     let d = w.last_decision();
-    let caps = d["decision"]["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["kind"] == "capabilities_dropped")
-        .unwrap();
+    let caps = change(&d, "capabilities_dropped");
     assert_eq!(
         caps["capabilities"],
         json!(["CAP_NET_ADMIN", "CAP_NET_RAW"])
@@ -604,13 +583,7 @@ fn explain_shows_the_ruleset_create_installs() {
     let (ok, out, err) = run(&w, "ex", &joined("echo started", &net));
     assert!(ok && out.contains("started"), "{err}");
     let d = w.last_decision();
-    let applied = d["decision"]["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["kind"] == "egress")
-        .unwrap()["ruleset_digest"]
-        .clone();
+    let applied = change(&d, "egress")["ruleset_digest"].clone();
     assert_eq!(applied, egress["digest"]);
     let table = net.table().unwrap();
     let rules = table["nftables"]

@@ -188,6 +188,13 @@ fn crun_state(w: &World, id: &str) -> Option<Value> {
         .then(|| serde_json::from_slice(&out.stdout).unwrap())
 }
 
+/// `run -d` a container of `id_spec(script)` through ociguard; it must start.
+fn start(w: &World, script: &str, id: &str) {
+    let bundle = w.bundle("b", &id_spec(script));
+    let out = w.ociguard_detached(&["run", "-d", "--bundle", bundle.to_str().unwrap(), id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 fn stop(w: &World, id: &str) {
     let _ = w.ociguard(&["kill", id, "KILL"]);
     wait_for("container stopped", || {
@@ -201,10 +208,8 @@ fn ps_shows_running_then_exited_with_status() {
     let w = world(&b, "required", None);
     let mut mon = Mon::new(&w, &b, &[]);
     mon.start();
-    let bundle = w.bundle("b", &id_spec("sleep 300"));
     let id = "it-id-run";
-    let out = w.ociguard_detached(&["run", "-d", "--bundle", bundle.to_str().unwrap(), id]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    start(&w, "sleep 300", id);
     let pid = crun_state(&w, id).unwrap()["pid"].as_u64().unwrap();
 
     let rec = wait_for("running", || {
@@ -226,7 +231,7 @@ fn ps_shows_running_then_exited_with_status() {
     let line = table.lines().find(|l| l.starts_with(id)).unwrap();
     assert!(line.contains("running") && line.contains(IMAGE), "{table}");
     let inspect: Value = serde_json::from_slice(&ctl(&w, &b, &["inspect", id]).stdout).unwrap();
-    assert_eq!(inspect["bundle"], bundle.to_str().unwrap());
+    assert_eq!(inspect["bundle"], w.path().join("b").to_str().unwrap());
 
     stop(&w, id);
     let out = w.ociguard(&["delete", id]);
@@ -284,10 +289,8 @@ fn whois_finds_processes_inside_and_not_the_host() {
     let w = world(&b, "best-effort", None);
     let mut mon = Mon::new(&w, &b, &[]);
     mon.start();
-    let bundle = w.bundle("b", &id_spec("sleep 300 & wait"));
     let id = "it-id-whois";
-    let out = w.ociguard_detached(&["run", "-d", "--bundle", bundle.to_str().unwrap(), id]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    start(&w, "sleep 300 & wait", id);
     let init = crun_state(&w, id).unwrap()["pid"].as_u64().unwrap();
     let child = wait_for("the sleep inside", || children(init).first().copied());
     wait_for("running", || {
@@ -404,10 +407,8 @@ fn required_identity_the_hook_fails_the_create_when_not_recorded() {
 fn best_effort_with_monitor_down_runs_and_is_listed_once_it_starts() {
     let b = require_identity!();
     let w = world(&b, "best-effort", None);
-    let bundle = w.bundle("b", &id_spec("sleep 300"));
     let id = "it-id-spool";
-    let out = w.ociguard_detached(&["run", "-d", "--bundle", bundle.to_str().unwrap(), id]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    start(&w, "sleep 300", id);
     assert_eq!(crun_state(&w, id).unwrap()["status"], "running");
     let spooled = std::fs::read_dir(w.path().join("spool")).unwrap().count();
     assert_eq!(spooled, 2, "createRuntime and poststart reports");
@@ -446,10 +447,8 @@ fn a_reused_pid_is_not_attributed_to_the_exited_container() {
     let w = world(&b, "best-effort", None);
     let mut mon = Mon::new(&w, &b, &[]);
     mon.start();
-    let bundle = w.bundle("b", &id_spec("sleep 300"));
     let id = "it-id-reuse";
-    let out = w.ociguard_detached(&["run", "-d", "--bundle", bundle.to_str().unwrap(), id]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    start(&w, "sleep 300", id);
     let pid = crun_state(&w, id).unwrap()["pid"].as_u64().unwrap();
     wait_for("running", || {
         record(&w, &b, id).filter(|r| r["status"] == "running")

@@ -201,6 +201,15 @@ pub fn spec(script: &str) -> Value {
     })
 }
 
+/// The change of `kind` in a decision-log record (panics, showing the record, if there is none).
+pub fn change(record: &Value, kind: &str) -> Value {
+    record["decision"]["changes"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["kind"] == kind))
+        .unwrap_or_else(|| panic!("no {kind} change in {record}"))
+        .clone()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
