@@ -104,6 +104,8 @@ pub fn hook_entry(event: HookEvent, mode: IdentityMode, target: &HookTarget<'_>)
 /// (other socket, mode or hook path from an earlier `create`) is replaced, never duplicated.
 /// With [`IdentityMode::Off`] our entries are removed, so changing a policy takes effect on a
 /// retried `create` as well. Everybody else's hooks keep their order and content.
+///
+/// All or nothing: on error the document is unchanged.
 pub fn inject_hooks(
     spec: &mut Value,
     mode: IdentityMode,
@@ -125,6 +127,7 @@ pub fn inject_hooks(
         return Ok(changed);
     }
     let root = spec.as_object_mut().ok_or(IdentityError::NotAnObject)?;
+    oci_hooks::check_lists(root, &HookEvent::ALL.map(HookEvent::as_str))?;
     for event in HookEvent::ALL {
         let list = oci_hooks::list_mut(root, event.as_str())?;
         changed |= oci_hooks::place(list, event.as_str(), hook_entry(event, mode, target));
@@ -297,6 +300,11 @@ mod tests {
         };
         let err = inject_hooks(&mut json!({}), IdentityMode::Required, &t).unwrap_err();
         assert!(err.to_string().contains("not absolute"), "{err}");
+        // all or nothing: a bad list later in the order leaves the earlier ones untouched
+        let mut spec = json!({"hooks": {"createRuntime": [], "poststop": {}}});
+        let before = spec.clone();
+        assert!(with(|t| inject_hooks(&mut spec, IdentityMode::Required, t)).is_err());
+        assert_eq!(spec, before);
         // null hooks are treated as absent (some engines write "hooks": null)
         let mut spec = json!({"hooks": null});
         assert!(with(|t| inject_hooks(&mut spec, IdentityMode::Required, t)).unwrap());

@@ -87,6 +87,32 @@ pub fn is_ours(entry: &Value, role: &str) -> bool {
         && args.get(1).and_then(Value::as_str) == Some(role)
 }
 
+/// Would [`list_mut`] succeed for each of `events`? Lets an edit of several lists check them all
+/// before changing any, so that a failed edit leaves the document as it was.
+pub fn check_lists(root: &Map<String, Value>, events: &[&str]) -> Result<(), HookEditError> {
+    let hooks = match root.get("hooks") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Object(h)) => h,
+        Some(_) => {
+            return Err(HookEditError::Shape {
+                field: "hooks".to_owned(),
+                expected: "an object",
+            })
+        }
+    };
+    for event in events {
+        if let Some(v) = hooks.get(*event) {
+            if !v.is_null() && !v.is_array() {
+                return Err(HookEditError::Shape {
+                    field: format!("hooks.{event}"),
+                    expected: "an array",
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `hooks.<event>` of a document's root object, created when absent or `null` (some engines
 /// write `"hooks": null`).
 pub fn list_mut<'a>(

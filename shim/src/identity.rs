@@ -104,10 +104,8 @@ pub fn prepare(
         }
         (_, Some(reason)) => {
             // Best-effort: no hooks at all (and none of ours left over from an earlier create).
-            let mut doc = rewritten.document.clone();
-            if hooks::inject_hooks(&mut doc, IdentityMode::Off, &target).is_ok() {
-                rewritten.document = doc;
-            }
+            // Removing cannot half-fail; a document it cannot edit is left as it is.
+            let _ = hooks::inject_hooks(&mut rewritten.document, IdentityMode::Off, &target);
             let why = format!("identity hook {} {reason}", config.hook_path.display());
             ctx.logger.warn(&format!(
                 "policy {name:?}: {why}; the container runs without an identity record"
@@ -115,11 +113,9 @@ pub fn prepare(
             skip(rewritten, why);
         }
         (_, None) => {
-            // Edit a copy: under best-effort a bundle whose hooks cannot be edited keeps them.
-            let mut doc = rewritten.document.clone();
-            match hooks::inject_hooks(&mut doc, mode, &target) {
+            // All or nothing: under best-effort a bundle whose hooks cannot be edited keeps them.
+            match hooks::inject_hooks(&mut rewritten.document, mode, &target) {
                 Ok(_) => {
-                    rewritten.document = doc;
                     if mode != IdentityMode::Off {
                         rewritten.decision.changes.push(Change::IdentityHooks {
                             mode,
