@@ -46,6 +46,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let before: Value = serde_json::from_slice(&plan.original)?;
     let after = &plan.rewritten.document;
+    let changed = plan.rewritten.to_bytes() != plan.original;
     let diff = json_diff(&before, after);
     let d = &plan.rewritten.decision;
     let mut out = std::io::stdout().lock();
@@ -53,7 +54,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let doc = json!({
             "bundle": args.bundle,
             "decision": d,
-            "changed": plan.rewritten.changed,
+            "changed": changed,
             "diff": diff,
             "document": after,
             "apparmor": plan.apparmor.as_ref().map(|a| json!({
@@ -113,7 +114,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     for c in &d.changes {
         writeln!(out, "  {}", serde_json::to_string(c)?)?;
     }
-    if plan.rewritten.changed {
+    if changed {
         writeln!(out, "config.json diff (JSON paths):")?;
         for line in &diff {
             writeln!(out, "  {line}")?;

@@ -78,12 +78,8 @@ pub fn intercept(
     };
     let result = rewrite(ctx, id, bundle_dir);
     let outcome = match &result {
-        Ok(Some(rewritten)) => {
-            record.result = if rewritten.changed {
-                "applied"
-            } else {
-                "unchanged"
-            };
+        Ok(Some((rewritten, changed))) => {
+            record.result = if *changed { "applied" } else { "unchanged" };
             record.decision = Some(&rewritten.decision);
             ctx.logger.info(&format!(
                 "container {id}: policy {:?} ({}) {}: {}",
@@ -176,8 +172,6 @@ pub fn plan(ctx: &Context<'_>, id: &str, bundle_dir: &Path) -> Result<Option<Pla
         return Ok(None);
     };
     crate::identity::prepare(ctx, policy, &mut rewritten)?;
-    // One serialisation for every stage above (explain shows exactly these bytes).
-    rewritten.refresh(&original);
     Ok(Some(Plan {
         config_path,
         original,
@@ -191,7 +185,7 @@ fn rewrite(
     ctx: &Context<'_>,
     id: &str,
     bundle_dir: &Path,
-) -> Result<Option<ociguard_policy::Rewritten>, CreateError> {
+) -> Result<Option<(ociguard_policy::Rewritten, bool)>, CreateError> {
     let Some(plan) = plan(ctx, id, bundle_dir)? else {
         return Ok(None);
     };
@@ -203,7 +197,6 @@ fn rewrite(
     let mut rewritten = plan.rewritten;
     // Precompiled filter for crun (cached by profile): kept out of plan(), which must not write.
     crate::seccomp_cache::precompile(ctx, id, &mut rewritten);
-    rewritten.refresh(&plan.original);
     let d = &rewritten.decision;
     let record = ContainerRecord::from_spec(
         id,
@@ -218,8 +211,11 @@ fn rewrite(
         ctx.root,
         id,
     ))?;
-    if rewritten.changed {
-        bundle::write_atomic(&plan.config_path, &rewritten.bytes)?;
+    // The one serialisation of the create path.
+    let bytes = rewritten.to_bytes();
+    let changed = bytes != plan.original;
+    if changed {
+        bundle::write_atomic(&plan.config_path, &bytes)?;
     }
-    Ok(Some(rewritten))
+    Ok(Some((rewritten, changed)))
 }

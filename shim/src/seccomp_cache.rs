@@ -70,7 +70,7 @@ pub fn bpf_for(state_dir: &Path, profile: &Value) -> Result<(String, bool), Cach
 }
 
 /// The create-path step: when the delegate is crun, give the final document the precompiled
-/// program for its `linux.seccomp` (see [`annotate`]) and refresh `bytes`/`changed`.
+/// program for its `linux.seccomp` (see [`annotate`]).
 ///
 /// Runs after the policy rewrite, which strips a workload's own [`BPF_ANNOTATION`] under
 /// enforce, so the one set here is recomputed from the final profile on every create. Never
