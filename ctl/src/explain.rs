@@ -204,16 +204,7 @@ fn diff_at(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
 }
 
 fn short(v: &Value) -> String {
-    let s = v.to_string();
-    if s.len() > 160 {
-        let cut = (0..=150)
-            .rev()
-            .find(|&i| s.is_char_boundary(i))
-            .unwrap_or(0);
-        format!("{}... ({} bytes)", &s[..cut], s.len())
-    } else {
-        s
-    }
+    ociguard_policy::excerpt::excerpt(&v.to_string(), 150).into_owned()
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sched::{setns, CloneFlags};
 use ociguard_policy::digest::sha256;
+use ociguard_policy::excerpt::excerpt;
 
 use crate::state::{self, StateError};
 
@@ -155,14 +156,9 @@ pub fn install(json: &str, nft: &Path) -> Result<(), String> {
     nftables::helper::apply_ruleset_raw(json, Some(nft), &[] as &[&str])
         .map(drop)
         .map_err(|e| match e {
+            // nft echoes the whole JSON input around an error; keep the message readable.
             nftables::helper::NftablesError::NftFailed { stderr, .. } => {
-                let stderr = stderr.trim();
-                // nft echoes the whole JSON input around an error; keep the message readable.
-                let mut short: String = stderr.chars().take(2000).collect();
-                if short.len() < stderr.len() {
-                    short.push_str("...");
-                }
-                short
+                excerpt(stderr.trim(), 2000).into_owned()
             }
             other => other.to_string(),
         })

@@ -13,6 +13,7 @@ pub mod config;
 pub mod decision;
 pub mod digest;
 pub mod egress;
+pub mod excerpt;
 pub mod identity;
 pub mod image_seccomp;
 pub mod kubernetes;

@@ -128,16 +128,10 @@ fn kubernetes_map(value: &str) -> Result<BTreeMap<String, String>, String> {
         ));
     }
     let map: BTreeMap<String, String> = serde_json::from_str(value).map_err(|e| {
-        let mut text = e.to_string();
-        if text.len() > 200 {
-            let mut cut = 200;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
-            text.push_str("...");
-        }
-        format!("not a JSON object of strings: {text}")
+        format!(
+            "not a JSON object of strings: {}",
+            crate::excerpt::excerpt(&e.to_string(), 200)
+        )
     })?;
     if map.len() > MAX_KUBERNETES_ENTRIES {
         return Err(format!(

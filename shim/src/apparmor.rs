@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use ociguard_policy::apparmor::{self as render, Profile};
+use ociguard_policy::excerpt::excerpt;
 use ociguard_policy::model::AppArmorMode;
 use ociguard_policy::rewrite::Change;
 use ociguard_policy::{LoadedPolicy, Mode, Rewritten, RuntimeConfig};
@@ -222,15 +223,7 @@ fn is_executable(path: &Path) -> bool {
 
 fn stderr_excerpt(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
-    let text = text.trim();
-    if text.len() <= MAX_STDERR {
-        return text.to_owned();
-    }
-    let cut = (0..=MAX_STDERR)
-        .rev()
-        .find(|&i| text.is_char_boundary(i))
-        .unwrap_or(0);
-    format!("{}... ({} bytes)", &text[..cut], text.len())
+    excerpt(text.trim(), MAX_STDERR).into_owned()
 }
 
 /// AppArmor's part of a create, decided before anything is written.

@@ -246,21 +246,13 @@ pub fn enrich(
     }
 }
 
-/// Longest `labels_unresolved` reason recorded.
-const MAX_REASON: usize = 512;
+/// Longest `labels_unresolved` reason kept (plus the `... (N bytes)` marker).
+const MAX_REASON: usize = 480;
 
 /// An error message cut to [`MAX_REASON`] bytes: parse errors quote the offending input (serde
 /// shows an unexpected string whole), and the reason goes into every decision record.
-fn bounded(mut text: String) -> String {
-    if text.len() > MAX_REASON {
-        let mut cut = MAX_REASON;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
-    }
-    text
+fn bounded(text: String) -> String {
+    ociguard_policy::excerpt::excerpt(&text, MAX_REASON).into_owned()
 }
 
 /// The part of an OCI image config blob we read: `config.Labels`.
