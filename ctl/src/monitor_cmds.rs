@@ -87,6 +87,32 @@ fn connect(conn: &Conn) -> anyhow::Result<Client> {
     Ok(Client::connect(&socket, TIMEOUT)?)
 }
 
+/// A `whoami`/`whois` answer: the container, or why there is none (exit status 1).
+fn print_identity(
+    out: &mut impl Write,
+    resp: &Response,
+    json: bool,
+    prefix: &str,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(resp)?)?;
+    } else {
+        match &resp.container {
+            Some(c) => writeln!(out, "{prefix}{}", describe(c))?,
+            None => writeln!(
+                out,
+                "{prefix}{}",
+                resp.reason.as_deref().unwrap_or("not a container")
+            )?,
+        }
+    }
+    Ok(if resp.container.is_none() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 fn ask(conn: &Conn, req: &Request) -> anyhow::Result<Response> {
     let resp = connect(conn)?.request(req)?;
     if !resp.ok {
@@ -135,39 +161,11 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Whoami { conn, json } => {
             let resp = ask(conn, &Request::Whoami)?;
-            if *json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&resp)?)?;
-            } else {
-                match &resp.container {
-                    Some(c) => writeln!(out, "{}", describe(c))?,
-                    None => writeln!(
-                        out,
-                        "{}",
-                        resp.reason.as_deref().unwrap_or("not a container")
-                    )?,
-                }
-            }
-            if resp.container.is_none() {
-                return Ok(ExitCode::from(1));
-            }
+            return print_identity(&mut out, &resp, *json, "");
         }
         Cmd::Whois { conn, pid, json } => {
             let resp = ask(conn, &Request::Whois { pid: *pid })?;
-            if *json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&resp)?)?;
-            } else {
-                match &resp.container {
-                    Some(c) => writeln!(out, "pid {pid}: {}", describe(c))?,
-                    None => writeln!(
-                        out,
-                        "pid {pid}: {}",
-                        resp.reason.as_deref().unwrap_or("not a container")
-                    )?,
-                }
-            }
-            if resp.container.is_none() {
-                return Ok(ExitCode::from(1));
-            }
+            return print_identity(&mut out, &resp, *json, &format!("pid {pid}: "));
         }
         Cmd::Events { conn, follow, json } => {
             let mut client = connect(conn)?;
