@@ -1,8 +1,8 @@
 //! The OCI hook ociguard injects. Thin: parse, run the library, report, map to an exit code.
 //!
-//! - `ociguard-hook EVENT --identity MODE --socket PATH --spool DIR [--log FILE --log-format F]`
-//!   registers the container's identity; exit 1 only when the container must not start
-//!   (required identity not recorded).
+//! - `ociguard-hook createRuntime|poststart|poststop --identity MODE --socket PATH --spool DIR
+//!   [--log FILE --log-format F]` registers the container's identity; exit 1 only when the
+//!   container must not start (required identity not recorded).
 //! - `ociguard-hook egress --ruleset FILE --digest D --nft PATH --mode M [--log ...]` installs
 //!   the container's egress rules (createRuntime); exit 1 under enforce when they could not be.
 
@@ -10,61 +10,55 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use ociguard_hooks::{enginelog, Delivered, HookArgs};
 use ociguard_policy::identity::HookEvent;
 use ociguard_policy::model::IdentityMode;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Mode {
-    BestEffort,
-    Required,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
 
 #[derive(Parser, Debug)]
 #[command(
     name = "ociguard-hook",
     version,
-    about = "ociguard identity hook (OCI state on stdin)"
+    about = "ociguard's OCI hooks (OCI state on stdin)"
 )]
-struct Args {
-    /// createRuntime, poststart or poststop.
-    event: String,
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// The engine's log file (runc's --log), where errors are also written.
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Register the created container with ociguardd.
+    #[command(name = "createRuntime")]
+    CreateRuntime(Identity),
+    /// Mark it running.
+    Poststart(Identity),
+    /// Mark it exited.
+    Poststop(Identity),
+    /// Install the container's egress ruleset in its network namespace.
+    Egress(Egress),
+}
+
+#[derive(Args, Debug)]
+struct Identity {
     #[arg(long, value_enum, default_value = "best-effort")]
     identity: Mode,
     #[arg(long, default_value = "/run/ociguard/monitor.sock")]
     socket: PathBuf,
     #[arg(long, default_value = "/var/lib/ociguard/spool")]
     spool: PathBuf,
-    /// The engine's log file (runc's --log), where errors are also written.
-    #[arg(long)]
-    log: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "text")]
-    log_format: LogFormat,
     /// Give up on the monitor after this long (per step).
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     timeout: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum PolicyMode {
-    Enforce,
-    Audit,
-}
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "ociguard-hook egress",
-    version,
-    about = "install a container's egress ruleset in its network namespace (OCI state on stdin)"
-)]
-struct EgressCli {
+#[derive(Args, Debug)]
+struct Egress {
     /// The ruleset ociguard rendered (nft JSON).
     #[arg(long)]
     ruleset: PathBuf,
@@ -76,33 +70,53 @@ struct EgressCli {
     /// Under audit a failure is logged and the container starts anyway.
     #[arg(long, value_enum, default_value = "enforce")]
     mode: PolicyMode,
-    #[arg(long)]
-    log: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "text")]
-    log_format: LogFormat,
 }
 
-/// Report to stderr (crun drops it) and to the engine's log (where operators look).
-fn say(log: Option<&PathBuf>, format: LogFormat, level: &str, msg: &str) {
-    eprintln!("ociguard-hook: {level}: {msg}");
-    if let Some(log) = log {
-        if let Err(e) = enginelog::append(log, matches!(format, LogFormat::Json), level, msg) {
-            eprintln!(
-                "ociguard-hook: warning: cannot write {}: {e}",
-                log.display()
-            );
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    BestEffort,
+    Required,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PolicyMode {
+    Enforce,
+    Audit,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Cli {
+    /// Report to stderr (crun drops it) and to the engine's log (where operators look).
+    fn say(&self, level: &str, msg: &str) {
+        eprintln!("ociguard-hook: {level}: {msg}");
+        if let Some(log) = &self.log {
+            let json = matches!(self.log_format, LogFormat::Json);
+            if let Err(e) = enginelog::append(log, json, level, msg) {
+                eprintln!(
+                    "ociguard-hook: warning: cannot write {}: {e}",
+                    log.display()
+                );
+            }
         }
     }
 }
 
-fn egress_main() -> ExitCode {
-    // argv[1] is "egress"; clap sees the rest.
-    let args = EgressCli::parse_from(
-        std::env::args_os()
-            .enumerate()
-            .filter(|(i, _)| *i != 1)
-            .map(|(_, a)| a),
-    );
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.cmd {
+        Cmd::CreateRuntime(a) => identity(&cli, HookEvent::CreateRuntime, a),
+        Cmd::Poststart(a) => identity(&cli, HookEvent::Poststart, a),
+        Cmd::Poststop(a) => identity(&cli, HookEvent::Poststop, a),
+        Cmd::Egress(a) => egress(&cli, a),
+    }
+}
+
+fn egress(cli: &Cli, args: &Egress) -> ExitCode {
     let run = ociguard_hooks::egress::EgressArgs {
         ruleset: args.ruleset.clone(),
         digest: args.digest.clone(),
@@ -111,18 +125,14 @@ fn egress_main() -> ExitCode {
     match ociguard_hooks::egress::run(&run, &mut std::io::stdin().lock()) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) if args.mode == PolicyMode::Audit => {
-            say(
-                args.log.as_ref(),
-                args.log_format,
+            cli.say(
                 "warning",
                 &format!("egress (audit, the container starts): {e}"),
             );
             ExitCode::SUCCESS
         }
         Err(e) => {
-            say(
-                args.log.as_ref(),
-                args.log_format,
+            cli.say(
                 "error",
                 &format!("egress: {e}; the container was not started"),
             );
@@ -131,22 +141,7 @@ fn egress_main() -> ExitCode {
     }
 }
 
-fn main() -> ExitCode {
-    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new("egress")) {
-        return egress_main();
-    }
-    let args = Args::parse();
-    let say = |level: &str, msg: &str| say(args.log.as_ref(), args.log_format, level, msg);
-    let Some(event) = HookEvent::parse(&args.event) else {
-        say(
-            "error",
-            &format!(
-                "unknown hook event {:?} (expected createRuntime, poststart or poststop)",
-                args.event
-            ),
-        );
-        return ExitCode::from(2);
-    };
+fn identity(cli: &Cli, event: HookEvent, args: &Identity) -> ExitCode {
     let hook = HookArgs {
         event,
         identity: match args.identity {
@@ -168,7 +163,7 @@ fn main() -> ExitCode {
             }
             match &report.delivered {
                 Delivered::Recorded { .. } => {}
-                Delivered::Spooled { path, because } => say(
+                Delivered::Spooled { path, because } => cli.say(
                     "warning",
                     &format!(
                         "{}: container {id}: {because}; identity spooled to {} for the monitor to ingest",
@@ -176,7 +171,7 @@ fn main() -> ExitCode {
                         path.display()
                     ),
                 ),
-                Delivered::Lost { because } => say(
+                Delivered::Lost { because } => cli.say(
                     "error",
                     &format!(
                         "{}: container {id}: identity not recorded (best-effort, the container runs): {because}",
@@ -187,7 +182,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            say("error", &format!("{}: {e}", event.as_str()));
+            cli.say("error", &format!("{}: {e}", event.as_str()));
             ExitCode::FAILURE
         }
     }
