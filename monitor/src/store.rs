@@ -165,9 +165,10 @@ impl Store {
     /// 3. `pid` is in a container's cgroup (or below it), started no earlier than the
     ///    container's init, and that init is alive (containers sharing the host pid namespace).
     pub fn whois(&self, pid: u32, proc: &dyn ProcView) -> Lookup {
-        let Some(stat) = proc.stat(pid) else {
-            return Lookup::NoSuchProcess;
-        };
+        // Each /proc read costs several microseconds: read the stat line only when an answer
+        // depends on the start time (the pid namespace link alone tells a live host process).
+        let stat_cell = std::cell::OnceCell::new();
+        let stat = || *stat_cell.get_or_init(|| proc.stat(pid));
         let alive = |rec: &Identity| -> bool {
             let (Some((p, st)), true) = (rec.process(), self.same_boot(rec, proc)) else {
                 return false;
@@ -176,11 +177,17 @@ impl Store {
                 .is_some_and(|s| s.start_time == st && !s.exited)
         };
         if let Some(rec) = self.active_by_pid(pid) {
+            let Some(stat) = stat() else {
+                return Lookup::NoSuchProcess;
+            };
             if rec.start_time == Some(stat.start_time) && self.same_boot(rec, proc) {
                 return Lookup::Container(Box::new(rec.clone()));
             }
         }
         let ns = proc.pid_ns(pid);
+        if ns.is_none() && stat().is_none() {
+            return Lookup::NoSuchProcess;
+        }
         if let Some(ns) = ns.filter(|ns| Some(*ns) != self.host_pid_ns) {
             if let Some(rec) = self.by_pidns.get(&ns).and_then(|k| self.get(k)) {
                 if alive(rec) {
@@ -196,6 +203,9 @@ impl Store {
                 let mut path = cg.as_str();
                 loop {
                     if let Some(rec) = self.by_cgroup.get(path).and_then(|k| self.get(k)) {
+                        let Some(stat) = stat() else {
+                            return Lookup::NoSuchProcess;
+                        };
                         if rec.start_time.is_some_and(|st| stat.start_time >= st) && alive(rec) {
                             return Lookup::Container(Box::new(rec.clone()));
                         }
