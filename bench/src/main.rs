@@ -1,12 +1,14 @@
 //! `make bench`: what ociguard costs on top of crun, measured in one interleaved run.
 //!
-//! Three ways to run the same `/bin/true` container, N `run -d` + `delete -f` cycles each,
-//! interleaved (A B C, B C A, ...) so that drift of the machine hits all three alike:
+//! Four ways to run the same `/bin/true` container, N `run -d` + `delete -f` cycles each,
+//! interleaved (A B C D, B C D A, ...) so that drift of the machine hits all of them alike:
 //! 1. crun alone;
 //! 2. a bare exec wrapper — a few lines of C that only `execv` crun, compiled here: the floor no
 //!    exec-based wrapper can beat;
 //! 3. ociguard with a policy (seccomp deny list, capability drop, no_new_privileges), injecting
-//!    its built-in seccomp profile.
+//!    its built-in seccomp profile;
+//! 4. ociguard under a default policy that changes nothing crun executes: ociguard's own cost,
+//!    without what the injected profile costs crun.
 //!
 //! Then the in-process cost of decision + rewrite on a bundle carrying Podman's full default
 //! profile, and of the whole create interception (policy load, read, decide, atomic write,
@@ -55,6 +57,15 @@ no_new_privileges = true
 mode = "off"
 "#;
 
+/// A default policy under which create changes nothing crun executes (no injected profile).
+const POLICY_NONE: &str = r#"
+name = "default"
+[seccomp]
+inject_default = false
+[identity]
+mode = "off"
+"#;
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -69,16 +80,26 @@ fn main() -> Result<()> {
     let w = work.path();
     std::fs::create_dir_all(w.join("policies"))?;
     std::fs::write(w.join("policies/bench.toml"), POLICY)?;
-    std::fs::write(
-        w.join("config.toml"),
-        format!(
-            "runtime = \"{}\"\npolicy_dir = \"{}\"\ndecision_log = \"{}\"\nstate_dir = \"{}\"\n",
-            args.crun.display(),
-            w.join("policies").display(),
-            w.join("decisions.jsonl").display(),
-            w.join("state").display()
-        ),
-    )?;
+    // The same bundle under a default policy that changes nothing crun executes: what ociguard
+    // itself costs, apart from what the injected seccomp profile costs crun.
+    std::fs::create_dir_all(w.join("policies-none"))?;
+    std::fs::write(w.join("policies-none/default.toml"), POLICY_NONE)?;
+    let config = |name: &str, policies: &str| -> Result<PathBuf> {
+        let path = w.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "runtime = \"{}\"\npolicy_dir = \"{}\"\ndecision_log = \"{}\"\nstate_dir = \"{}\"\n",
+                args.crun.display(),
+                w.join(policies).display(),
+                w.join("decisions.jsonl").display(),
+                w.join("state").display()
+            ),
+        )?;
+        Ok(path)
+    };
+    let config_policy = config("config.toml", "policies")?;
+    let config_none = config("config-none.toml", "policies-none")?;
     let wrapper = build_wrapper(w, &args.crun)?;
     let spec = bench_spec(&rootfs);
     let spec_bytes = serde_json::to_vec(&spec)?;
@@ -86,20 +107,23 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&bundle)?;
     let root = w.join("root");
 
-    eprintln!("bench: {} cycles x 3 variants, interleaved", args.cycles);
-    let variants: [(&str, &Path); 3] = [
-        ("crun", &args.crun),
-        ("exec-wrapper", &wrapper),
-        ("ociguard", &args.ociguard),
+    const N: usize = 4;
+    eprintln!("bench: {} cycles x {N} variants, interleaved", args.cycles);
+    let variants: [(&str, &Path, &Path); N] = [
+        ("crun", &args.crun, &config_policy),
+        ("exec-wrapper", &wrapper, &config_policy),
+        ("ociguard", &args.ociguard, &config_policy),
+        ("ociguard-none", &args.ociguard, &config_none),
     ];
-    let mut samples: [Vec<Duration>; 3] = Default::default();
+    let mut samples: [Vec<Duration>; N] = Default::default();
     for i in 0..args.cycles + 3 {
-        for k in 0..3 {
-            let v = (i + k) % 3;
+        for k in 0..N {
+            let v = (i + k) % N;
             // Engines hand every create a fresh bundle: restore the original config each time.
             std::fs::write(bundle.join("config.json"), &spec_bytes)?;
             let id = format!("bench-{i}-{v}");
-            let t = cycle(variants[v].1, &root, &bundle, &id, &w.join("config.toml"))?;
+            let (_, bin, config) = variants[v];
+            let t = cycle(bin, &root, &bundle, &id, config)?;
             if i >= 3 {
                 // the first rounds warm caches and are discarded
                 samples[v].push(t);
@@ -111,7 +135,7 @@ fn main() -> Result<()> {
         "run+delete of /bin/true, median of {} cycles each:",
         args.cycles
     );
-    for (k, (name, _)) in variants.iter().enumerate() {
+    for (k, (name, _, _)) in variants.iter().enumerate() {
         println!(
             "  {name:<13} {:>8.2} ms  (p90 {:.2} ms)",
             med[k],
@@ -124,6 +148,10 @@ fn main() -> Result<()> {
         med[2] / med[1]
     );
     println!("  exec-wrapper / crun      = {:.3}x", med[1] / med[0]);
+    println!(
+        "  ociguard-none / exec-wrapper = {:.3}x   (policy that changes nothing: ociguard's own cost)",
+        med[3] / med[1]
+    );
 
     in_process(&args, &repo, w)?;
     egress_hook(&args, w)?;
