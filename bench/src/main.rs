@@ -205,84 +205,86 @@ fn egress_hook(args: &Args, w: &Path) -> Result<()> {
         }
         let ruleset = ruleset.context("rendered")?;
         let file = w.join(format!("egress-{entries}.json"));
-        std::fs::write(&file, &ruleset.json)?;
-        let mut hook_t = Vec::new();
-        for i in 0..33 {
-            // A process in a new, empty network namespace stands in for the container's init.
-            let mut init = Command::new("unshare")
-                .args(["--net", "sleep", "30"])
-                .spawn()
-                .context("unshare --net")?;
-            // Wait until it is in its own namespace (unshare execs sleep after unsharing).
-            let own = std::fs::read_link("/proc/self/ns/net")?;
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while std::fs::read_link(format!("/proc/{}/ns/net", init.id()))
-                .ok()
-                .as_ref()
-                == Some(&own)
-                || !std::fs::read_to_string(format!("/proc/{}/cmdline", init.id()))
-                    .unwrap_or_default()
-                    .starts_with("sleep")
-            {
-                if Instant::now() > deadline {
-                    bail!("unshare did not enter a new network namespace");
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let state = format!(
-                r#"{{"ociVersion":"1.0.2","id":"bench-{i}","status":"creating","bundle":"{}","pid":{}}}"#,
-                w.display(),
-                init.id()
-            );
-            let t = Instant::now();
-            let mut child = Command::new(&hook)
-                .args(["egress", "--ruleset"])
-                .arg(&file)
-                .args(["--digest", &ruleset.digest, "--nft", "/usr/sbin/nft"])
-                .env_clear()
-                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-                .stdin(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()?;
-            child
-                .stdin
-                .take()
-                .context("stdin")?
-                .write_all(state.as_bytes())?;
-            let out = child.wait_with_output()?;
-            let elapsed = t.elapsed();
-            let _ = init.kill();
-            let _ = init.wait();
-            if !out.status.success() {
-                bail!(
-                    "ociguard-hook egress failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            if i >= 3 {
-                hook_t.push(elapsed);
-            }
-        }
+        std::fs::write(&file, &ruleset.file)?;
         println!(
             "  {entries} entries -> {} rules, {} networks, ruleset {} bytes",
             ruleset.rules,
             ruleset.networks,
-            ruleset.json.len()
+            ruleset.file.len()
         );
         print_row(
             &format!("render (in create, {entries} entries)"),
             &mut render_t,
         );
-        print_row(
-            &format!("hook incl. nft (createRuntime, {entries})"),
-            &mut hook_t,
-        );
-        if entries == 10 {
-            let ok = percentile(&mut hook_t, 50.0) < 5.0;
-            println!(
-                "  (target: hook median < 5 ms for 10 entries: {})",
-                verdict(ok)
+        for installer in ["netlink", "nft"] {
+            let mut hook_t = Vec::new();
+            for i in 0..33 {
+                // A process in a new, empty network namespace stands in for the container's init.
+                let mut init = Command::new("unshare")
+                    .args(["--net", "sleep", "30"])
+                    .spawn()
+                    .context("unshare --net")?;
+                // Wait until it is in its own namespace (unshare execs sleep after unsharing).
+                let own = std::fs::read_link("/proc/self/ns/net")?;
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while std::fs::read_link(format!("/proc/{}/ns/net", init.id()))
+                    .ok()
+                    .as_ref()
+                    == Some(&own)
+                    || !std::fs::read_to_string(format!("/proc/{}/cmdline", init.id()))
+                        .unwrap_or_default()
+                        .starts_with("sleep")
+                {
+                    if Instant::now() > deadline {
+                        bail!("unshare did not enter a new network namespace");
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let state = format!(
+                    r#"{{"ociVersion":"1.0.2","id":"bench-{i}","status":"creating","bundle":"{}","pid":{}}}"#,
+                    w.display(),
+                    init.id()
+                );
+                let t = Instant::now();
+                let mut child = Command::new(&hook)
+                    .args(["egress", "--ruleset"])
+                    .arg(&file)
+                    .args(["--digest", &ruleset.digest, "--installer", installer])
+                    .env_clear()
+                    .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                    .stdin(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()?;
+                child
+                    .stdin
+                    .take()
+                    .context("stdin")?
+                    .write_all(state.as_bytes())?;
+                let out = child.wait_with_output()?;
+                let elapsed = t.elapsed();
+                let _ = init.kill();
+                let _ = init.wait();
+                if !out.status.success() {
+                    bail!(
+                        "ociguard-hook egress failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                if i >= 3 {
+                    hook_t.push(elapsed);
+                }
+            }
+            print_row(
+                &format!("hook, {installer} installer ({entries})"),
+                &mut hook_t,
             );
+            if entries == 10 {
+                let ok = percentile(&mut hook_t, 50.0) < 5.0;
+                println!(
+                    "  (target: hook median < 5 ms for 10 entries: {})",
+                    verdict(ok)
+                );
+            }
         }
     }
     Ok(())

@@ -69,7 +69,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 "networks": e.ruleset.networks,
                 "file": e.path,
                 "text": e.ruleset.text,
-                "nft": serde_json::from_str::<Value>(&e.ruleset.json).unwrap_or(Value::Null),
+                "nft": serde_json::from_str::<Value>(&ociguard_policy::egress::nft_json(&e.ruleset.program)).unwrap_or(Value::Null),
             })),
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;

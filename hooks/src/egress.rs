@@ -1,18 +1,22 @@
 //! `ociguard-hook egress`: install a container's egress ruleset in its network namespace, at
 //! createRuntime (the namespaces exist, the workload has not run a single instruction).
 //!
-//! The ruleset was rendered by `ociguard create` ([`ociguard_policy::egress`]) and stored under
-//! its digest; the hook refuses a file whose content does not match the digest in its argv.
-//! It enters `/proc/<pid>/ns/net` and runs `nft -j -f -` there: one netlink transaction, so
-//! either the whole ruleset is in place or none of it is. It never touches the namespace it
-//! runs in itself (the node's): a container that turns out to share it is refused.
+//! The ruleset was rendered by `ociguard create` ([`ociguard_policy::egress::Program`]) and stored
+//! under its digest; the hook refuses a file whose content does not match the digest in its argv.
+//! It enters `/proc/<pid>/ns/net` and installs the ruleset there in one nf_tables transaction,
+//! so either the whole ruleset is in place or none of it is: by default as a netlink batch it
+//! sends itself ([`crate::nfnl`]), or with `--installer nft` through `nft -j -f -`. It never
+//! touches the namespace it runs in itself (the node's): a container that turns out to share it
+//! is refused.
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::sched::{setns, CloneFlags};
+use ociguard_policy::config::Installer;
 use ociguard_policy::digest::sha256;
+use ociguard_policy::egress::{netlink, nft_json, Program};
 use ociguard_policy::excerpt::excerpt;
 
 use crate::state::{self, StateError};
@@ -25,6 +29,8 @@ pub struct EgressArgs {
     pub ruleset: PathBuf,
     /// `sha256:...` the file must have.
     pub digest: String,
+    pub installer: Installer,
+    /// For `Installer::Nft`.
     pub nft: PathBuf,
 }
 
@@ -44,6 +50,12 @@ pub enum EgressHookError {
     },
     #[error("container {id}: egress ruleset {path} is larger than {MAX_RULESET} bytes")]
     TooLarge { id: String, path: PathBuf },
+    #[error("container {id}: egress ruleset {path} is not a ruleset ociguard wrote: {reason}")]
+    Malformed {
+        id: String,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("container {id}: egress ruleset {path} has digest {actual}, expected {expected}: refusing to install a ruleset that is not the one create decided")]
     Digest {
         id: String,
@@ -71,6 +83,13 @@ pub enum EgressHookError {
         nft: PathBuf,
         reason: String,
     },
+    #[error(
+        "container {id}: installing the egress ruleset failed (nothing was installed): {source}"
+    )]
+    Netlink {
+        id: String,
+        source: crate::nfnl::NfnlError,
+    },
 }
 
 /// The container whose rules were installed.
@@ -89,7 +108,17 @@ pub fn run(args: &EgressArgs, input: &mut impl Read) -> Result<Installed, Egress
     let pid = state
         .pid
         .ok_or_else(|| EgressHookError::NoPid { id: id.clone() })?;
-    let json = read_ruleset(&id, &args.ruleset, &args.digest)?;
+    let text = read_ruleset(&id, &args.ruleset, &args.digest)?;
+    let program: Program = serde_json::from_str(&text)
+        .map_err(|e| e.to_string())
+        .and_then(|p: Program| p.check().map(|()| p))
+        .map_err(|reason| EgressHookError::Malformed {
+            id: id.clone(),
+            path: args.ruleset.clone(),
+            reason: excerpt(&reason, 500).into_owned(),
+        })?;
+    // Built before entering the namespace: the time in there is only the kernel's.
+    let batch = (args.installer == Installer::Netlink).then(|| netlink::batch(&program));
     let ns_path = PathBuf::from(format!("/proc/{pid}/ns/net"));
     let ns = std::fs::File::open(&ns_path).map_err(|source| EgressHookError::Gone {
         id: id.clone(),
@@ -113,11 +142,17 @@ pub fn run(args: &EgressArgs, input: &mut impl Read) -> Result<Installed, Egress
         pid,
         source,
     })?;
-    install(&json, &args.nft).map_err(|reason| EgressHookError::Nft {
-        id: id.clone(),
-        nft: args.nft.clone(),
-        reason,
-    })?;
+    match batch {
+        Some(batch) => crate::nfnl::apply(&batch).map_err(|source| EgressHookError::Netlink {
+            id: id.clone(),
+            source,
+        })?,
+        None => install(&nft_json(&program), &args.nft).map_err(|reason| EgressHookError::Nft {
+            id: id.clone(),
+            nft: args.nft.clone(),
+            reason,
+        })?,
+    }
     Ok(Installed { id, pid })
 }
 
@@ -168,17 +203,40 @@ pub fn install(json: &str, nft: &Path) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    /// A valid (empty) ruleset file and the arguments naming it.
-    fn empty_ruleset() -> (tempfile::TempDir, EgressArgs) {
+    const DENY_ALL: &str = r#"{"enforce":true,"on_deny":"reject","nflog_group":100,"accepts":[]}"#;
+
+    /// A valid (deny-all) ruleset file and the arguments naming it.
+    fn deny_all_ruleset() -> (tempfile::TempDir, EgressArgs) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.json");
-        std::fs::write(&path, "{}").unwrap();
+        std::fs::write(&path, DENY_ALL).unwrap();
         let args = EgressArgs {
             ruleset: path,
-            digest: sha256(b"{}"),
+            digest: sha256(DENY_ALL.as_bytes()),
+            installer: Installer::Netlink,
             nft: "/usr/sbin/nft".into(),
         };
         (dir, args)
+    }
+
+    #[test]
+    fn refuses_a_file_that_is_not_a_program() {
+        let (dir, mut args) = deny_all_ruleset();
+        let state = r#"{"ociVersion":"1.0.0","id":"c","status":"creating","bundle":"/b","pid":1}"#;
+        for bad in [
+            "{}",
+            r#"{"enforce":true,"on_deny":"reject","nflog_group":1,"accepts":[{"v6":true,"nets":["10.0.0.0/8"]}]}"#,
+            r#"{"enforce":true,"on_deny":"reject","nflog_group":1,"accepts":[{"v6":false,"nets":["10.0.0.0/8"],"ports":[[0,5]]}]}"#,
+        ] {
+            std::fs::write(&args.ruleset, bad).unwrap();
+            args.digest = sha256(bad.as_bytes());
+            let err = run(&args, &mut state.as_bytes()).unwrap_err();
+            assert!(
+                matches!(err, EgressHookError::Malformed { .. }),
+                "{bad}: {err}"
+            );
+        }
+        drop(dir);
     }
 
     #[test]
@@ -206,6 +264,7 @@ mod tests {
         let args = EgressArgs {
             ruleset: "/nonexistent".into(),
             digest: "sha256:x".into(),
+            installer: Installer::Netlink,
             nft: "/usr/sbin/nft".into(),
         };
         let err = run(
@@ -214,7 +273,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, EgressHookError::NoPid { .. }), "{err}");
-        let (_dir, args) = empty_ruleset();
+        let (_dir, args) = deny_all_ruleset();
         // pid_max is at most 2^22: this pid cannot exist.
         let err = run(&args, &mut &br#"{"ociVersion":"1.0.0","id":"c","status":"creating","bundle":"/b","pid":99999999}"#[..]).unwrap_err();
         assert!(matches!(err, EgressHookError::Gone { .. }), "{err}");
@@ -223,7 +282,7 @@ mod tests {
 
     #[test]
     fn never_the_nodes_namespace() {
-        let (_dir, args) = empty_ruleset();
+        let (_dir, args) = deny_all_ruleset();
         let me = std::process::id();
         let state = format!(
             r#"{{"ociVersion":"1.0.0","id":"c","status":"creating","bundle":"/b","pid":{me}}}"#

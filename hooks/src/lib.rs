@@ -14,6 +14,7 @@ pub mod deliver;
 pub mod egress;
 pub mod enginelog;
 pub mod kubernetes;
+pub mod nfnl;
 pub mod state;
 
 use std::io::Read;

@@ -3,7 +3,7 @@
 //! - `ociguard-hook createRuntime|poststart|poststop --identity MODE --socket PATH --spool DIR
 //!   [--log FILE --log-format F]` registers the container's identity; exit 1 only when the
 //!   container must not start (required identity not recorded).
-//! - `ociguard-hook egress --ruleset FILE --digest D --nft PATH --mode M [--log ...]` installs
+//! - `ociguard-hook egress --ruleset FILE --digest D [--installer netlink|nft] [--nft PATH] --mode M [--log ...]` installs
 //!   the container's egress rules (createRuntime); exit 1 under enforce when they could not be.
 
 use std::path::PathBuf;
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ociguard_hooks::{enginelog, Delivered, HookArgs};
+use ociguard_policy::config::Installer;
 use ociguard_policy::identity::HookEvent;
 use ociguard_policy::model::IdentityMode;
 
@@ -59,12 +60,16 @@ struct Identity {
 
 #[derive(Args, Debug)]
 struct Egress {
-    /// The ruleset ociguard rendered (nft JSON).
+    /// The ruleset ociguard rendered.
     #[arg(long)]
     ruleset: PathBuf,
     /// Its sha256 digest; any other content is refused.
     #[arg(long)]
     digest: String,
+    /// `netlink` (a batch sent by this hook) or `nft` (`nft -j -f -`).
+    #[arg(long, default_value = "netlink")]
+    installer: Installer,
+    /// For `--installer nft`.
     #[arg(long, default_value = "/usr/sbin/nft")]
     nft: PathBuf,
     /// Under audit a failure is logged and the container starts anyway.
@@ -120,6 +125,7 @@ fn egress(cli: &Cli, args: &Egress) -> ExitCode {
     let run = ociguard_hooks::egress::EgressArgs {
         ruleset: args.ruleset.clone(),
         digest: args.digest.clone(),
+        installer: args.installer,
         nft: args.nft.clone(),
     };
     match ociguard_hooks::egress::run(&run, &mut std::io::stdin().lock()) {

@@ -80,7 +80,11 @@ pub struct RuntimeConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EgressNode {
-    /// `nft`, run by absolute path by `ociguard-hook egress` inside the container's namespace.
+    /// How `ociguard-hook egress` installs the ruleset.
+    #[serde(default)]
+    pub installer: Installer,
+    /// `nft`, run by absolute path by `ociguard-hook egress` inside the container's namespace
+    /// (`installer = "nft"` only).
     #[serde(default = "default_nft")]
     pub nft: PathBuf,
     /// NFLOG group of the log statement on denied packets.
@@ -102,11 +106,43 @@ pub struct EgressNode {
 impl Default for EgressNode {
     fn default() -> Self {
         EgressNode {
+            installer: Installer::default(),
             nft: default_nft(),
             nflog_group: default_nflog_group(),
             hosts_file: default_egress_hosts(),
             resolve_timeout_ms: default_resolve_timeout(),
             resolv_conf: default_resolv_conf(),
+        }
+    }
+}
+
+/// How the egress ruleset reaches the kernel. Both install it in one nf_tables transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Installer {
+    /// One netlink batch sent by the hook itself: no process start-up.
+    #[default]
+    Netlink,
+    /// `nft -j -f -` (nft's JSON API), for nodes that want nft's own parser in the path.
+    Nft,
+}
+
+impl Installer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Installer::Netlink => "netlink",
+            Installer::Nft => "nft",
+        }
+    }
+}
+
+impl std::str::FromStr for Installer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "netlink" => Ok(Installer::Netlink),
+            "nft" => Ok(Installer::Nft),
+            other => Err(format!("unknown installer {other:?} (netlink or nft)")),
         }
     }
 }

@@ -46,16 +46,19 @@ use nftables::stmt::{
     AnonymousCounter, Counter, Log, Match, Operator, Reject, RejectType, Statement,
 };
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, RejectCode};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::capabilities;
+use crate::config::Installer;
 use crate::digest::sha256;
 use crate::model::{
     AllowEntry, DenyVerdict, EgressMode, EgressRules, OnUnresolvable, Policy, PortSpec, Protocol,
 };
 use crate::oci_hooks::{self, EngineLog, HookEditError};
 use crate::rewrite::Change;
+
+pub mod netlink;
 
 /// The table ociguard owns in a container's network namespace (family `inet`).
 pub const TABLE: &str = "ociguard";
@@ -262,15 +265,180 @@ pub enum EgressError {
     Hooks(#[from] HookEditError),
 }
 
+/// The ruleset as data: what `ociguard-hook egress` installs, stored as canonical JSON under its
+/// digest. Both installers compile from it: the in-process netlink batch ([`netlink`]) and nft's
+/// JSON input ([`nft_json`]); people read [`Program::text`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Program {
+    /// Chain policy `drop` and a final reject/drop (enforce), or `accept` with denials only
+    /// counted and logged (audit).
+    pub enforce: bool,
+    pub on_deny: DenyVerdict,
+    pub nflog_group: u16,
+    /// Accept rules after the fixed ones (loopback, established, neighbour discovery), in order.
+    pub accepts: Vec<Accept>,
+}
+
+/// One accept rule: destinations of one family, with one protocol and port set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Accept {
+    pub v6: bool,
+    /// Merged (no overlaps), all of the rule's family, at least one.
+    pub nets: Vec<IpNet>,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Inclusive, sorted, disjoint and not adjacent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<(u16, u16)>,
+    /// The resolvers' rule (shown as such).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dns: bool,
+}
+
+impl Accept {
+    /// The protocols the rule matches (`th dport` needs TCP or UDP).
+    pub fn protocols(&self) -> &'static [Protocol] {
+        match (self.protocol, self.ports.is_empty()) {
+            (Protocol::Tcp, _) => &[Protocol::Tcp],
+            (Protocol::Udp, _) => &[Protocol::Udp],
+            (Protocol::Any, false) => &[Protocol::Tcp, Protocol::Udp],
+            (Protocol::Any, true) => &[],
+        }
+    }
+}
+
+/// Rules before the accepts: loopback, established/related, neighbour discovery.
+const FIXED_RULES: usize = 3;
+
+impl Program {
+    /// Rules in the chain.
+    pub fn rules(&self) -> usize {
+        let verdicts = match (self.enforce, self.on_deny) {
+            (false, _) => 0,
+            (true, DenyVerdict::Reject) => 2,
+            (true, DenyVerdict::Drop) => 1,
+        };
+        FIXED_RULES + self.accepts.len() + 1 + verdicts
+    }
+
+    /// Check what the renderer guarantees, for a program read back from a file: each rule's
+    /// networks are non-empty, of its family and disjoint; its ports sorted, disjoint, non-zero.
+    pub fn check(&self) -> Result<(), String> {
+        for (i, a) in self.accepts.iter().enumerate() {
+            let n = i + 1;
+            if a.nets.is_empty() {
+                return Err(format!("accept rule {n} has no destination"));
+            }
+            if let Some(net) = a.nets.iter().find(|x| matches!(x, IpNet::V6(_)) != a.v6) {
+                return Err(format!(
+                    "accept rule {n}: {net} is not of the rule's family"
+                ));
+            }
+            let mut sorted = a.nets.clone();
+            sorted.sort_unstable();
+            if sorted.windows(2).any(|w| w[0].contains(&w[1])) {
+                return Err(format!("accept rule {n}: overlapping networks"));
+            }
+            if a.ports.iter().any(|&(lo, hi)| lo == 0 || lo > hi)
+                || a.ports
+                    .windows(2)
+                    .any(|w| u32::from(w[0].1) + 1 >= u32::from(w[1].0))
+            {
+                return Err(format!(
+                    "accept rule {n}: ports must be sorted, disjoint ranges of 1-65535"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The ruleset in nft's own syntax, for people (`ociguardctl explain`).
+    pub fn text(&self) -> String {
+        let mut text = format!(
+            "table inet {TABLE} {{\n  chain {CHAIN} {{\n    type filter hook output priority filter; policy {};\n",
+            if self.enforce { "drop" } else { "accept" }
+        );
+        text.push_str("    oifname \"lo\" accept\n");
+        text.push_str("    ct state established,related accept\n");
+        text.push_str("    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept\n");
+        for a in &self.accepts {
+            let fam = if a.v6 { "ip6" } else { "ip" };
+            let nets: Vec<String> = a
+                .nets
+                .iter()
+                .map(|n| {
+                    if n.prefix_len() == n.max_prefix_len() {
+                        n.addr().to_string()
+                    } else {
+                        n.to_string()
+                    }
+                })
+                .collect();
+            let _ = write!(text, "    {fam} daddr {{ {} }}", nets.join(", "));
+            let protos = a.protocols();
+            if !protos.is_empty() {
+                let names: Vec<&str> = protos.iter().map(|p| proto_name(*p)).collect();
+                let _ = write!(text, " meta l4proto {{ {} }}", names.join(", "));
+            }
+            if !a.ports.is_empty() {
+                let ports: Vec<String> = a
+                    .ports
+                    .iter()
+                    .map(|&(lo, hi)| {
+                        if lo == hi {
+                            lo.to_string()
+                        } else {
+                            format!("{lo}-{hi}")
+                        }
+                    })
+                    .collect();
+                let _ = write!(text, " th dport {{ {} }}", ports.join(", "));
+            }
+            text.push_str(if a.dns {
+                " accept  # DNS\n"
+            } else {
+                " accept\n"
+            });
+        }
+        let _ = writeln!(
+            text,
+            "    counter log prefix \"{LOG_PREFIX}\" group {}",
+            self.nflog_group
+        );
+        match (self.enforce, self.on_deny) {
+            (false, _) => {}
+            (true, DenyVerdict::Reject) => text.push_str(
+                "    meta l4proto tcp reject with tcp reset\n    reject with icmpx admin-prohibited\n",
+            ),
+            (true, DenyVerdict::Drop) => text.push_str("    drop\n"),
+        }
+        text.push_str("  }\n}\n");
+        text
+    }
+}
+
+fn proto_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Any => "any",
+    }
+}
+
 /// The rendered ruleset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Ruleset {
-    /// `sha256:...` of [`Ruleset::json`].
+    /// `sha256:...` of [`Ruleset::file`].
     pub digest: String,
-    /// nft's JSON input (`nft -j -f -`), canonical: the same policy and addresses give the same bytes.
+    /// The [`Program`] as canonical JSON: the file the hook reads (the same policy and
+    /// addresses give the same bytes).
     #[serde(skip)]
-    pub json: String,
-    /// The same ruleset in nft's own syntax, for people (`ociguardctl explain`).
+    pub file: String,
+    #[serde(skip)]
+    pub program: Program,
+    /// [`Program::text`].
     #[serde(skip)]
     pub text: String,
     /// Rules in the chain, and addresses/networks allowed after merging.
@@ -278,21 +446,12 @@ pub struct Ruleset {
     pub networks: usize,
 }
 
-/// One accept rule: destinations of one family, with one protocol and port set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct AcceptRule {
-    v6: bool,
-    nets: Vec<IpNet>,
-    proto: Protocol,
-    ports: Vec<(u16, u16)>,
-}
-
 /// (IPv6?, protocol, merged port ranges): entries sharing it become one rule.
 type GroupKey = (bool, Protocol, Vec<(u16, u16)>);
 
 /// Merge the entries into accept rules. Unresolved names contribute nothing (the caller has
 /// already decided whether that is fatal).
-fn accept_rules(rules: &EgressRules, res: &Resolution) -> Vec<AcceptRule> {
+fn accept_rules(rules: &EgressRules, res: &Resolution) -> Vec<Accept> {
     // (v6, protocol, ports) → networks; BTreeMap for a stable order.
     let mut groups: BTreeMap<GroupKey, Vec<IpNet>> = BTreeMap::new();
     for entry in &rules.allow {
@@ -323,11 +482,12 @@ fn accept_rules(rules: &EgressRules, res: &Resolution) -> Vec<AcceptRule> {
     }
     groups
         .into_iter()
-        .map(|((v6, proto, ports), nets)| AcceptRule {
+        .map(|((v6, protocol, ports), nets)| Accept {
             v6,
             nets: IpNet::aggregate(&nets),
-            proto,
+            protocol,
             ports,
+            dns: false,
         })
         .collect()
 }
@@ -343,6 +503,76 @@ fn merge_ranges(sorted: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
         }
     }
     out
+}
+
+/// The program for `rules` (which must restrict egress). `enforce = false` gives the audit
+/// form: same accepts, denials counted and logged but let through.
+pub fn program(
+    rules: &EgressRules,
+    enforce: bool,
+    res: &Resolution,
+    nflog_group: u16,
+) -> Result<Program, EgressError> {
+    if rules.on_unresolvable == OnUnresolvable::Fail && enforce {
+        if let Some((name, reason)) = res.unresolved.iter().next() {
+            return Err(EgressError::Unresolvable {
+                name: name.clone(),
+                reason: reason.clone(),
+            });
+        }
+    }
+    let mut accepts = Vec::new();
+    if !hosts(rules).is_empty() && !res.resolvers.is_empty() {
+        for v6 in [false, true] {
+            let nets: Vec<IpNet> = res
+                .resolvers
+                .iter()
+                .map(|a| IpNet::from(*a))
+                .filter(|n| matches!(n, IpNet::V6(_)) == v6)
+                .collect();
+            if !nets.is_empty() {
+                accepts.push(Accept {
+                    v6,
+                    nets: IpNet::aggregate(&nets),
+                    protocol: Protocol::Any,
+                    ports: vec![(53, 53)],
+                    dns: true,
+                });
+            }
+        }
+    }
+    accepts.extend(accept_rules(rules, res));
+    Ok(Program {
+        enforce,
+        on_deny: rules.on_deny,
+        nflog_group,
+        accepts,
+    })
+}
+
+/// Render the ruleset for `rules`: the [`program`], its file and digest.
+pub fn render(
+    rules: &EgressRules,
+    enforce: bool,
+    res: &Resolution,
+    nflog_group: u16,
+) -> Result<Ruleset, EgressError> {
+    let program = program(rules, enforce, res, nflog_group)?;
+    // Plain structs, strings and numbers: serialisation cannot fail.
+    let file = serde_json::to_string(&program).unwrap_or_default();
+    Ok(Ruleset {
+        digest: sha256(file.as_bytes()),
+        text: program.text(),
+        rules: program.rules(),
+        networks: program
+            .accepts
+            .iter()
+            .filter(|a| !a.dns)
+            .map(|a| a.nets.len())
+            .sum(),
+        file,
+        program,
+    })
 }
 
 fn s(v: &str) -> Expression<'static> {
@@ -402,78 +632,32 @@ fn port_expr(&(a, b): &(u16, u16)) -> Expression<'static> {
     }
 }
 
-fn proto_names(proto: Protocol, has_ports: bool) -> &'static [&'static str] {
-    match (proto, has_ports) {
-        (Protocol::Tcp, _) => &["tcp"],
-        (Protocol::Udp, _) => &["udp"],
-        (Protocol::Any, true) => &["tcp", "udp"],
-        (Protocol::Any, false) => &[],
-    }
-}
-
-/// One rule's statements and its nft text.
-fn accept_statements(r: &AcceptRule) -> (Vec<Statement<'static>>, String) {
-    let fam = if r.v6 { "ip6" } else { "ip" };
+/// One accept rule's statements.
+fn accept_statements(a: &Accept) -> Vec<Statement<'static>> {
+    let fam = if a.v6 { "ip6" } else { "ip" };
     let mut stmts = vec![eq(
         payload(fam, "daddr"),
-        set(r.nets.iter().map(net_expr).collect()),
+        set(a.nets.iter().map(net_expr).collect()),
     )];
-    let nets: Vec<String> = r
-        .nets
-        .iter()
-        .map(|n| {
-            if n.prefix_len() == n.max_prefix_len() {
-                n.addr().to_string()
-            } else {
-                n.to_string()
-            }
-        })
-        .collect();
-    let mut text = format!("{fam} daddr {{ {} }}", nets.join(", "));
-    let protos = proto_names(r.proto, !r.ports.is_empty());
+    let protos = a.protocols();
     if !protos.is_empty() {
-        stmts.push(eq(l4proto(), set(protos.iter().map(|p| s(p)).collect())));
-        let _ = write!(text, " meta l4proto {{ {} }}", protos.join(", "));
+        stmts.push(eq(
+            l4proto(),
+            set(protos.iter().map(|p| s(proto_name(*p))).collect()),
+        ));
     }
-    if !r.ports.is_empty() {
+    if !a.ports.is_empty() {
         stmts.push(eq(
             payload("th", "dport"),
-            set(r.ports.iter().map(port_expr).collect()),
+            set(a.ports.iter().map(port_expr).collect()),
         ));
-        let ports: Vec<String> = r
-            .ports
-            .iter()
-            .map(|&(a, b)| {
-                if a == b {
-                    a.to_string()
-                } else {
-                    format!("{a}-{b}")
-                }
-            })
-            .collect();
-        let _ = write!(text, " th dport {{ {} }}", ports.join(", "));
     }
     stmts.push(Statement::Accept(None));
-    text.push_str(" accept");
-    (stmts, text)
+    stmts
 }
 
-/// Render the ruleset for `rules` (which must restrict egress). `enforce = false` renders the
-/// audit form: same accepts, denials counted and logged but let through.
-pub fn render(
-    rules: &EgressRules,
-    enforce: bool,
-    res: &Resolution,
-    nflog_group: u16,
-) -> Result<Ruleset, EgressError> {
-    if rules.on_unresolvable == OnUnresolvable::Fail && enforce {
-        if let Some((name, reason)) = res.unresolved.iter().next() {
-            return Err(EgressError::Unresolvable {
-                name: name.clone(),
-                reason: reason.clone(),
-            });
-        }
-    }
+/// `program` as nft's JSON input (`nft -j -f -`): the `nft` installer's form of the ruleset.
+pub fn nft_json(program: &Program) -> String {
     let table = || Table {
         family: NfFamily::INet,
         name: Cow::Borrowed(TABLE),
@@ -492,7 +676,7 @@ pub fn render(
             _type: Some(NfChainType::Filter),
             hook: Some(NfHook::Output),
             prio: Some(0),
-            policy: Some(if enforce {
+            policy: Some(if program.enforce {
                 NfChainPolicy::Drop
             } else {
                 NfChainPolicy::Accept
@@ -500,12 +684,7 @@ pub fn render(
             ..Chain::default()
         }))),
     ];
-    let mut text = format!(
-        "table inet {TABLE} {{\n  chain {CHAIN} {{\n    type filter hook output priority filter; policy {};\n",
-        if enforce { "drop" } else { "accept" }
-    );
-    let mut nrules = 0usize;
-    let mut add = |stmts: Vec<Statement<'static>>, line: &str| {
+    let mut add = |stmts: Vec<Statement<'static>>| {
         objects.push(NfObject::CmdObject(NfCmd::Add(NfListObject::Rule(Rule {
             family: NfFamily::INet,
             table: Cow::Borrowed(TABLE),
@@ -513,122 +692,69 @@ pub fn render(
             expr: Cow::Owned(stmts),
             ..Rule::default()
         }))));
-        let _ = writeln!(text, "    {line}");
-        nrules += 1;
     };
-    add(
-        vec![
-            eq(
-                Expression::Named(NamedExpression::Meta(Meta {
-                    key: MetaKey::Oifname,
-                })),
-                s("lo"),
-            ),
-            Statement::Accept(None),
-        ],
-        "oifname \"lo\" accept",
-    );
-    add(
-        vec![
-            Statement::Match(Match {
-                left: Expression::Named(NamedExpression::CT(CT {
-                    key: Cow::Borrowed("state"),
-                    family: None,
-                    dir: None,
-                })),
-                right: Expression::List(vec![s("established"), s("related")]),
-                op: Operator::IN,
-            }),
-            Statement::Accept(None),
-        ],
-        "ct state established,related accept",
-    );
-    // Without neighbour discovery no IPv6 destination is reachable at all, allowed or not.
-    add(
-        vec![
-            eq(
-                payload("icmpv6", "type"),
-                set(vec![
-                    s("nd-neighbor-solicit"),
-                    s("nd-neighbor-advert"),
-                    s("nd-router-solicit"),
-                ]),
-            ),
-            Statement::Accept(None),
-        ],
-        "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept",
-    );
-    let mut networks = 0usize;
-    if !hosts(rules).is_empty() && !res.resolvers.is_empty() {
-        let nets: Vec<IpNet> = res.resolvers.iter().map(|a| IpNet::from(*a)).collect();
-        for v6 in [false, true] {
-            let fam: Vec<IpNet> = nets
-                .iter()
-                .copied()
-                .filter(|n| matches!(n, IpNet::V6(_)) == v6)
-                .collect();
-            if fam.is_empty() {
-                continue;
-            }
-            let r = AcceptRule {
-                v6,
-                nets: IpNet::aggregate(&fam),
-                proto: Protocol::Any,
-                ports: vec![(53, 53)],
-            };
-            let (stmts, line) = accept_statements(&r);
-            add(stmts, &format!("{line}  # DNS"));
-        }
-    }
-    for r in accept_rules(rules, res) {
-        networks += r.nets.len();
-        let (stmts, line) = accept_statements(&r);
-        add(stmts, &line);
-    }
-    add(
-        vec![
-            Statement::Counter(Counter::Anonymous(Some(AnonymousCounter::default()))),
-            Statement::Log(Some(Log {
-                prefix: Some(Cow::Borrowed(LOG_PREFIX)),
-                ..Log::new(Some(u32::from(nflog_group)))
+    add(vec![
+        eq(
+            Expression::Named(NamedExpression::Meta(Meta {
+                key: MetaKey::Oifname,
             })),
-        ],
-        &format!("counter log prefix \"{LOG_PREFIX}\" group {nflog_group}"),
-    );
-    if enforce {
-        match rules.on_deny {
-            DenyVerdict::Reject => {
-                add(
-                    vec![
-                        eq(l4proto(), s("tcp")),
-                        Statement::Reject(Some(Reject::new(Some(RejectType::TCPReset), None))),
-                    ],
-                    "meta l4proto tcp reject with tcp reset",
-                );
-                add(
-                    vec![Statement::Reject(Some(Reject::new(
-                        Some(RejectType::ICMPX),
-                        Some(RejectCode::AdminProhibited),
-                    )))],
-                    "reject with icmpx admin-prohibited",
-                );
-            }
-            DenyVerdict::Drop => add(vec![Statement::Drop(None)], "drop"),
-        }
+            s("lo"),
+        ),
+        Statement::Accept(None),
+    ]);
+    add(vec![
+        Statement::Match(Match {
+            left: Expression::Named(NamedExpression::CT(CT {
+                key: Cow::Borrowed("state"),
+                family: None,
+                dir: None,
+            })),
+            right: Expression::List(vec![s("established"), s("related")]),
+            op: Operator::IN,
+        }),
+        Statement::Accept(None),
+    ]);
+    // Without neighbour discovery no IPv6 destination is reachable at all, allowed or not.
+    add(vec![
+        eq(
+            payload("icmpv6", "type"),
+            set(vec![
+                s("nd-neighbor-solicit"),
+                s("nd-neighbor-advert"),
+                s("nd-router-solicit"),
+            ]),
+        ),
+        Statement::Accept(None),
+    ]);
+    for a in &program.accepts {
+        add(accept_statements(a));
     }
-    text.push_str("  }\n}\n");
+    add(vec![
+        Statement::Counter(Counter::Anonymous(Some(AnonymousCounter::default()))),
+        Statement::Log(Some(Log {
+            prefix: Some(Cow::Borrowed(LOG_PREFIX)),
+            ..Log::new(Some(u32::from(program.nflog_group)))
+        })),
+    ]);
+    match (program.enforce, program.on_deny) {
+        (false, _) => {}
+        (true, DenyVerdict::Reject) => {
+            add(vec![
+                eq(l4proto(), s("tcp")),
+                Statement::Reject(Some(Reject::new(Some(RejectType::TCPReset), None))),
+            ]);
+            add(vec![Statement::Reject(Some(Reject::new(
+                Some(RejectType::ICMPX),
+                Some(RejectCode::AdminProhibited),
+            )))]);
+        }
+        (true, DenyVerdict::Drop) => add(vec![Statement::Drop(None)]),
+    }
     let doc = Nftables {
         objects: Cow::Owned(objects),
     };
     // Plain structs and strings: serialisation cannot fail.
-    let json = serde_json::to_string(&doc).unwrap_or_default();
-    Ok(Ruleset {
-        digest: sha256(json.as_bytes()),
-        json,
-        text,
-        rules: nrules,
-        networks,
-    })
+    serde_json::to_string(&doc).unwrap_or_default()
 }
 
 /// The container's network namespace, as config.json describes it.
@@ -665,21 +791,28 @@ pub struct HookTarget<'a> {
     pub hook_path: &'a Path,
     /// The rendered ruleset file `ociguard-hook egress` reads (content-addressed).
     pub ruleset_path: &'a Path,
+    pub installer: Installer,
+    /// `installer = "nft"` only.
     pub nft: &'a Path,
     pub engine_log: Option<EngineLog<'a>>,
 }
 
 pub fn hook_entry(target: &HookTarget<'_>, digest: &str, enforce: bool) -> Value {
-    let args = [
+    let mut args = vec![
         "--ruleset".to_owned(),
         target.ruleset_path.display().to_string(),
         "--digest".to_owned(),
         digest.to_owned(),
-        "--nft".to_owned(),
-        target.nft.display().to_string(),
+        "--installer".to_owned(),
+        target.installer.as_str().to_owned(),
+    ];
+    if target.installer == Installer::Nft {
+        args.extend(["--nft".to_owned(), target.nft.display().to_string()]);
+    }
+    args.extend([
         "--mode".to_owned(),
         if enforce { "enforce" } else { "audit" }.to_owned(),
-    ];
+    ]);
     oci_hooks::entry(target.hook_path, HOOK_EVENT, &args, target.engine_log)
 }
 
@@ -728,8 +861,10 @@ pub fn apply(
     oci_hooks::require_absolute(&[
         ("hook_path", target.hook_path),
         ("ruleset path", target.ruleset_path),
-        ("nft", target.nft),
     ])?;
+    if target.installer == Installer::Nft {
+        oci_hooks::require_absolute(&[("nft", target.nft)])?;
+    }
     let mut changes = Vec::new();
     let mode = mode_str(rules.mode);
     let host = network_namespace(spec) == Netns::Host;
@@ -996,7 +1131,12 @@ cidr = "2001:db8::/32"
         let again = render(&p.egress, true, &resolution(), 100).unwrap();
         assert_eq!(r, again);
         assert!(r.digest.starts_with("sha256:"));
-        let v: Value = serde_json::from_str(&r.json).unwrap();
+        // The file is the program, and reads back as the same program.
+        let back: Program = serde_json::from_str(&r.file).unwrap();
+        assert_eq!(back, r.program);
+        assert_eq!(back.check(), Ok(()));
+        let nft = nft_json(&r.program);
+        let v: Value = serde_json::from_str(&nft).unwrap();
         let objs = v["nftables"].as_array().unwrap();
         assert_eq!(
             objs[0],
@@ -1010,7 +1150,7 @@ cidr = "2001:db8::/32"
         assert_eq!(objs[2]["add"]["chain"]["hook"], "output");
         assert_eq!(objs.len(), 3 + r.rules);
         // The nft JSON parses back into the crate's model (what nft itself is given).
-        let back: Nftables<'_> = serde_json::from_str(&r.json).unwrap();
+        let back: Nftables<'_> = serde_json::from_str(&nft).unwrap();
         assert_eq!(back.objects.len(), objs.len());
 
         let other = render(&p.egress, true, &Resolution::default(), 100).unwrap();
@@ -1093,6 +1233,7 @@ cidr = "2001:db8::/32"
         let t = HookTarget {
             hook_path: &h,
             ruleset_path: &rs,
+            installer: Installer::Netlink,
             nft: &nft,
             engine_log: None,
         };
@@ -1130,6 +1271,7 @@ cidr = "2001:db8::/32"
         let t = HookTarget {
             hook_path: &h,
             ruleset_path: &rs,
+            installer: Installer::Netlink,
             nft: &nft,
             engine_log: None,
         };

@@ -115,6 +115,7 @@ pub fn prepare(
     let target = HookTarget {
         hook_path: &config.hook_path,
         ruleset_path: &path,
+        installer: config.egress.installer,
         nft: &config.egress.nft,
         engine_log: ctx.logger.path.as_deref().map(|path| EngineLog {
             path,
@@ -142,7 +143,7 @@ pub fn commit(plan: Option<&EgressPlan>) -> Result<(), EgressError> {
         }
     }
     let dir = plan.path.parent().unwrap_or(Path::new("/"));
-    crate::atomic::store(dir, &plan.path, plan.ruleset.json.as_bytes())?;
+    crate::atomic::store(dir, &plan.path, plan.ruleset.file.as_bytes())?;
     Ok(())
 }
 

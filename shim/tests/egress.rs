@@ -1,6 +1,7 @@
 //! Egress allowlists end to end: real containers through ociguard and crun, rules installed by
-//! `ociguard-hook egress` with nft in the container's network namespace, and test hosts the
-//! test builds itself (`ip netns` + veth, 198.18.0.0/15 only). Nothing is ever sent elsewhere.
+//! `ociguard-hook egress` in the container's network namespace (its own netlink batch by default,
+//! `nft` when configured), and test hosts the test builds itself (`ip netns` + veth,
+//! 198.18.0.0/15 only). Nothing is ever sent elsewhere.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -155,6 +156,17 @@ impl Net {
     }
     fn path(&self) -> String {
         format!("/run/netns/{}", self.c)
+    }
+    /// `nft list table inet ociguard` in the container's namespace, as nft prints it.
+    fn listing(&self) -> String {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &self.c, "nft", "list", "table", "inet", "ociguard",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
     }
     /// `nft -j list table inet ociguard` in the container's namespace.
     fn table(&self) -> Option<Value> {
@@ -460,8 +472,9 @@ fn the_container_cannot_undo_its_rules() {
 fn a_hook_that_cannot_install_fails_the_create() {
     let hook = require_egress!();
     let net = Net::new("hf");
-    // nft that always fails: the rules are not installed, so the container must not run.
-    let w = world(&hook, "[egress]\nnft = \"/bin/false\"\n");
+    // nft that always fails: the rules are not installed, so the container must not run. (The
+    // netlink installer's kernel errors are covered by ociguard-hook's own tests.)
+    let w = world(&hook, "[egress]\ninstaller = \"nft\"\nnft = \"/bin/false\"\n");
     policy(&w, ALLOWLIST);
     let (ok, out, err) = run(&w, "hf", &joined("echo started", &net));
     assert!(!ok && !out.contains("started"), "{out}");
@@ -593,4 +606,68 @@ fn explain_shows_the_ruleset_create_installs() {
         .filter(|o| o.get("rule").is_some())
         .count();
     assert_eq!(rules as u64, egress["rules"].as_u64().unwrap());
+}
+
+/// The netlink batch the hook sends itself and nft's own translation of the same ruleset give the
+/// same table, rule for rule, as nft lists it back from the kernel.
+#[test]
+fn both_installers_install_the_same_table() {
+    let hook = require_egress!();
+    let text = r#"name = "default"
+[egress]
+mode = "allowlist"
+on_deny = "reject"
+[[egress.allow]]
+cidr = "198.18.1.1"
+protocol = "tcp"
+ports = [8080]
+[[egress.allow]]
+cidr = "198.18.1.0/24"
+protocol = "udp"
+ports = [53, "8000-8080", 9000]
+[[egress.allow]]
+cidr = "198.18.2.0/25"
+ports = ["1000-2000"]
+[[egress.allow]]
+cidr = "198.18.2.128/25"
+ports = ["1000-2000"]
+[[egress.allow]]
+cidr = "10.1.0.0/23"
+[[egress.allow]]
+cidr = "10.2.0.0/16"
+[[egress.allow]]
+cidr = "fd00::1"
+[[egress.allow]]
+cidr = "fd00:1::/48"
+[[egress.allow]]
+cidr = "fd00:2::/63"
+"#;
+    let mut listings = Vec::new();
+    for installer in ["netlink", "nft"] {
+        let net = Net::new(&format!("in{}", &installer[..2]));
+        let w = world(&hook, &format!("[egress]\ninstaller = \"{installer}\"\n"));
+        policy(&w, text);
+        let (ok, out, err) = run(&w, "inst", &joined("echo started", &net));
+        assert!(ok && out.contains("started"), "{installer}: {err}");
+        let written: Value = serde_json::from_slice(
+            &std::fs::read(w.path().join("inst").join("config.json")).unwrap(),
+        )
+        .unwrap();
+        let hooks = written["hooks"]["createRuntime"].to_string();
+        assert!(
+            hooks.contains(&format!("\"--installer\",\"{installer}\"")),
+            "{hooks}"
+        );
+        listings.push(net.listing());
+    }
+    assert_eq!(listings[0], listings[1]);
+    for want in [
+        "ip daddr 198.18.1.1 tcp dport 8080 accept",
+        "ip daddr 198.18.1.0/24 udp dport { 53, 8000-8080, 9000 } accept",
+        "ip daddr 198.18.2.0/24 meta l4proto { tcp, udp } th dport 1000-2000 accept",
+        "ip daddr { 10.1.0.0/23, 10.2.0.0/16 } accept",
+        "ip6 daddr { fd00::1, fd00:1::/48, fd00:2::/63 } accept",
+    ] {
+        assert!(listings[0].contains(want), "{want}\n{}", listings[0]);
+    }
 }
