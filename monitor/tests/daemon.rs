@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::sync::{Arc, Barrier, Mutex};
@@ -78,14 +78,19 @@ fn registration_is_durable_and_survives_sigkill_and_a_torn_tail() {
         assert!(r.ok && r.durable == Some(true), "{r:?}");
     }
     m.kill9();
-    // A crash in the middle of writing the next record: half a line at the end.
-    let good = std::fs::metadata(m.journal()).unwrap().len();
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
+    // A crash in the middle of writing the next record: half a line after the last one (in
+    // the journal's zero-filled space).
+    let data = std::fs::read(m.journal()).unwrap();
+    let good = data.iter().rposition(|&b| b == b'\n').unwrap() as u64 + 1;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
         .open(m.journal())
         .unwrap();
-    f.write_all(b"612 deadbeef {\"seq\":4,\"put\":{\"id\":\"c3\",\"bun")
-        .unwrap();
+    f.write_all_at(
+        b"612 deadbeef {\"seq\":4,\"put\":{\"id\":\"c3\",\"bun",
+        good,
+    )
+    .unwrap();
     drop(f);
     m.start();
     let ids: Vec<String> = m.list().into_iter().map(|c| c.id).collect();
