@@ -59,7 +59,7 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Lifecycle events: registered, started, exited, reconciled, deregistered.
+    /// Events: registered, started, exited, reconciled, deregistered, egress-denied.
     Events {
         #[command(flatten)]
         conn: Conn,
@@ -290,7 +290,8 @@ pub fn table(list: &[Identity]) -> String {
 }
 
 fn event_line(e: &Event) -> String {
-    let mut s = format!("{} {:<12} {}", e.time, e.kind.as_str(), e.id);
+    // 13: the longest kind, "egress-denied".
+    let mut s = format!("{} {:<13} {}", e.time, e.kind.as_str(), e.id);
     if let Some(pid) = e.pid {
         s.push_str(&format!(" pid={pid}"));
     }
@@ -307,7 +308,36 @@ fn event_line(e: &Event) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ociguard_monitor::record::{Exit, ExitSource, PolicyRef};
+    use ociguard_monitor::protocol::EventKind;
+    use ociguard_monitor::record::{Exit, ExitSource, PolicyRef, Timestamp};
+
+    #[test]
+    fn event_lines() {
+        let mut e = Event {
+            seq: 7,
+            time: Timestamp(1_700_000_000_123),
+            kind: EventKind::EgressDenied,
+            id: "web-1".into(),
+            bundle: "/b".into(),
+            pid: Some(42),
+            status: Status::Running,
+            exit: None,
+            detail: Some("tcp 198.18.1.2:4444 uid 0".into()),
+        };
+        assert_eq!(
+            event_line(&e),
+            "2023-11-14T22:13:20.123Z egress-denied web-1 pid=42 status=running (tcp 198.18.1.2:4444 uid 0)"
+        );
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["kind"], "egress-denied");
+        assert_eq!(serde_json::from_value::<Event>(json).unwrap(), e);
+        e.kind = EventKind::Started;
+        e.detail = None;
+        assert_eq!(
+            event_line(&e),
+            "2023-11-14T22:13:20.123Z started       web-1 pid=42 status=running"
+        );
+    }
 
     #[test]
     fn ps_table() {

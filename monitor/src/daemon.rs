@@ -20,6 +20,7 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::events::Hub;
 use crate::exitwatch;
 use crate::journal::{Journal, JournalError};
+use crate::nflog;
 use crate::procfs::{self, ProcView, Real};
 use crate::protocol::Request;
 use crate::server::{self, Limits, Role, Shared};
@@ -48,6 +49,10 @@ pub struct Options {
     pub spool_interval: Duration,
     /// Subscribe to the kernel's process-exit events for exit statuses.
     pub exit_events: bool,
+    /// Report the packets containers' egress rulesets deny (NFLOG) as `egress-denied` events.
+    pub egress_events: bool,
+    /// The NFLOG group of the egress rulesets' log rule (`egress.nflog_group` of config.toml).
+    pub nflog_group: u16,
 }
 
 impl Default for Options {
@@ -63,6 +68,8 @@ impl Default for Options {
             reconcile_interval: Duration::from_secs(30),
             spool_interval: Duration::from_secs(5),
             exit_events: true,
+            egress_events: true,
+            nflog_group: nflog::DEFAULT_GROUP,
         }
     }
 }
@@ -277,6 +284,21 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<(), DaemonError> {
 
     ingest_spool(&shared, &opts.spool_dir);
     reconcile(&shared);
+    if opts.egress_events {
+        // After reconciliation: only containers that are still alive get a socket.
+        match nflog::open(
+            opts.nflog_group,
+            Arc::clone(&shared.store),
+            Arc::clone(&shared.hub),
+            Arc::clone(&shared.proc),
+        ) {
+            Ok((binder, reader)) => {
+                spawn("ociguardd-nflog-bind", move || binder.run())?;
+                spawn("ociguardd-nflog", move || reader.run())?;
+            }
+            Err(e) => log::warn!("egress denial events unavailable: {e}"),
+        }
+    }
     // Replay and reconciliation of a large journal leave a lot of freed heap behind.
     crate::sys::trim_heap();
 

@@ -1,5 +1,8 @@
 //! Lifecycle events: a short in-memory history plus live subscribers (`ociguardctl events`).
 //!
+//! Also the egress denials `nflog` reports. Nothing here is durable: an event is a log line and
+//! an entry in memory, never a journal write, so a flood of denials costs no disk flushes.
+//!
 //! Publishing never blocks the writer: a subscriber whose queue is full is dropped (and told
 //! so by the connection closing), it never slows down registrations.
 

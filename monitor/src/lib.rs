@@ -2,10 +2,11 @@
 //! container, image and policy, and the socket that answers "who is calling me?".
 //!
 //! It owns the identity records (`record`), their journal (`journal`), the spool that hooks
-//! fall back to (`spool`), the wire protocol and its client (`protocol`, `client`), and the
-//! daemon itself (`daemon`, `server`, `writer`, `exitwatch`). It never changes a container or a
-//! bundle and never execs anything: it only records and answers. Nothing it is told by a peer
-//! decides what that peer may do; only the kernel's credentials for the socket do.
+//! fall back to (`spool`), the wire protocol and its client (`protocol`, `client`), the daemon
+//! itself (`daemon`, `server`, `writer`, `exitwatch`), and the egress denial events it reads from
+//! each container's network namespace (`nflog`). It never changes a container or a bundle and
+//! never execs anything: it only records and answers. Nothing it is told by a peer decides what
+//! that peer may do; only the kernel's credentials for the socket do.
 
 pub mod client;
 pub mod daemon;
@@ -13,6 +14,7 @@ pub mod events;
 pub mod exitwatch;
 pub mod journal;
 pub mod logger;
+pub mod nflog;
 pub mod procfs;
 pub mod protocol;
 pub mod record;

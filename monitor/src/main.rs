@@ -55,6 +55,13 @@ struct Args {
     /// Do not subscribe to kernel process-exit events (exit statuses become unknown).
     #[arg(long)]
     no_exit_events: bool,
+    /// Do not report packets denied by containers' egress rulesets (NFLOG) as events.
+    #[arg(long)]
+    no_egress_events: bool,
+    /// NFLOG group of the egress rulesets (default: `egress.nflog_group` of the ociguard
+    /// config, 100).
+    #[arg(long)]
+    nflog_group: Option<u16>,
     /// error, warn, info, debug or trace.
     #[arg(long, default_value = "info", value_parser = parse_level)]
     log_level: log::LevelFilter,
@@ -90,6 +97,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         reconcile_interval: args.reconcile_interval,
         spool_interval: args.spool_interval,
         exit_events: !args.no_exit_events,
+        egress_events: !args.no_egress_events,
+        nflog_group: args.nflog_group.unwrap_or(config.egress.nflog_group),
         ..Options::default()
     };
     opts.limits.idle_timeout = args.idle_timeout;

@@ -159,6 +159,10 @@ pub enum EventKind {
     Exited,
     Reconciled,
     Deregistered,
+    /// The container's egress ruleset denied a packet (NFLOG); `detail` names it. Kept in
+    /// memory only, like every event, and rate-limited (see `nflog`).
+    #[serde(rename = "egress-denied")]
+    EgressDenied,
 }
 
 impl EventKind {
@@ -169,6 +173,7 @@ impl EventKind {
             EventKind::Exited => "exited",
             EventKind::Reconciled => "reconciled",
             EventKind::Deregistered => "deregistered",
+            EventKind::EgressDenied => "egress-denied",
         }
     }
 }

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::netns::{counted_packets, Net};
 use common::*;
 use serde_json::{json, Value};
 
@@ -46,10 +47,6 @@ macro_rules! require_egress {
     }};
 }
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(out.status.success(), "ip {args:?}: {}", stderr(&out));
-}
 
 /// A TCP listener inside a test host's namespace that counts and answers connections.
 struct Listener {
@@ -104,90 +101,22 @@ impl Drop for Listener {
     }
 }
 
-/// The container's namespace `c` (joined by path, as Podman and CNI do) wired to two test
-/// hosts: `a` = 198.18.1.1 and `b` = 198.18.2.1 (the container is .2 on each link).
-struct Net {
-    c: String,
-    a: String,
-    b: String,
+/// Test host `a` = 198.18.1.1, `b` = 198.18.2.1 (the container is .2 on each link).
+fn a(net: &Net) -> &str {
+    &net.hosts[0].netns
+}
+fn b(net: &Net) -> &str {
+    &net.hosts[1].netns
 }
 
-impl Net {
-    fn new(tag: &str) -> Net {
-        let n = Net {
-            c: format!("ogt-{tag}-c"),
-            a: format!("ogt-{tag}-a"),
-            b: format!("ogt-{tag}-b"),
-        };
-        for ns in [&n.c, &n.a, &n.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-            ip(&["netns", "add", ns]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        for (host, side, net) in [(&n.a, "a", "1"), (&n.b, "b", "2")] {
-            let cif = format!("og{tag}c{side}");
-            let hif = format!("og{tag}h{side}");
-            ip(&[
-                "link", "add", &cif, "netns", &n.c, "type", "veth", "peer", "name", &hif, "netns",
-                host,
-            ]);
-            ip(&[
-                "-n",
-                &n.c,
-                "addr",
-                "add",
-                &format!("198.18.{net}.2/24"),
-                "dev",
-                &cif,
-            ]);
-            ip(&[
-                "-n",
-                host,
-                "addr",
-                "add",
-                &format!("198.18.{net}.1/24"),
-                "dev",
-                &hif,
-            ]);
-            ip(&["-n", &n.c, "link", "set", &cif, "up"]);
-            ip(&["-n", host, "link", "set", &hif, "up"]);
-        }
-        n
-    }
-    fn path(&self) -> String {
-        format!("/run/netns/{}", self.c)
-    }
-    /// `nft list table inet ociguard` in the container's namespace, as nft prints it.
-    fn listing(&self) -> String {
-        let out = Command::new("ip")
-            .args([
-                "netns", "exec", &self.c, "nft", "list", "table", "inet", "ociguard",
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        stdout(&out)
-    }
-    /// `nft -j list table inet ociguard` in the container's namespace.
-    fn table(&self) -> Option<Value> {
-        let out = Command::new("ip")
-            .args([
-                "netns", "exec", &self.c, "nft", "-j", "list", "table", "inet", "ociguard",
-            ])
-            .output()
-            .unwrap();
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).unwrap())
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for ns in [&self.c, &self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
+/// `nft list table inet ociguard` in the container's namespace, as nft prints it.
+fn listing(net: &Net) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &net.container, "nft", "list", "table", "inet", "ociguard"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
 }
 
 /// Tries each connection and prints `host:port=open|refused`, then a reverse-shell attempt.
@@ -248,17 +177,6 @@ fn run(w: &World, name: &str, spec: &Value) -> (bool, String, String) {
     )
 }
 
-fn denied_packets(table: &Value) -> u64 {
-    table["nftables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|o| o.get("rule"))
-        .flat_map(|r| r["expr"].as_array().unwrap().iter())
-        .filter_map(|e| e.get("counter"))
-        .map(|c| c["packets"].as_u64().unwrap())
-        .sum()
-}
 
 const ALLOWLIST: &str = r#"name = "default"
 [egress]
@@ -272,11 +190,11 @@ ports = [8080]
 #[test]
 fn allowlist_allows_only_what_it_lists() {
     let hook = require_egress!();
-    let net = Net::new("al");
-    let a8080 = Listener::start(&net.a, "198.18.1.1:8080");
-    let a9090 = Listener::start(&net.a, "198.18.1.1:9090");
-    let b8080 = Listener::start(&net.b, "198.18.2.1:8080");
-    let b4444 = Listener::start(&net.b, "198.18.2.1:4444");
+    let net = Net::new("al", 2);
+    let a8080 = Listener::start(a(&net), "198.18.1.1:8080");
+    let a9090 = Listener::start(a(&net), "198.18.1.1:9090");
+    let b8080 = Listener::start(b(&net), "198.18.2.1:8080");
+    let b4444 = Listener::start(b(&net), "198.18.2.1:4444");
 
     // Control: without an egress policy every test host answers.
     let w = world(&hook, "");
@@ -323,15 +241,15 @@ fn allowlist_allows_only_what_it_lists() {
     let table = net
         .table()
         .expect("the ruleset is installed in the container's namespace");
-    assert!(denied_packets(&table) >= 3, "{table}");
+    assert!(counted_packets(&table) >= 3, "{table}");
 }
 
 #[test]
 fn host_names_resolve_through_the_pinned_hosts_file() {
     let hook = require_egress!();
-    let net = Net::new("dn");
-    let a8080 = Listener::start(&net.a, "198.18.1.1:8080");
-    let a9090 = Listener::start(&net.a, "198.18.1.1:9090");
+    let net = Net::new("dn", 2);
+    let a8080 = Listener::start(a(&net), "198.18.1.1:8080");
+    let a9090 = Listener::start(a(&net), "198.18.1.1:9090");
     let w2 = World::new();
     let hosts = w2.path().join("hosts");
     std::fs::write(&hosts, "198.18.1.1 api.ociguard.test\n").unwrap();
@@ -378,8 +296,8 @@ fn host_names_resolve_through_the_pinned_hosts_file() {
 #[test]
 fn deny_all_leaves_only_loopback() {
     let hook = require_egress!();
-    let net = Net::new("da");
-    let a8080 = Listener::start(&net.a, "198.18.1.1:8080");
+    let net = Net::new("da", 2);
+    let a8080 = Listener::start(a(&net), "198.18.1.1:8080");
     let w = world(&hook, "");
     policy(&w, "name = \"default\"\n[egress]\nmode = \"deny-all\"\n");
     let script = "nc -l -p 7000 -e echo loopback-ok & sleep 0.3; nc -w 2 127.0.0.1 7000 </dev/null; \
@@ -433,7 +351,7 @@ const NFT_IN_CONTAINER: &str = "/host/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.s
 #[test]
 fn the_container_cannot_undo_its_rules() {
     let hook = require_egress!();
-    let net = Net::new("un");
+    let net = Net::new("un", 2);
     let script = format!("{NFT_IN_CONTAINER} flush ruleset; echo flush=$?");
     let mut s = joined(&script, &net);
     for set in ["bounding", "effective", "permitted"] {
@@ -471,10 +389,13 @@ fn the_container_cannot_undo_its_rules() {
 #[test]
 fn a_hook_that_cannot_install_fails_the_create() {
     let hook = require_egress!();
-    let net = Net::new("hf");
+    let net = Net::new("hf", 2);
     // nft that always fails: the rules are not installed, so the container must not run. (The
     // netlink installer's kernel errors are covered by ociguard-hook's own tests.)
-    let w = world(&hook, "[egress]\ninstaller = \"nft\"\nnft = \"/bin/false\"\n");
+    let w = world(
+        &hook,
+        "[egress]\ninstaller = \"nft\"\nnft = \"/bin/false\"\n",
+    );
     policy(&w, ALLOWLIST);
     let (ok, out, err) = run(&w, "hf", &joined("echo started", &net));
     assert!(!ok && !out.contains("started"), "{out}");
@@ -557,7 +478,7 @@ fn explain_shows_the_ruleset_create_installs() {
         eprintln!("skip: ociguardctl not built (cargo build --workspace)");
         return;
     };
-    let net = Net::new("ex");
+    let net = Net::new("ex", 2);
     let w = world(&hook, "");
     policy(&w, ALLOWLIST);
     let b = w.bundle("ex", &joined("echo started", &net));
@@ -644,7 +565,7 @@ cidr = "fd00:2::/63"
 "#;
     let mut listings = Vec::new();
     for installer in ["netlink", "nft"] {
-        let net = Net::new(&format!("in{}", &installer[..2]));
+        let net = Net::new(&format!("in{}", &installer[..2]), 2);
         let w = world(&hook, &format!("[egress]\ninstaller = \"{installer}\"\n"));
         policy(&w, text);
         let (ok, out, err) = run(&w, "inst", &joined("echo started", &net));
@@ -658,7 +579,7 @@ cidr = "fd00:2::/63"
             hooks.contains(&format!("\"--installer\",\"{installer}\"")),
             "{hooks}"
         );
-        listings.push(net.listing());
+        listings.push(listing(&net));
     }
     assert_eq!(listings[0], listings[1]);
     for want in [
