@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::containerd::Containerd;
 use crate::events::Hub;
 use crate::exitwatch;
 use crate::journal::{Journal, JournalError};
@@ -53,6 +54,8 @@ pub struct Options {
     pub egress_events: bool,
     /// The NFLOG group of the egress rulesets' log rule (`egress.nflog_group` of config.toml).
     pub nflog_group: u16,
+    /// Follow containerd at this socket for `image_of` (`labels.containerd_socket`).
+    pub containerd_socket: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -70,6 +73,7 @@ impl Default for Options {
             exit_events: true,
             egress_events: true,
             nflog_group: nflog::DEFAULT_GROUP,
+            containerd_socket: None,
         }
     }
 }
@@ -280,6 +284,11 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<(), DaemonError> {
         admin_uids: opts.admin_uids.clone(),
         host_pid_ns,
         limits: opts.limits.clone(),
+        containerd: opts.containerd_socket.clone().and_then(|socket| {
+            Containerd::start(socket)
+                .map_err(|e| log::warn!("containerd follower not started: {e}"))
+                .ok()
+        }),
     });
 
     ingest_spool(&shared, &opts.spool_dir);

@@ -4,11 +4,13 @@
 //! It owns the identity records (`record`), their journal (`journal`), the spool that hooks
 //! fall back to (`spool`), the wire protocol and its client (`protocol`, `client`), the daemon
 //! itself (`daemon`, `server`, `writer`, `exitwatch`), and the egress denial events it reads from
-//! each container's network namespace (`nflog`). It never changes a container or a bundle and
+//! each container's network namespace (`nflog`); for `ociguard create` it keeps containerd's
+//! container → image mapping warm (`containerd`). It never changes a container or a bundle and
 //! never execs anything: it only records and answers. Nothing it is told by a peer decides what
 //! that peer may do; only the kernel's credentials for the socket do.
 
 pub mod client;
+pub mod containerd;
 pub mod daemon;
 pub mod events;
 pub mod exitwatch;

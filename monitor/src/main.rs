@@ -58,6 +58,13 @@ struct Args {
     /// Do not report packets denied by containers' egress rulesets (NFLOG) as events.
     #[arg(long)]
     no_egress_events: bool,
+    /// containerd's socket, followed to answer `ociguard create`'s image lookups (default:
+    /// `labels.containerd_socket` of the ociguard config).
+    #[arg(long)]
+    containerd_socket: Option<PathBuf>,
+    /// Do not follow containerd (ociguard then asks containerd itself on every create).
+    #[arg(long)]
+    no_containerd: bool,
     /// NFLOG group of the egress rulesets (default: `egress.nflog_group` of the ociguard
     /// config, 100).
     #[arg(long)]
@@ -99,6 +106,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         exit_events: !args.no_exit_events,
         egress_events: !args.no_egress_events,
         nflog_group: args.nflog_group.unwrap_or(config.egress.nflog_group),
+        containerd_socket: (!args.no_containerd).then(|| {
+            args.containerd_socket
+                .unwrap_or(config.labels.containerd_socket)
+        }),
         ..Options::default()
     };
     opts.limits.idle_timeout = args.idle_timeout;

@@ -763,6 +763,9 @@ impl Binder {
     pub fn run(mut self) {
         log::info!("egress denial events: NFLOG group {}", self.group);
         self.sync(None);
+        // The first pass and the burst of events a restart's reconciliation publishes allocate
+        // on this thread's heap: give it back, as the daemon does after replay.
+        let mut trim_after = true;
         let mut last_sweep = Instant::now();
         loop {
             let wait = SWEEP_INTERVAL.saturating_sub(last_sweep.elapsed());
@@ -780,6 +783,9 @@ impl Binder {
                     }
                     if !keys.is_empty() {
                         self.sync(Some(&keys));
+                    }
+                    if std::mem::take(&mut trim_after) || keys.len() > 1000 {
+                        crate::sys::trim_heap();
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}

@@ -85,6 +85,15 @@ pub enum Request {
         #[serde(default)]
         follow: bool,
     },
+    /// containerd's answer to "which image does this container (or image name) use?", from the
+    /// monitor's warm connection (see [`crate::containerd`]).
+    ImageOf {
+        namespace: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<String>,
+    },
 }
 
 impl Request {
@@ -98,6 +107,7 @@ impl Request {
             Request::List => "list",
             Request::Inspect { .. } => "inspect",
             Request::Events { .. } => "events",
+            Request::ImageOf { .. } => "image_of",
         }
     }
 }
@@ -125,6 +135,8 @@ pub struct Response {
     /// `events`: one per line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<Event>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<crate::containerd::ImageRef>,
 }
 
 impl Response {

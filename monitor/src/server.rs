@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sockopt};
 
+use crate::containerd::Containerd;
 use crate::events::Hub;
 use crate::procfs::{self, ProcView};
 use crate::protocol::{read_frame, FrameError, Request, Response, MAX_REQUEST};
@@ -42,6 +43,8 @@ pub struct Limits {
     /// Longest wait for the journal to make a change durable.
     pub commit_timeout: Duration,
     pub max_connections: usize,
+    /// Longest wait for containerd on an `image_of` the follower's maps cannot answer.
+    pub containerd_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -50,6 +53,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(10),
             commit_timeout: Duration::from_secs(10),
             max_connections: 256,
+            containerd_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -63,6 +67,8 @@ pub struct Shared {
     pub admin_uids: Vec<u32>,
     pub host_pid_ns: Option<u64>,
     pub limits: Limits,
+    /// The containerd follower, when the monitor runs one.
+    pub containerd: Option<Containerd>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -108,9 +114,91 @@ pub struct Peer {
     pub gid: u32,
 }
 
-/// Accept on `listener` until it fails for good; one thread per connection.
+/// How long a connection thread with nothing to do waits for the next connection.
+const WORKER_IDLE: Duration = Duration::from_secs(60);
+/// Threads kept waiting at most (more exit after their connection: each holds a stack).
+const MAX_IDLE_WORKERS: usize = 2;
+
+/// Connection threads, reused: most connections are one short request (a hook's registration,
+/// ociguard's image lookup), and starting a thread for each cost more than answering it.
+struct Workers {
+    tx: std::sync::mpsc::Sender<UnixStream>,
+    rx: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<UnixStream>>>,
+    /// Threads committed to taking the next connection sent on `tx`.
+    idle: Arc<AtomicUsize>,
+}
+
+impl Workers {
+    fn new() -> Workers {
+        let (tx, rx) = std::sync::mpsc::channel();
+        Workers {
+            tx,
+            rx: Arc::new(std::sync::Mutex::new(rx)),
+            idle: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Hand `stream` to an idle thread, or give it back when none is idle.
+    fn hand_over(&self, stream: UnixStream) -> Option<UnixStream> {
+        let claimed = self
+            .idle
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        if !claimed {
+            return Some(stream);
+        }
+        // A claimed thread is waiting (it leaves only after un-claiming itself).
+        self.tx.send(stream).err().map(|e| e.0)
+    }
+
+    /// A thread's life: `first`, then whatever it is handed, until idle for [`WORKER_IDLE`].
+    fn run(
+        first: UnixStream,
+        rx: &std::sync::Mutex<std::sync::mpsc::Receiver<UnixStream>>,
+        idle: &AtomicUsize,
+        mut work: impl FnMut(UnixStream),
+    ) {
+        work(first);
+        loop {
+            if idle
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < MAX_IDLE_WORKERS).then_some(n + 1)
+                })
+                .is_err()
+            {
+                return;
+            }
+            let next = {
+                let rx = match rx.lock() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                };
+                match rx.recv_timeout(WORKER_IDLE) {
+                    Ok(s) => Some(s),
+                    // Leave only if no connection was promised to an idle thread meanwhile.
+                    Err(_)
+                        if idle
+                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                            .is_ok() =>
+                    {
+                        None
+                    }
+                    Err(_) => rx.recv().ok(),
+                }
+            };
+            match next {
+                Some(s) => work(s),
+                None => return,
+            }
+        }
+    }
+}
+
+/// Accept on `listener` until it fails for good; each connection on a thread of its own,
+/// threads reused.
 pub fn serve(listener: UnixListener, role: Role, shared: Arc<Shared>) {
     let active = Arc::new(AtomicUsize::new(0));
+    let workers = Workers::new();
     for conn in listener.incoming() {
         let mut stream = match conn {
             Ok(s) => s,
@@ -131,14 +219,20 @@ pub fn serve(listener: UnixListener, role: Role, shared: Arc<Shared>) {
             continue;
         }
         active.fetch_add(1, Ordering::AcqRel);
+        let Some(stream) = workers.hand_over(stream) else {
+            continue;
+        };
         let shared = Arc::clone(&shared);
         let guard = Arc::clone(&active);
+        let (rx, idle) = (Arc::clone(&workers.rx), Arc::clone(&workers.idle));
         let spawned = std::thread::Builder::new()
             .name("ociguardd-conn".into())
             .stack_size(256 * 1024)
             .spawn(move || {
-                handle(stream, role, &shared);
-                guard.fetch_sub(1, Ordering::AcqRel);
+                Workers::run(stream, &rx, &idle, |s| {
+                    handle(s, role, &shared);
+                    guard.fetch_sub(1, Ordering::AcqRel);
+                });
             });
         if let Err(e) = spawned {
             log::error!("cannot start a connection thread: {e}");
@@ -390,6 +484,26 @@ pub fn answer(req: Request, peer: &Peer, shared: &Shared) -> Response {
             committed(r)
         }
         Request::Events { .. } => Response::error("events: internal: not handled here"),
+        Request::ImageOf {
+            namespace,
+            id,
+            image,
+        } => match &shared.containerd {
+            None => Response::error("this monitor does not follow containerd"),
+            Some(c) => match c.image_of(
+                &namespace,
+                id.as_deref(),
+                image.as_deref(),
+                shared.limits.containerd_timeout,
+            ) {
+                Ok(found) => Response {
+                    ok: true,
+                    image: Some(found),
+                    ..Default::default()
+                },
+                Err(e) => Response::error(e),
+            },
+        },
     }
 }
 

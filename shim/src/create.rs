@@ -137,7 +137,14 @@ pub fn plan(ctx: &Context<'_>, id: &str, bundle_dir: &Path) -> Result<Option<Pla
     };
     let label_cache = ctx.config.state_dir.join("labels");
     let enrich = |spec: &serde_json::Value, facts: &mut ociguard_policy::select::Facts| {
-        crate::labels::enrich(bundle_dir, spec, facts, &ctx.config.labels, &label_cache)
+        crate::labels::enrich(
+            bundle_dir,
+            spec,
+            facts,
+            &ctx.config.labels,
+            &label_cache,
+            Some(&ctx.config.monitor_socket),
+        )
     };
     let mut rewritten = match decide_with(&original, &config_path, &policies, &options, enrich) {
         Ok(r) => r,

@@ -47,7 +47,6 @@ macro_rules! require_egress {
     }};
 }
 
-
 /// A TCP listener inside a test host's namespace that counts and answers connections.
 struct Listener {
     accepted: Arc<AtomicUsize>,
@@ -112,7 +111,16 @@ fn b(net: &Net) -> &str {
 /// `nft list table inet ociguard` in the container's namespace, as nft prints it.
 fn listing(net: &Net) -> String {
     let out = Command::new("ip")
-        .args(["netns", "exec", &net.container, "nft", "list", "table", "inet", "ociguard"])
+        .args([
+            "netns",
+            "exec",
+            &net.container,
+            "nft",
+            "list",
+            "table",
+            "inet",
+            "ociguard",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -176,7 +184,6 @@ fn run(w: &World, name: &str, spec: &Value) -> (bool, String, String) {
         format!("{}{log}", stderr(&out)),
     )
 }
-
 
 const ALLOWLIST: &str = r#"name = "default"
 [egress]

@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
 
+use common::monitor::{bins, ctl, Bins, Monitor};
 use common::netns::{counted_packets, Net};
 use common::*;
 use serde_json::{json, Value};
@@ -22,19 +21,6 @@ const GROUP: u16 = 77;
 /// `nflog::RATE_PER_SEC` of the monitor.
 const RATE_PER_SEC: usize = 10;
 const BURST: usize = 30;
-
-/// A workspace binary of another package (built by `cargo build --workspace`).
-fn sibling_bin(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let p = exe.parent()?.parent()?.join(name);
-    p.exists().then_some(p)
-}
-
-struct Bins {
-    ociguardd: PathBuf,
-    hook: PathBuf,
-    ctl: PathBuf,
-}
 
 /// `Some(reason)` when this test cannot run here.
 fn cannot_run() -> Result<Bins, String> {
@@ -47,70 +33,7 @@ fn cannot_run() -> Result<Bins, String> {
     if !Path::new("/usr/sbin/ip").exists() && !Path::new("/sbin/ip").exists() {
         return Err("ip not installed (scripts/host-setup.sh)".into());
     }
-    match (
-        sibling_bin("ociguardd"),
-        sibling_bin("ociguard-hook"),
-        sibling_bin("ociguardctl"),
-    ) {
-        (Some(ociguardd), Some(hook), Some(ctl)) => Ok(Bins {
-            ociguardd,
-            hook,
-            ctl,
-        }),
-        _ => Err("ociguardd/ociguard-hook/ociguardctl not built (cargo build --workspace)".into()),
-    }
-}
-
-/// A private ociguardd on the World's socket, killed on drop.
-struct Monitor {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Monitor {
-    fn start(w: &World, bin: &Path) -> Monitor {
-        let log = w.path().join("ociguardd.log");
-        let child = Command::new(bin)
-            .env("OCIGUARD_CONFIG", w.config())
-            .arg("--state-dir")
-            .arg(w.path().join("monitor-state"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let m = Monitor { child, log };
-        let sock = w.path().join("run/monitor.sock");
-        m.wait_for("the monitor to answer", || ping(&sock).then_some(()));
-        m
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Poll `f` until it has an answer; fail with the monitor's log after 15 s.
-    fn wait_for<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; ociguardd log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    bins()
 }
 
 /// `ociguard delete -f` on drop, while the monitor still runs (its poststop hook reports).
@@ -126,26 +49,6 @@ impl Drop for Container<'_> {
             eprintln!("delete {}: {}", self.id, stderr(&out));
         }
     }
-}
-
-fn ping(sock: &Path) -> bool {
-    let Ok(mut s) = UnixStream::connect(sock) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"{\"op\":\"ping\"}\n").is_err() {
-        return false;
-    }
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line).is_ok() && line.contains("\"ok\":true")
-}
-
-fn ctl(w: &World, b: &Bins, args: &[&str]) -> Output {
-    Command::new(&b.ctl)
-        .env("OCIGUARD_CONFIG", w.config())
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 /// The `egress-denied` events of container `id` so far.
@@ -194,7 +97,7 @@ fn setup(b: &Bins, tag: &str) -> (Net, World, Monitor) {
             net.hosts[0].addr
         ),
     );
-    let mon = Monitor::start(&w, &b.ociguardd);
+    let mon = Monitor::started(&w, b, &[]);
     (net, w, mon)
 }
 

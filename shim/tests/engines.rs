@@ -253,7 +253,8 @@ fn containerd_image_labels_select_the_same_policy() {
     };
     let w = world();
     w.write_config(&format!(
-        "runtime = \"/usr/bin/crun\"\n[labels]\ncontainerd_socket = \"{}\"\n",
+        "runtime = \"/usr/bin/crun\"\nmonitor_socket = \"{}\"\n[labels]\ncontainerd_socket = \"{}\"\n",
+        w.path().join("run/monitor.sock").display(),
         ctd.sock.display()
     ));
     let rt = wrapper(&w);
@@ -286,7 +287,21 @@ fn containerd_image_labels_select_the_same_policy() {
         .expect("imported image")
         .to_owned();
 
-    for (i, expect) in [(1, "fresh lookup"), (2, "cached")] {
+    // The third container asks a private ociguardd that follows this containerd.
+    let mut _monitor = None; // kept alive until the end of the test
+    for (i, expect) in [(1, "fresh lookup"), (2, "cached"), (3, "via ociguardd")] {
+        if i == 3 {
+            match common::monitor::bins() {
+                Ok(b) => {
+                    let args = ["--containerd-socket", ctd.sock.to_str().unwrap()];
+                    _monitor = Some(common::monitor::Monitor::started(&w, &b, &args));
+                }
+                Err(why) => {
+                    eprintln!("skip: via ociguardd: {why}");
+                    break;
+                }
+            }
+        }
         let id = format!("ctd-it-{i}");
         let out = ctd
             .ctr(&[
@@ -315,8 +330,14 @@ fn containerd_image_labels_select_the_same_policy() {
         assert!(src.starts_with("containerd ociguard-it"), "{src}");
         if i == 2 {
             assert!(
-                src.ends_with("(cached)"),
+                src.ends_with("(cached)") && !src.contains("ociguardd"),
                 "second container of the image must hit the cache: {src}"
+            );
+        }
+        if i == 3 {
+            assert!(
+                src.contains("via ociguardd") && src.ends_with("(cached)"),
+                "with ociguardd following containerd, it answers: {src}"
             );
         }
     }
@@ -481,7 +502,7 @@ fn containerd_huge_and_binary_labels_are_unresolved_never_cached() {
             ..Default::default()
         };
         let t = std::time::Instant::now();
-        let got = ociguard_shim::labels::resolve(&bundle, &facts, &sources, &cache);
+        let got = ociguard_shim::labels::resolve(&bundle, &facts, &sources, &cache, None);
         assert!(
             t.elapsed() < std::time::Duration::from_secs(5),
             "{tag}: {:?}",

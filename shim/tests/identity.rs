@@ -6,37 +6,18 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::monitor::{bins, ctl, Bins, Monitor};
 use common::*;
 use serde_json::{json, Value};
 
 const IMAGE: &str = "registry.example/payments/api:1.4";
 
 /// A workspace binary of another package (built by `cargo test --workspace`).
-fn sibling_bin(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let p = exe.parent()?.parent()?.join(name);
-    p.exists().then_some(p)
-}
-
-struct Bins {
-    ociguardd: PathBuf,
-    hook: PathBuf,
-    ctl: PathBuf,
-}
-
-fn bins() -> Option<Bins> {
-    Some(Bins {
-        ociguardd: sibling_bin("ociguardd")?,
-        hook: sibling_bin("ociguard-hook")?,
-        ctl: sibling_bin("ociguardctl")?,
-    })
-}
-
 macro_rules! require_identity {
     () => {{
         if let Some(why) = common::cannot_run_containers() {
@@ -44,86 +25,13 @@ macro_rules! require_identity {
             return;
         }
         match bins() {
-            Some(b) => b,
-            None => {
-                eprintln!("skip: ociguardd/ociguard-hook/ociguardctl not built (cargo build --release --workspace)");
+            Ok(b) => b,
+            Err(why) => {
+                eprintln!("skip: {why}");
                 return;
             }
         }
     }};
-}
-
-/// An ociguardd for one World.
-struct Mon {
-    bin: PathBuf,
-    root: PathBuf,
-    extra: Vec<String>,
-    child: Option<Child>,
-}
-
-impl Mon {
-    fn new(w: &World, b: &Bins, extra: &[&str]) -> Mon {
-        Mon {
-            bin: b.ociguardd.clone(),
-            root: w.path().to_owned(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            child: None,
-        }
-    }
-    fn socket(&self) -> PathBuf {
-        self.root.join("run/monitor.sock")
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.root.join("ociguardd.log")).unwrap_or_default()
-    }
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.root.join("ociguardd.log"))
-            .unwrap();
-        self.child = Some(
-            Command::new(&self.bin)
-                .env("OCIGUARD_CONFIG", self.root.join("config.toml"))
-                .arg("--state-dir")
-                .arg(self.root.join("monitor-state"))
-                .args(&self.extra)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ping(&self.socket()) {
-            assert!(Instant::now() < deadline, "ociguardd down: {}", self.log());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Mon {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn ping(sock: &Path) -> bool {
-    let Ok(mut s) = UnixStream::connect(sock) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"{\"op\":\"ping\"}\n").is_err() {
-        return false;
-    }
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line).is_ok() && line.contains("\"ok\":true")
 }
 
 /// A World whose policy `ident` (selected by annotation) has `[identity] mode = mode`.
@@ -150,14 +58,6 @@ fn id_spec(script: &str) -> Value {
     s["annotations"]["org.example.identity"] = json!("on");
     s["annotations"]["io.kubernetes.cri.image-name"] = json!(IMAGE);
     s
-}
-
-fn ctl(w: &World, b: &Bins, args: &[&str]) -> Output {
-    Command::new(&b.ctl)
-        .env("OCIGUARD_CONFIG", w.config())
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 fn ps(w: &World, b: &Bins) -> Vec<Value> {
@@ -206,7 +106,7 @@ fn stop(w: &World, id: &str) {
 fn ps_shows_running_then_exited_with_status() {
     let b = require_identity!();
     let w = world(&b, "required", None);
-    let mut mon = Mon::new(&w, &b, &[]);
+    let mut mon = Monitor::new(&w, &b, &[]);
     mon.start();
     let id = "it-id-run";
     start(&w, "sleep 300", id);
@@ -287,7 +187,7 @@ fn children(pid: u64) -> Vec<u64> {
 fn whois_finds_processes_inside_and_not_the_host() {
     let b = require_identity!();
     let w = world(&b, "best-effort", None);
-    let mut mon = Mon::new(&w, &b, &[]);
+    let mut mon = Monitor::new(&w, &b, &[]);
     mon.start();
     let id = "it-id-whois";
     start(&w, "sleep 300 & wait", id);
@@ -412,7 +312,7 @@ fn best_effort_with_monitor_down_runs_and_is_listed_once_it_starts() {
     assert_eq!(crun_state(&w, id).unwrap()["status"], "running");
     let spooled = std::fs::read_dir(w.path().join("spool")).unwrap().count();
     assert_eq!(spooled, 2, "createRuntime and poststart reports");
-    let mut mon = Mon::new(&w, &b, &[]);
+    let mut mon = Monitor::new(&w, &b, &[]);
     mon.start();
     let rec = record(&w, &b, id).unwrap();
     assert_eq!(rec["status"], "running");
@@ -445,7 +345,7 @@ fn spawn_with_pid(pid: u64) -> Option<Child> {
 fn a_reused_pid_is_not_attributed_to_the_exited_container() {
     let b = require_identity!();
     let w = world(&b, "best-effort", None);
-    let mut mon = Mon::new(&w, &b, &[]);
+    let mut mon = Monitor::new(&w, &b, &[]);
     mon.start();
     let id = "it-id-reuse";
     start(&w, "sleep 300", id);
@@ -527,7 +427,7 @@ fn a_workload_attests_itself_through_the_mounted_socket() {
         return;
     }
     let wdir = w.path().join("workload");
-    let mut mon = Mon::new(
+    let mut mon = Monitor::new(
         &w,
         &b,
         &[
@@ -572,7 +472,7 @@ fn hooks_are_added_once_and_a_missing_hook_binary_is_handled() {
     let b = require_identity!();
     // Retried create: same bundle, hooks not duplicated.
     let w = world(&b, "best-effort", None);
-    let mut mon = Mon::new(&w, &b, &[]);
+    let mut mon = Monitor::new(&w, &b, &[]);
     mon.start();
     let mut s = id_spec("true");
     s["hooks"] = json!({"createRuntime": [{"path": "/bin/true", "args": ["true"]}]});

@@ -3,19 +3,22 @@
 //!
 //! Every lookup is bounded by `labels.timeout_ms`. The part that reads blobs is cached on disk by
 //! the image's target digest: content-addressed, so a cache entry can never go stale, and the
-//! second container of an image pays only the name → digest round trip. ociguard is a new
-//! process on every call, which is why the cache lives on disk (tmpfs under the state dir).
+//! second container of an image pays only the name → digest lookup. ociguard is a new process on
+//! every call, which is why the cache lives on disk (tmpfs under the state dir).
+//!
+//! The name → digest lookup itself is asked of ociguardd first when it runs: it follows
+//! containerd's events over one warm connection ([`ociguard_monitor::containerd`]) and usually
+//! answers from memory. Whatever goes wrong there (monitor down, not following containerd, a
+//! digest not in the label cache) falls through to asking containerd directly.
 
 use std::path::{Component, Path};
 use std::time::Duration;
 
-use containerd_client::services::v1::{
-    containers_client::ContainersClient, content_client::ContentClient,
-    images_client::ImagesClient, GetContainerRequest, GetImageRequest, ReadContentRequest,
-};
+use containerd_client::services::v1::{content_client::ContentClient, ReadContentRequest};
+use ociguard_monitor::containerd::{image_ref, namespaced};
+use ociguard_monitor::protocol::Request;
 use ociguard_policy::config::LabelSources;
 use serde::Deserialize;
-use tonic::Request;
 
 use super::{cache, labels_from_config, ImageInfo, LabelError, MAX_METADATA_FILE};
 
@@ -45,7 +48,13 @@ pub fn resolve(
     id: &str,
     image_hint: Option<&str>,
     cache_dir: &Path,
+    monitor: Option<&Path>,
 ) -> Result<ImageInfo, LabelError> {
+    if let Some(found) =
+        monitor.and_then(|m| via_monitor(m, sources, namespace, id, image_hint, cache_dir))
+    {
+        return Ok(found);
+    }
     if !sources.containerd_socket.exists() {
         return Err(err(format!(
             "socket {} absent",
@@ -75,15 +84,39 @@ pub fn resolve(
         })?
 }
 
-fn request<T>(msg: T, namespace: &str) -> Result<Request<T>, LabelError> {
-    let mut req = Request::new(msg);
-    let ns = namespace.parse().map_err(|_| {
-        err(format!(
-            "namespace {namespace:?} is not a valid header value"
-        ))
-    })?;
-    req.metadata_mut().insert("containerd-namespace", ns);
-    Ok(req)
+/// The image's digest from ociguardd and its labels from the label cache; `None` when either
+/// is not at hand (the caller then asks containerd itself).
+fn via_monitor(
+    monitor: &Path,
+    sources: &LabelSources,
+    namespace: &str,
+    id: &str,
+    image_hint: Option<&str>,
+    cache_dir: &Path,
+) -> Option<ImageInfo> {
+    if !monitor.exists() {
+        return None;
+    }
+    let timeout = Duration::from_millis(sources.timeout_ms);
+    let req = Request::ImageOf {
+        namespace: namespace.to_owned(),
+        id: Some(id.to_owned()),
+        image: image_hint.map(str::to_owned),
+    };
+    let found = ociguard_monitor::client::request(monitor, &req, timeout)
+        .ok()?
+        .image?;
+    let path = cache::path(cache_dir, "containerd", &found.target)?;
+    let labels = cache::get(&path, &found.target)?;
+    Some(ImageInfo {
+        name: Some(found.name),
+        digest: Some(found.target),
+        labels,
+        source: format!(
+            "containerd {namespace} via ociguardd {} (cached)",
+            monitor.display()
+        ),
+    })
 }
 
 async fn read_blob(
@@ -92,14 +125,17 @@ async fn read_blob(
     digest: &str,
 ) -> Result<Vec<u8>, LabelError> {
     let mut stream = content
-        .read(request(
-            ReadContentRequest {
-                digest: digest.to_owned(),
-                offset: 0,
-                size: 0,
-            },
-            namespace,
-        )?)
+        .read(
+            namespaced(
+                ReadContentRequest {
+                    digest: digest.to_owned(),
+                    offset: 0,
+                    size: 0,
+                },
+                namespace,
+            )
+            .map_err(err)?,
+        )
         .await
         .map_err(|s| err(format!("read {digest}: {}", s.message())))?
         .into_inner();
@@ -163,34 +199,10 @@ async fn lookup(
                 sources.containerd_socket.display()
             ))
         })?;
-    let name = match image_hint {
-        Some(n) => n.to_owned(),
-        None => {
-            let resp = ContainersClient::new(channel.clone())
-                .get(request(
-                    GetContainerRequest { id: id.to_owned() },
-                    namespace,
-                )?)
-                .await
-                .map_err(|s| err(format!("container {namespace}/{id}: {}", s.message())))?;
-            resp.into_inner()
-                .container
-                .map(|c| c.image)
-                .filter(|i| !i.is_empty())
-                .ok_or_else(|| err(format!("container {namespace}/{id} has no image")))?
-        }
-    };
-    let image = ImagesClient::new(channel.clone())
-        .get(request(GetImageRequest { name: name.clone() }, namespace)?)
+    let found = image_ref(channel.clone(), namespace, Some(id), image_hint)
         .await
-        .map_err(|s| err(format!("image {name}: {}", s.message())))?
-        .into_inner()
-        .image
-        .ok_or_else(|| err(format!("image {name} not found")))?;
-    let target = image
-        .target
-        .ok_or_else(|| err(format!("image {name} has no target")))?
-        .digest;
+        .map_err(err)?;
+    let (name, target) = (found.name, found.target);
     let source = format!(
         "containerd {namespace} {}",
         sources.containerd_socket.display()
@@ -263,7 +275,16 @@ mod tests {
             ..Default::default()
         };
         let t = std::time::Instant::now();
-        let e = resolve(&sources, "default", "c1", None, Path::new("/tmp")).unwrap_err();
+        // ociguardd absent too: the direct lookup is the fallback, and its error is reported.
+        let e = resolve(
+            &sources,
+            "default",
+            "c1",
+            None,
+            Path::new("/tmp"),
+            Some(Path::new("/nonexistent/monitor.sock")),
+        )
+        .unwrap_err();
         assert!(
             e.to_string()
                 .contains("/nonexistent/containerd.sock absent"),
@@ -284,7 +305,7 @@ mod tests {
             ..Default::default()
         };
         let t = std::time::Instant::now();
-        let e = resolve(&sources, "default", "c1", None, d.path()).unwrap_err();
+        let e = resolve(&sources, "default", "c1", None, d.path(), None).unwrap_err();
         assert!(e.to_string().contains("within 200 ms"), "{e}");
         assert!(
             t.elapsed() < Duration::from_millis(1500),

@@ -423,6 +423,7 @@ mod tests {
             &mut facts,
             &ociguard_policy::config::LabelSources::default(),
             &d.path().join("cache"),
+            None,
         );
         let elapsed = t.elapsed();
         // Nothing refused is ever cached.

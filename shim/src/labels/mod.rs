@@ -104,12 +104,14 @@ pub fn engine_of<'a>(bundle: &'a Path, sources: &LabelSources) -> Engine<'a> {
     Engine::Unknown
 }
 
-/// Resolve the image behind `bundle`; `cache_dir` holds lookups that outlive this process.
+/// Resolve the image behind `bundle`; `cache_dir` holds lookups that outlive this process;
+/// `monitor` is ociguardd's socket, asked first for containerd's image mapping.
 pub fn resolve(
     bundle: &Path,
     facts: &Facts,
     sources: &LabelSources,
     cache_dir: &Path,
+    monitor: Option<&Path>,
 ) -> Result<Option<ImageInfo>, LabelError> {
     let info = match engine_of(bundle, sources) {
         Engine::ContainersStorage(loc) => {
@@ -119,9 +121,14 @@ pub fn resolve(
                 .map(String::as_str);
             containers_storage::resolve(&loc, image_ref, cache_dir)?
         }
-        Engine::Containerd { namespace, id } => {
-            containerd::resolve(sources, namespace, id, facts.image.as_deref(), cache_dir)?
-        }
+        Engine::Containerd { namespace, id } => containerd::resolve(
+            sources,
+            namespace,
+            id,
+            facts.image.as_deref(),
+            cache_dir,
+            monitor,
+        )?,
         Engine::Unknown => return Ok(None),
     };
     // Each resolver checks before caching; checked again here whatever the path taken.
@@ -219,8 +226,9 @@ pub fn enrich(
     facts: &mut Facts,
     sources: &LabelSources,
     cache_dir: &Path,
+    monitor: Option<&Path>,
 ) {
-    match resolve(bundle, facts, sources, cache_dir) {
+    match resolve(bundle, facts, sources, cache_dir, monitor) {
         Ok(Some(info)) => {
             if facts.image.is_none() {
                 facts.image = info.name;

@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod containerd;
+pub mod monitor;
 pub mod netns;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,152 @@
+//! A private ociguardd for a test's World (its config, `run/monitor.sock`, its own state), the
+//! other workspace binaries the monitor tests drive, and `ociguardctl` against that World.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::World;
+
+/// A workspace binary of another package (built by `cargo build --workspace`).
+pub fn sibling_bin(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.parent()?.join(name);
+    p.exists().then_some(p)
+}
+
+#[derive(Debug, Clone)]
+pub struct Bins {
+    pub ociguardd: PathBuf,
+    pub hook: PathBuf,
+    pub ctl: PathBuf,
+}
+
+/// The monitor's binaries, or why they are missing.
+pub fn bins() -> Result<Bins, String> {
+    match (
+        sibling_bin("ociguardd"),
+        sibling_bin("ociguard-hook"),
+        sibling_bin("ociguardctl"),
+    ) {
+        (Some(ociguardd), Some(hook), Some(ctl)) => Ok(Bins {
+            ociguardd,
+            hook,
+            ctl,
+        }),
+        _ => Err("ociguardd/ociguard-hook/ociguardctl not built (cargo build --workspace)".into()),
+    }
+}
+
+/// `ociguardctl args...` with the World's config.
+pub fn ctl(w: &World, b: &Bins, args: &[&str]) -> Output {
+    Command::new(&b.ctl)
+        .env("OCIGUARD_CONFIG", w.config())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Does the monitor at `sock` answer a ping?
+pub fn ping(sock: &Path) -> bool {
+    let Ok(mut s) = UnixStream::connect(sock) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"{\"op\":\"ping\"}\n").is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).is_ok() && line.contains("\"ok\":true")
+}
+
+/// An ociguardd for one World (socket `run/monitor.sock` of the World's config), started and
+/// stopped by the test, SIGKILLed on drop. Its log accumulates across restarts.
+#[derive(Debug)]
+pub struct Monitor {
+    bin: PathBuf,
+    root: PathBuf,
+    config: PathBuf,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Monitor {
+    pub fn new(w: &World, b: &Bins, extra: &[&str]) -> Monitor {
+        Monitor {
+            bin: b.ociguardd.clone(),
+            root: w.path().to_owned(),
+            config: w.config(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        }
+    }
+
+    /// `new` + `start`.
+    pub fn started(w: &World, b: &Bins, extra: &[&str]) -> Monitor {
+        let mut m = Monitor::new(w, b, extra);
+        m.start();
+        m
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("run/monitor.sock")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.join("ociguardd.log")).unwrap_or_default()
+    }
+
+    /// Start it and wait until it answers.
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join("ociguardd.log"))
+            .unwrap();
+        self.child = Some(
+            Command::new(&self.bin)
+                .env("OCIGUARD_CONFIG", &self.config)
+                .arg("--state-dir")
+                .arg(self.root.join("monitor-state"))
+                .args(&self.extra)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let sock = self.socket();
+        self.wait_for("the monitor to answer", || ping(&sock).then_some(()));
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Poll `f` until it has an answer; fail with the monitor's log after 15 s.
+    pub fn wait_for<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; ociguardd log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
