@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -159,23 +160,48 @@ struct Ask {
 pub struct Containerd {
     maps: Arc<RwLock<Maps>>,
     ask: mpsc::UnboundedSender<Ask>,
+    /// A connection to containerd is open (otherwise lookups fail at once).
+    connected: Arc<AtomicBool>,
 }
 
 impl Containerd {
     /// Start following containerd at `socket` on a thread of its own. It keeps retrying while
     /// the socket is absent or containerd restarts.
+    ///
+    /// The async runtime is built only once the socket exists: a node without containerd
+    /// carries one sleeping thread that checks for it every few seconds.
     pub fn start(socket: PathBuf) -> std::io::Result<Containerd> {
         let maps = Arc::new(RwLock::new(Maps::default()));
+        let connected = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::unbounded_channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()?;
-        let m = Arc::clone(&maps);
+        let (m, c) = (Arc::clone(&maps), Arc::clone(&connected));
         std::thread::Builder::new()
             .name("ociguardd-containerd".into())
-            .spawn(move || runtime.block_on(follow(socket, m, rx)))?;
-        Ok(Containerd { maps, ask: tx })
+            .spawn(move || {
+                let mut said = false;
+                while !socket.exists() {
+                    if !std::mem::replace(&mut said, true) {
+                        log::info!(
+                            "containerd {}: socket absent; waiting for it",
+                            socket.display()
+                        );
+                    }
+                    std::thread::sleep(RETRY);
+                }
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(follow(socket, m, c, rx)),
+                    Err(e) => log::error!("containerd follower: async runtime: {e}"),
+                }
+            })?;
+        Ok(Containerd {
+            maps,
+            ask: tx,
+            connected,
+        })
     }
 
     /// The image of container `id` (or the image named `image`) in `namespace`: from the maps,
@@ -190,6 +216,9 @@ impl Containerd {
         let known = read(&self.maps).lookup(namespace, id, image);
         if let Some(found) = known {
             return Ok(found);
+        }
+        if !self.connected.load(Ordering::Acquire) {
+            return Err("not connected to containerd".to_owned());
         }
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         self.ask
@@ -220,10 +249,17 @@ fn read(maps: &RwLock<Maps>) -> std::sync::RwLockReadGuard<'_, Maps> {
     }
 }
 
-async fn follow(socket: PathBuf, maps: Arc<RwLock<Maps>>, mut rx: mpsc::UnboundedReceiver<Ask>) {
+async fn follow(
+    socket: PathBuf,
+    maps: Arc<RwLock<Maps>>,
+    connected: Arc<AtomicBool>,
+    mut rx: mpsc::UnboundedReceiver<Ask>,
+) {
     let mut logged = false;
     loop {
-        match connect_and_follow(&socket, &maps, &mut rx).await {
+        let r = connect_and_follow(&socket, &maps, &connected, &mut rx).await;
+        connected.store(false, Ordering::Release);
+        match r {
             Ok(()) => return, // every sender is gone: the monitor is stopping
             Err(e) => {
                 lock(&maps).clear();
@@ -256,6 +292,7 @@ async fn follow(socket: PathBuf, maps: Arc<RwLock<Maps>>, mut rx: mpsc::Unbounde
 async fn connect_and_follow(
     socket: &std::path::Path,
     maps: &Arc<RwLock<Maps>>,
+    connected: &AtomicBool,
     rx: &mut mpsc::UnboundedReceiver<Ask>,
 ) -> Result<(), String> {
     if !socket.exists() {
@@ -264,6 +301,7 @@ async fn connect_and_follow(
     let channel = containerd_client::connect(socket)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    connected.store(true, Ordering::Release);
     // containerd sends the stream's headers with its first event: until one comes, the
     // subscription is not known to be in place and the maps are not trusted (lookups are asked).
     let mut events = EventsClient::new(channel.clone());

@@ -108,25 +108,6 @@ fn b(net: &Net) -> &str {
     &net.hosts[1].netns
 }
 
-/// `nft list table inet ociguard` in the container's namespace, as nft prints it.
-fn listing(net: &Net) -> String {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &net.container,
-            "nft",
-            "list",
-            "table",
-            "inet",
-            "ociguard",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    stdout(&out)
-}
-
 /// Tries each connection and prints `host:port=open|refused`, then a reverse-shell attempt.
 const PROBE: &str = "try() { if nc -w 3 $1 $2 </dev/null >/dev/null 2>&1; then echo $1:$2=open; else echo $1:$2=refused; fi; }; \
 try 198.18.1.1 8080; try 198.18.1.1 9090; try 198.18.2.1 8080; \
@@ -586,7 +567,7 @@ cidr = "fd00:2::/63"
             hooks.contains(&format!("\"--installer\",\"{installer}\"")),
             "{hooks}"
         );
-        listings.push(listing(&net));
+        listings.push(net.listing());
     }
     assert_eq!(listings[0], listings[1]);
     for want in [

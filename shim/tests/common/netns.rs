@@ -86,25 +86,28 @@ impl Net {
         format!("/run/netns/{}", self.container)
     }
 
+    /// `nft args...` in the container's namespace.
+    pub fn nft(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.container, "nft"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     /// `nft -j list table inet ociguard` in the container's namespace, if the table exists.
     pub fn table(&self) -> Option<Value> {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.container,
-                "nft",
-                "-j",
-                "list",
-                "table",
-                "inet",
-                "ociguard",
-            ])
-            .output()
-            .unwrap();
+        let out = self.nft(&["-j", "list", "table", "inet", "ociguard"]);
         out.status
             .success()
             .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// `nft list table inet ociguard` as nft prints it (the table must exist).
+    pub fn listing(&self) -> String {
+        let out = self.nft(&["list", "table", "inet", "ociguard"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
