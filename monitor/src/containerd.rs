@@ -16,6 +16,11 @@
 //! is answered from the maps only once its own create event has been applied: events arrive in
 //! the order containerd published them, so a retag of its image before it was created has been
 //! applied as well, and the digest cannot be the old one.
+//!
+//! Known limit: a container id that is deleted and created again (with another image) while
+//! the monitor has processed neither event is answered with the old container's image. Engines
+//! under Kubernetes never reuse ids; with `ctr`, it needs the monitor to lag behind a delete and
+//! a re-create, which take containerd round trips of their own.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

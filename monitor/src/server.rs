@@ -114,131 +114,86 @@ pub struct Peer {
     pub gid: u32,
 }
 
-/// How long a connection thread with nothing to do waits for the next connection.
-const WORKER_IDLE: Duration = Duration::from_secs(60);
-/// Threads kept waiting at most (more exit after their connection: each holds a stack).
-const MAX_IDLE_WORKERS: usize = 2;
+/// Threads kept waiting in `accept(2)` at most; more exit after their connection (each holds
+/// a stack).
+const MAX_IDLE_ACCEPTORS: usize = 2;
 
-/// Connection threads, reused: most connections are one short request (a hook's registration,
-/// ociguard's image lookup), and starting a thread for each cost more than answering it.
-struct Workers {
-    tx: std::sync::mpsc::Sender<UnixStream>,
-    rx: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<UnixStream>>>,
-    /// Threads committed to taking the next connection sent on `tx`.
-    idle: Arc<AtomicUsize>,
+/// The threads that serve one socket. Each waits in `accept(2)` itself and serves the
+/// connection it gets: a connecting peer wakes the thread that answers it, with no hand-over
+/// (most connections are one short request: a hook's registration, ociguard's image lookup,
+/// where a thread start or a second wake-up per connection cost more than the answer).
+struct Acceptors {
+    listener: UnixListener,
+    role: Role,
+    shared: Arc<Shared>,
+    /// Threads in `accept(2)`.
+    idle: AtomicUsize,
+    /// Connections being served.
+    active: AtomicUsize,
 }
 
-impl Workers {
-    fn new() -> Workers {
-        let (tx, rx) = std::sync::mpsc::channel();
-        Workers {
-            tx,
-            rx: Arc::new(std::sync::Mutex::new(rx)),
-            idle: Arc::new(AtomicUsize::new(0)),
-        }
-    }
-
-    /// Hand `stream` to an idle thread, or give it back when none is idle.
-    fn hand_over(&self, stream: UnixStream) -> Option<UnixStream> {
-        let claimed = self
-            .idle
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-            .is_ok();
-        if !claimed {
-            return Some(stream);
-        }
-        // A claimed thread is waiting (it leaves only after un-claiming itself).
-        self.tx.send(stream).err().map(|e| e.0)
-    }
-
-    /// A thread's life: `first`, then whatever it is handed, until idle for [`WORKER_IDLE`].
-    fn run(
-        first: UnixStream,
-        rx: &std::sync::Mutex<std::sync::mpsc::Receiver<UnixStream>>,
-        idle: &AtomicUsize,
-        mut work: impl FnMut(UnixStream),
-    ) {
-        work(first);
+impl Acceptors {
+    /// Accept and serve until the listener fails; `permanent`: never leave (the first thread).
+    fn run(self: Arc<Self>, permanent: bool) {
         loop {
-            if idle
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    (n < MAX_IDLE_WORKERS).then_some(n + 1)
-                })
-                .is_err()
-            {
-                return;
-            }
-            let next = {
-                let rx = match rx.lock() {
-                    Ok(g) => g,
-                    Err(p) => p.into_inner(),
-                };
-                match rx.recv_timeout(WORKER_IDLE) {
-                    Ok(s) => Some(s),
-                    // Leave only if no connection was promised to an idle thread meanwhile.
-                    Err(_)
-                        if idle
-                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-                            .is_ok() =>
-                    {
-                        None
-                    }
-                    Err(_) => rx.recv().ok(),
+            self.idle.fetch_add(1, Ordering::AcqRel);
+            let conn = self.listener.accept();
+            let idle = self.idle.fetch_sub(1, Ordering::AcqRel) - 1;
+            let mut stream = match conn {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    log::error!("accept: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
                 }
             };
-            match next {
-                Some(s) => work(s),
-                None => return,
+            if idle == 0 {
+                // Someone must be accepting while this thread serves.
+                self.spawn();
             }
+            let limit = self.shared.limits.max_connections;
+            if self.active.load(Ordering::Acquire) >= limit {
+                log::warn!(
+                    "{:?} socket: {limit} connections open, refusing another",
+                    self.role
+                );
+                let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+                let _ = stream.write_all(&Response::error("too many connections").to_line());
+                continue;
+            }
+            self.active.fetch_add(1, Ordering::AcqRel);
+            handle(stream, self.role, &self.shared);
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            if !permanent && self.idle.load(Ordering::Acquire) >= MAX_IDLE_ACCEPTORS {
+                return;
+            }
+        }
+    }
+
+    fn spawn(self: &Arc<Self>) {
+        let me = Arc::clone(self);
+        if let Err(e) = std::thread::Builder::new()
+            .name("ociguardd-conn".into())
+            .stack_size(256 * 1024)
+            .spawn(move || me.run(false))
+        {
+            log::error!("cannot start a connection thread: {e}");
         }
     }
 }
 
-/// Accept on `listener` until it fails for good; each connection on a thread of its own,
-/// threads reused.
+/// Serve `listener` on this thread and as many more as connections need, until it fails for
+/// good; each connection on a thread of its own, threads reused.
 pub fn serve(listener: UnixListener, role: Role, shared: Arc<Shared>) {
-    let active = Arc::new(AtomicUsize::new(0));
-    let workers = Workers::new();
-    for conn in listener.incoming() {
-        let mut stream = match conn {
-            Ok(s) => s,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                log::error!("accept: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-        };
-        if active.load(Ordering::Acquire) >= shared.limits.max_connections {
-            log::warn!(
-                "{role:?} socket: {} connections open, refusing another",
-                shared.limits.max_connections
-            );
-            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-            let _ = stream.write_all(&Response::error("too many connections").to_line());
-            continue;
-        }
-        active.fetch_add(1, Ordering::AcqRel);
-        let Some(stream) = workers.hand_over(stream) else {
-            continue;
-        };
-        let shared = Arc::clone(&shared);
-        let guard = Arc::clone(&active);
-        let (rx, idle) = (Arc::clone(&workers.rx), Arc::clone(&workers.idle));
-        let spawned = std::thread::Builder::new()
-            .name("ociguardd-conn".into())
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                Workers::run(stream, &rx, &idle, |s| {
-                    handle(s, role, &shared);
-                    guard.fetch_sub(1, Ordering::AcqRel);
-                });
-            });
-        if let Err(e) = spawned {
-            log::error!("cannot start a connection thread: {e}");
-            active.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
+    Arc::new(Acceptors {
+        listener,
+        role,
+        shared,
+        idle: AtomicUsize::new(0),
+        active: AtomicUsize::new(0),
+    })
+    .run(true);
 }
 
 fn peer_of(stream: &UnixStream) -> std::io::Result<Peer> {
