@@ -6,7 +6,9 @@
 //! (`/containers/*`, `/images/*`) into two maps — (namespace, container) → image name and
 //! (namespace, image name) → manifest digest — and answers `image_of` from them. A container
 //! the stream has not shown yet (its create event may still be in flight) or an image not asked
-//! about before is looked up over the warm connection and remembered.
+//! about before is looked up over the warm connection and remembered. Each container's answer
+//! is also published as a file ([`crate::imagemap`]) as soon as its create event is applied, so
+//! that `ociguard create` usually needs no round trip at all.
 //!
 //! The maps only ever hold what containerd said: an image update or delete drops its digest
 //! (the name may now point elsewhere) and any answer asked for before it is not remembered, a
@@ -36,6 +38,8 @@ use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::Request;
 use containerd_client::types::Envelope;
 use prost::Message;
+
+use crate::imagemap::Publisher;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -93,10 +97,10 @@ impl Maps {
         })
     }
 
-    /// Apply one event of the stream.
-    fn apply(&mut self, env: &Envelope) {
+    /// Apply one event of the stream; what it means for the published files.
+    fn apply(&mut self, env: &Envelope) -> Effect {
         let Some(any) = env.event.as_ref() else {
-            return;
+            return Effect::None;
         };
         let ns = env.namespace.clone();
         let value = any.value.as_slice();
@@ -104,17 +108,18 @@ impl Maps {
         match env.topic.as_str() {
             "/containers/create" => {
                 if let Ok(e) = ev::ContainerCreate::decode(value) {
-                    self.put_container(ns, e.id, e.image);
+                    return self.put_container(ns, e.id, e.image);
                 }
             }
             "/containers/update" => {
                 if let Ok(e) = ev::ContainerUpdate::decode(value) {
-                    self.put_container(ns, e.id, e.image);
+                    return self.put_container(ns, e.id, e.image);
                 }
             }
             "/containers/delete" => {
                 if let Ok(e) = ev::ContainerDelete::decode(value) {
-                    self.containers.remove(&(ns, e.id));
+                    self.containers.remove(&(ns.clone(), e.id.clone()));
+                    return Effect::Unpublish { ns, id: e.id };
                 }
             }
             // The name may now point at another digest (or nothing): ask again when needed.
@@ -133,14 +138,41 @@ impl Maps {
             "/images/create" => self.generation += 1,
             _ => {}
         }
+        Effect::None
     }
 
-    fn put_container(&mut self, ns: String, id: String, image: String) {
-        if image.is_empty() {
-            self.containers.remove(&(ns, id));
-        } else if self.containers.len() < MAX_CONTAINERS {
-            self.containers.insert((ns, id), image);
+    fn put_container(&mut self, ns: String, id: String, image: String) -> Effect {
+        if image.is_empty() || self.containers.len() >= MAX_CONTAINERS {
+            self.containers.remove(&(ns.clone(), id.clone()));
+            return Effect::Unpublish { ns, id };
         }
+        self.containers
+            .insert((ns.clone(), id.clone()), image.clone());
+        match self.images.get(&(ns.clone(), image.clone())) {
+            Some(target) => Effect::Publish {
+                ns,
+                id,
+                image: ImageRef {
+                    name: image,
+                    target: target.clone(),
+                },
+            },
+            None => Effect::Resolve {
+                ns,
+                id,
+                name: image,
+            },
+        }
+    }
+
+    /// Remember what containerd answered for `name`, unless an image event came since the
+    /// question (`asked` is the generation then); whether it was remembered.
+    fn answered(&mut self, ns: &str, name: &str, target: &str, asked: u64) -> bool {
+        if self.generation != asked || !self.following {
+            return false;
+        }
+        self.put_image(ns, name, target);
+        true
     }
 
     fn put_image(&mut self, ns: &str, name: &str, target: &str) {
@@ -149,6 +181,27 @@ impl Maps {
                 .insert((ns.to_owned(), name.to_owned()), target.to_owned());
         }
     }
+}
+
+/// What an event means for the published files ([`crate::imagemap`]).
+#[derive(Debug, PartialEq, Eq)]
+enum Effect {
+    None,
+    Publish {
+        ns: String,
+        id: String,
+        image: ImageRef,
+    },
+    Unpublish {
+        ns: String,
+        id: String,
+    },
+    /// The image's digest is not known yet: ask containerd, then publish.
+    Resolve {
+        ns: String,
+        id: String,
+        name: String,
+    },
 }
 
 /// A lookup the maps could not answer, for the connection's thread.
@@ -175,7 +228,8 @@ impl Containerd {
     ///
     /// The async runtime is built only once the socket exists: a node without containerd
     /// carries one sleeping thread that checks for it every few seconds.
-    pub fn start(socket: PathBuf) -> std::io::Result<Containerd> {
+    /// With `publish_dir`, answers are also published there as files ([`crate::imagemap`]).
+    pub fn start(socket: PathBuf, publish_dir: Option<PathBuf>) -> std::io::Result<Containerd> {
         let maps = Arc::new(RwLock::new(Maps::default()));
         let connected = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::unbounded_channel();
@@ -198,7 +252,7 @@ impl Containerd {
                     .enable_time()
                     .build()
                 {
-                    Ok(rt) => rt.block_on(follow(socket, m, c, rx)),
+                    Ok(rt) => rt.block_on(follow(socket, publish_dir, m, c, rx)),
                     Err(e) => log::error!("containerd follower: async runtime: {e}"),
                 }
             })?;
@@ -256,13 +310,18 @@ fn read(maps: &RwLock<Maps>) -> std::sync::RwLockReadGuard<'_, Maps> {
 
 async fn follow(
     socket: PathBuf,
+    publish_dir: Option<PathBuf>,
     maps: Arc<RwLock<Maps>>,
     connected: Arc<AtomicBool>,
     mut rx: mpsc::UnboundedReceiver<Ask>,
 ) {
     let mut logged = false;
+    let mut publishing = Publishing {
+        dir: publish_dir,
+        sessions: 0,
+    };
     loop {
-        let r = connect_and_follow(&socket, &maps, &connected, &mut rx).await;
+        let r = connect_and_follow(&socket, &maps, &connected, &mut publishing, &mut rx).await;
         connected.store(false, Ordering::Release);
         match r {
             Ok(()) => return, // every sender is gone: the monitor is stopping
@@ -294,10 +353,18 @@ async fn follow(
     }
 }
 
+/// Where the follower publishes, and how many sessions it has had (each has its own nonce).
+#[derive(Debug)]
+struct Publishing {
+    dir: Option<PathBuf>,
+    sessions: u64,
+}
+
 async fn connect_and_follow(
     socket: &std::path::Path,
     maps: &Arc<RwLock<Maps>>,
     connected: &AtomicBool,
+    publishing: &mut Publishing,
     rx: &mut mpsc::UnboundedReceiver<Ask>,
 ) -> Result<(), String> {
     if !socket.exists() {
@@ -318,40 +385,101 @@ async fn connect_and_follow(
     });
     tokio::pin!(subscribe);
     let mut stream = None;
-    loop {
+    let mut publisher: Option<Arc<Publisher>> = None;
+    let result = loop {
         tokio::select! {
             sub = &mut subscribe, if stream.is_none() => {
-                stream = Some(
-                    sub.map_err(|s| format!("subscribe to events: {}", s.message()))?
-                        .into_inner(),
-                );
+                match sub {
+                    Ok(s) => stream = Some(s.into_inner()),
+                    Err(s) => break Err(format!("subscribe to events: {}", s.message())),
+                }
                 lock(maps).following = true;
                 log::info!("following containerd {}", socket.display());
+                if let Some(dir) = &publishing.dir {
+                    publishing.sessions += 1;
+                    match Publisher::begin(dir, publishing.sessions) {
+                        Ok(p) => publisher = Some(Arc::new(p)),
+                        Err(e) => log::warn!("containerd image map not published in {}: {e}", dir.display()),
+                    }
+                }
             }
             msg = next_event(&mut stream) => match msg {
-                Ok(Some(env)) => lock(maps).apply(&env),
-                Ok(None) => return Err("event stream ended".to_owned()),
-                Err(s) => return Err(format!("event stream: {}", s.message())),
+                Ok(Some(env)) => {
+                    let effect = lock(maps).apply(&env);
+                    publish(effect, publisher.as_ref(), &channel, maps);
+                }
+                Ok(None) => break Err("event stream ended".to_owned()),
+                Err(s) => break Err(format!("event stream: {}", s.message())),
             },
             ask = rx.recv() => match ask {
                 Some(a) => {
                     let channel = channel.clone();
                     let maps = Arc::clone(maps);
+                    let publisher = publisher.clone();
                     let generation = read(&maps).generation;
                     tokio::spawn(async move {
                         let r = ask_containerd(channel, &a).await;
                         if let Ok(found) = &r {
                             let mut m = lock(&maps);
                             // An image event since the question may have made the answer stale.
-                            if m.generation == generation {
-                                m.put_image(&a.namespace, &found.name, &found.target);
+                            let seen = a.id.as_ref().is_some_and(|id| {
+                                m.containers.get(&(a.namespace.clone(), id.clone())) == Some(&found.name)
+                            });
+                            if m.answered(&a.namespace, &found.name, &found.target, generation) && seen {
+                                drop(m);
+                                if let (Some(p), Some(id)) = (&publisher, &a.id) {
+                                    put(p, &a.namespace, id, found);
+                                }
                             }
                         }
                         let _ = a.reply.send(r);
                     });
                 }
-                None => return Ok(()),
+                None => break Ok(()),
             },
+        }
+    };
+    if let Some(p) = publisher {
+        p.end();
+    }
+    result
+}
+
+fn put(p: &Publisher, ns: &str, id: &str, image: &ImageRef) {
+    if let Err(e) = p.put(ns, id, image) {
+        log::warn!("publish the image of container {ns}/{id}: {e}");
+    }
+}
+
+/// Carry out what an event means for the published files: write, remove, or ask containerd
+/// for the digest first.
+fn publish(
+    effect: Effect,
+    publisher: Option<&Arc<Publisher>>,
+    channel: &Channel,
+    maps: &Arc<RwLock<Maps>>,
+) {
+    let Some(p) = publisher else {
+        return;
+    };
+    match effect {
+        Effect::None => {}
+        Effect::Publish { ns, id, image } => put(p, &ns, &id, &image),
+        Effect::Unpublish { ns, id } => p.remove(&ns, &id),
+        Effect::Resolve { ns, id, name } => {
+            let (p, channel, maps) = (Arc::clone(p), channel.clone(), Arc::clone(maps));
+            let asked = read(&maps).generation;
+            tokio::spawn(async move {
+                let Ok(found) = image_ref(channel, &ns, None, Some(&name)).await else {
+                    return; // ociguard will ask itself
+                };
+                let mut m = lock(&maps);
+                let still = m.containers.get(&(ns.clone(), id.clone())) == Some(&name);
+                if m.answered(&ns, &name, &found.target, asked) && still {
+                    drop(m);
+                    put(&p, &ns, &id, &found);
+                }
+            });
         }
     }
 }
@@ -508,7 +636,7 @@ mod tests {
     #[test]
     fn absent_socket_answers_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let c = Containerd::start(dir.path().join("nope.sock")).unwrap();
+        let c = Containerd::start(dir.path().join("nope.sock"), None).unwrap();
         let t = std::time::Instant::now();
         let err = c
             .image_of("default", Some("x"), None, Duration::from_secs(5))

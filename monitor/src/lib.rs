@@ -14,6 +14,7 @@ pub mod containerd;
 pub mod daemon;
 pub mod events;
 pub mod exitwatch;
+pub mod imagemap;
 pub mod journal;
 pub mod logger;
 pub mod nflog;

@@ -70,6 +70,18 @@ exec {ociguard} "$@"
     path
 }
 
+/// Poll `f` for up to 10 s.
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn world() -> World {
     let w = World::new();
     for (f, t) in POLICIES {
@@ -336,10 +348,52 @@ fn containerd_image_labels_select_the_same_policy() {
         }
         if i == 3 {
             assert!(
-                src.contains("via ociguardd") && src.ends_with("(cached)"),
+                src.contains("via ociguardd") && src.ends_with("cached)"),
                 "with ociguardd following containerd, it answers: {src}"
             );
         }
+    }
+    if _monitor.is_some() {
+        // A container created while the monitor follows is published as a file; ociguard's
+        // lookup reads it without a round trip, and the delete unpublishes it.
+        let published = w
+            .path()
+            .join("run/containerd-images/ociguard-it/ctd-it-pub");
+        let out = ctd
+            .ctr(&["container", "create", &image, "ctd-it-pub"])
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ctr container create: {}",
+            stderr(&out)
+        );
+        wait_until("the container's image to be published", || {
+            published.exists()
+        });
+        let bundle = ctd
+            .state()
+            .join("io.containerd.runtime.v2.task/ociguard-it/ctd-it-pub");
+        let sources = ociguard_policy::config::LabelSources {
+            containerd_socket: ctd.sock.clone(),
+            ..Default::default()
+        };
+        let info = ociguard_shim::labels::resolve(
+            &bundle,
+            &ociguard_policy::select::Facts::default(),
+            &sources,
+            &w.path().join("state/labels"),
+            Some(&w.path().join("run/monitor.sock")),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(
+            info.source.contains("(published, cached)")
+                && info.labels.get("org.ociguard.profile").map(String::as_str) == Some("locked"),
+            "{info:?}"
+        );
+        let out = ctd.ctr(&["container", "rm", "ctd-it-pub"]).unwrap();
+        assert!(out.status.success(), "ctr container rm: {}", stderr(&out));
+        wait_until("the delete to unpublish it", || !published.exists());
     }
     let _ = Command::new("podman")
         .args(["rmi", "-f", "localhost/ociguard-it-ctd:1"])

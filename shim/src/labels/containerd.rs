@@ -94,6 +94,27 @@ fn via_monitor(
     image_hint: Option<&str>,
     cache_dir: &Path,
 ) -> Option<ImageInfo> {
+    let published = ociguard_monitor::imagemap::read(
+        &ociguard_monitor::daemon::imagemap_dir(monitor),
+        namespace,
+        id,
+    )
+    .filter(|found| image_hint.map_or(true, |hint| hint == found.name));
+    if let Some(found) = published {
+        // Published by the follower: no round trip at all.
+        let path = cache::path(cache_dir, "containerd", &found.target)?;
+        if let Some(labels) = cache::get(&path, &found.target) {
+            return Some(ImageInfo {
+                name: Some(found.name),
+                digest: Some(found.target),
+                labels,
+                source: format!(
+                    "containerd {namespace} via ociguardd {} (published, cached)",
+                    monitor.display()
+                ),
+            });
+        }
+    }
     if !monitor.exists() {
         return None;
     }
