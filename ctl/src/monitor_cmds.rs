@@ -257,10 +257,10 @@ pub fn table(list: &[Identity]) -> String {
                 c.id.clone(),
                 c.status.as_str().to_owned(),
                 c.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
-                c.image.name.clone().unwrap_or_else(|| "-".to_owned()),
+                c.image.name.as_deref().unwrap_or("-").to_owned(),
                 c.policy
                     .as_ref()
-                    .map_or_else(|| "-".to_owned(), |p| p.name.clone()),
+                    .map_or_else(|| "-".to_owned(), |p| p.name.to_string()),
                 c.policy
                     .as_ref()
                     .and_then(|p| p.digest.as_deref())
@@ -348,7 +348,7 @@ mod tests {
             pid: Some(42),
             policy: Some(PolicyRef {
                 name: "strict".into(),
-                digest: Some(format!("sha256:{}", "ab".repeat(32))),
+                digest: Some(format!("sha256:{}", "ab".repeat(32)).into()),
                 mode: None,
             }),
             exit: Some(Exit::from_wait_status(9, ExitSource::Kernel)),

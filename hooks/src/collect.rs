@@ -86,8 +86,8 @@ fn image(ann: &BTreeMap<String, String>) -> Image {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     Image {
-        name,
-        digest,
+        name: name.map(Into::into),
+        digest: digest.map(Into::into),
         labels,
     }
 }
@@ -129,7 +129,7 @@ pub fn process_facts(pid: u32, id: &mut Identity, warnings: &mut Vec<String>) {
         Err(e) => warnings.push(format!("/proc/{pid}/stat: {e}")),
     }
     match procfs::boot_id() {
-        Ok(b) => id.boot_id = Some(b),
+        Ok(b) => id.boot_id = Some(b.into()),
         Err(e) => warnings.push(format!("boot id: {e}")),
     }
     match procfs::cgroup(pid) {
@@ -177,14 +177,14 @@ pub fn collect(state: &HookState, event: HookEvent, now: Timestamp) -> Collected
     let bundle = state.bundle.display().to_string();
     let mut id = Identity {
         id: state.id.clone(),
-        engine: engine(&ann, &bundle),
+        engine: engine(&ann, &bundle).map(Into::into),
         bundle,
         image: image(&ann),
         kubernetes: kubernetes::from_spec(&ann, spec.as_ref()),
         policy: ann.get(POLICY).map(|name| PolicyRef {
-            name: name.clone(),
-            digest: ann.get(POLICY_DIGEST).cloned(),
-            mode: ann.get(POLICY_MODE).cloned(),
+            name: name.as_str().into(),
+            digest: ann.get(POLICY_DIGEST).map(|d| d.as_str().into()),
+            mode: ann.get(POLICY_MODE).map(|m| m.as_str().into()),
         }),
         profiles: profiles(&ann, spec.as_ref()),
         ..Default::default()

@@ -46,7 +46,7 @@ pub fn from_spec(ann: &BTreeMap<String, String>, spec: Option<&Value>) -> Option
         .and_then(|j| serde_json::from_str(j).ok())
         .unwrap_or_default();
     let mut k = Kubernetes {
-        namespace: lookup(ann, &crio, NAMESPACE),
+        namespace: lookup(ann, &crio, NAMESPACE).map(Into::into),
         pod: lookup(ann, &crio, POD),
         pod_uid: lookup(ann, &crio, POD_UID),
         container: lookup(ann, &crio, CONTAINER),
@@ -56,7 +56,8 @@ pub fn from_spec(ann: &BTreeMap<String, String>, spec: Option<&Value>) -> Option
         return None;
     }
     if let Some(spec) = spec {
-        k.service_account = kubernetes::service_account(spec, k.namespace.as_deref());
+        k.service_account =
+            kubernetes::service_account(spec, k.namespace.as_deref()).map(Into::into);
     }
     Some(k)
 }

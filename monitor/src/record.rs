@@ -57,6 +57,11 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// A string most records share with others (boot id, image, policy, namespace): the store keeps
+/// one copy of each value ([`crate::store::Store`] interns them), 10,000 records of one image
+/// then hold one image name, not 10,000.
+pub type Text = std::sync::Arc<str>;
+
 /// A small string map (image labels, profile digests), kept as a sorted `Vec` and written as a
 /// JSON object. A `BTreeMap` allocates a ~0.5 KiB node even for one entry; with 10,000
 /// containers in memory that alone would be several MiB.
@@ -253,9 +258,9 @@ pub struct Namespaces {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Image {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<Text>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
+    pub digest: Option<Text>,
     #[serde(default, skip_serializing_if = "StrMap::is_empty")]
     pub labels: StrMap,
 }
@@ -269,7 +274,7 @@ impl Image {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Kubernetes {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
+    pub namespace: Option<Text>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -277,7 +282,7 @@ pub struct Kubernetes {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_account: Option<String>,
+    pub service_account: Option<Text>,
 }
 
 impl Kubernetes {
@@ -289,11 +294,11 @@ impl Kubernetes {
 /// The ociguard policy the container was created under (from the annotations ociguard wrote).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PolicyRef {
-    pub name: String,
+    pub name: Text,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
+    pub digest: Option<Text>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
+    pub mode: Option<Text>,
 }
 
 /// Everything known about one container.
@@ -305,7 +310,7 @@ pub struct Identity {
     pub status: Status,
     /// containerd, cri-o, podman, docker, or absent when it cannot be told.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub engine: Option<String>,
+    pub engine: Option<Text>,
     /// The container's init process, in the host's pid namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
@@ -314,7 +319,7 @@ pub struct Identity {
     pub start_time: Option<u64>,
     /// `/proc/sys/kernel/random/boot_id` when the pid was read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub boot_id: Option<String>,
+    pub boot_id: Option<Text>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
     #[serde(default)]

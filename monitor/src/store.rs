@@ -4,13 +4,13 @@
 //! Nothing here does I/O except through a [`ProcView`]; merging and lookups are plain functions
 //! of their inputs, tested against a fake process table.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::journal::Entry;
 use crate::procfs::ProcView;
 use crate::protocol::{EventKind, Lifecycle};
-use crate::record::{Exit, ExitSource, Identity, Key, Status, Timestamp};
+use crate::record::{Exit, ExitSource, Identity, Key, Status, Text, Timestamp};
 
 /// The answer to "which container is this pid?".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,8 @@ pub struct Store {
     /// Active records in the host's pid namespace (or with none recorded): only these can hold
     /// a process that is in the host's pid namespace.
     host_ns_active: usize,
+    /// One copy of each shared string value ([`Text`]) the records hold.
+    texts: HashSet<Text>,
 }
 
 impl Store {
@@ -87,7 +89,45 @@ impl Store {
         }
     }
 
-    fn put(&mut self, rec: Identity) {
+    /// Replace `slot`'s value by the store's copy of it (adding it if new).
+    fn intern(texts: &mut HashSet<Text>, slot: &mut Text) {
+        match texts.get(&**slot) {
+            Some(t) => *slot = Arc::clone(t),
+            None => {
+                texts.insert(Arc::clone(slot));
+            }
+        }
+    }
+
+    /// Share the values records have in common (boot id, engine, image, policy, namespace,
+    /// service account): a record arrives with copies of its own, from JSON.
+    fn share(&mut self, rec: &mut Identity) {
+        let texts = &mut self.texts;
+        let mut slots: Vec<&mut Text> = Vec::with_capacity(9);
+        slots.extend(rec.engine.as_mut());
+        slots.extend(rec.boot_id.as_mut());
+        slots.extend(rec.image.name.as_mut());
+        slots.extend(rec.image.digest.as_mut());
+        if let Some(k) = rec.kubernetes.as_mut() {
+            slots.extend(k.namespace.as_mut());
+            slots.extend(k.service_account.as_mut());
+        }
+        if let Some(p) = rec.policy.as_mut() {
+            slots.push(&mut p.name);
+            slots.extend(p.digest.as_mut());
+            slots.extend(p.mode.as_mut());
+        }
+        for slot in slots {
+            Store::intern(texts, slot);
+        }
+        // Values no record holds any more (only the set does) go, now and then.
+        if texts.len() > 64 + 4 * self.records.len() {
+            texts.retain(|t| Arc::strong_count(t) > 1);
+        }
+    }
+
+    fn put(&mut self, mut rec: Identity) {
+        self.share(&mut rec);
         let key = rec.key();
         self.remove(&key);
         let key = Arc::new(key);
@@ -448,6 +488,28 @@ pub(crate) mod tests {
         assert_eq!(store.whois(400, &proc), Lookup::NotAContainer);
         assert_eq!(store.whois(500, &proc), Lookup::NotAContainer);
         assert_eq!(store.whois(999, &proc), Lookup::NoSuchProcess);
+    }
+
+    #[test]
+    fn records_share_their_common_values() {
+        let mut store = Store::new(Some(1));
+        for i in 0..100 {
+            // As from JSON: every record with its own copies.
+            let mut rec = container(&format!("c{i}"), 1000 + i, 5);
+            rec.image.name = Some("registry.example/app:1".into());
+            rec.boot_id = Some("boot".into());
+            store.apply(Entry::Put(rec));
+        }
+        let key = store.find("c1", None).remove(0).key();
+        let name = store.get(&key).unwrap().image.name.clone().unwrap();
+        // the set, the 100 records, and `name` itself
+        assert_eq!(Arc::strong_count(&name), 102);
+        for i in 0..100 {
+            store.apply(Entry::Del(container(&format!("c{i}"), 0, 0).key()));
+        }
+        drop(name);
+        store.apply(Entry::Put(container("other", 1, 1)));
+        assert!(store.texts.len() <= 64 + 4, "{}", store.texts.len());
     }
 
     #[test]

@@ -437,7 +437,7 @@ fn exit_status_reconciliation_and_reused_pids() {
     let mut live = ident("live");
     live.pid = Some(pid);
     live.start_time = Some(st);
-    live.boot_id = procfs::boot_id().ok();
+    live.boot_id = procfs::boot_id().ok().map(Into::into);
     assert!(m.register(live.clone()).ok);
     let r = m.request(&Request::Whois { pid }).unwrap();
     assert_eq!(r.container.unwrap().id, "live");
@@ -446,7 +446,7 @@ fn exit_status_reconciliation_and_reused_pids() {
     let mut stale = ident("stale");
     stale.pid = Some(std::process::id());
     stale.start_time = Some(procfs::stat(std::process::id()).unwrap().start_time - 1);
-    stale.boot_id = procfs::boot_id().ok();
+    stale.boot_id = procfs::boot_id().ok().map(Into::into);
     assert!(m.register(stale).ok);
     let r = m
         .request(&Request::Whois {
