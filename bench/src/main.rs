@@ -646,7 +646,7 @@ fn containerd_labels(args: &Args, w: &Path) -> Result<()> {
                 image: None,
             };
             let deadline = Instant::now() + Duration::from_secs(10);
-            let published = ociguard_monitor::daemon::imagemap_dir(&monitor.socket);
+            let published = ociguard_monitor::imagemap::dir(&monitor.socket);
             loop {
                 let r = ociguard_monitor::client::request(
                     &monitor.socket,

@@ -200,15 +200,6 @@ fn reconcile(shared: &Shared) {
     }
 }
 
-/// Where the containerd follower publishes its image map: next to the admin socket, in its
-/// root-only directory (`ociguard` derives the same path from `monitor_socket`).
-pub fn imagemap_dir(socket: &Path) -> PathBuf {
-    socket
-        .parent()
-        .unwrap_or(Path::new("/run/ociguard"))
-        .join("containerd-images")
-}
-
 /// Run the monitor until `stop` is set.
 pub fn run(opts: &Options, stop: &AtomicBool) -> Result<(), DaemonError> {
     crate::sys::limit_malloc_arenas();
@@ -294,7 +285,7 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<(), DaemonError> {
         host_pid_ns,
         limits: opts.limits.clone(),
         containerd: opts.containerd_socket.clone().and_then(|socket| {
-            Containerd::start(socket, Some(imagemap_dir(&opts.socket)))
+            Containerd::start(socket, Some(crate::imagemap::dir(&opts.socket)))
                 .map_err(|e| log::warn!("containerd follower not started: {e}"))
                 .ok()
         }),

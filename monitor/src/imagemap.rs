@@ -55,6 +55,15 @@ fn read_bounded(path: &Path) -> Option<String> {
     Some(s)
 }
 
+/// Where the follower publishes: next to the monitor's admin socket, in its root-only
+/// directory (`ociguard` derives the same path from its `monitor_socket`).
+pub fn dir(socket: &Path) -> PathBuf {
+    socket
+        .parent()
+        .unwrap_or(Path::new("/run/ociguard"))
+        .join("containerd-images")
+}
+
 /// The monitor's side: one per following session.
 #[derive(Debug)]
 pub struct Publisher {

@@ -94,39 +94,29 @@ fn via_monitor(
     image_hint: Option<&str>,
     cache_dir: &Path,
 ) -> Option<ImageInfo> {
-    let published = ociguard_monitor::imagemap::read(
-        &ociguard_monitor::daemon::imagemap_dir(monitor),
-        namespace,
-        id,
-    )
-    .filter(|found| image_hint.map_or(true, |hint| hint == found.name));
-    if let Some(found) = published {
-        // Published by the follower: no round trip at all.
-        let path = cache::path(cache_dir, "containerd", &found.target)?;
-        if let Some(labels) = cache::get(&path, &found.target) {
-            return Some(ImageInfo {
-                name: Some(found.name),
-                digest: Some(found.target),
-                labels,
-                source: format!(
-                    "containerd {namespace} via ociguardd {} (published, cached)",
-                    monitor.display()
-                ),
-            });
+    let published =
+        ociguard_monitor::imagemap::read(&ociguard_monitor::imagemap::dir(monitor), namespace, id)
+            .filter(|found| image_hint.map_or(true, |hint| hint == found.name));
+    // Published by the follower: no round trip at all. (Its socket would give the same digest,
+    // so a label-cache miss then goes straight to containerd.)
+    let (found, how) = match published {
+        Some(found) => (found, "published, cached"),
+        None => {
+            if !monitor.exists() {
+                return None;
+            }
+            let req = Request::ImageOf {
+                namespace: namespace.to_owned(),
+                id: Some(id.to_owned()),
+                image: image_hint.map(str::to_owned),
+            };
+            let timeout = Duration::from_millis(sources.timeout_ms);
+            let found = ociguard_monitor::client::request(monitor, &req, timeout)
+                .ok()?
+                .image?;
+            (found, "cached")
         }
-    }
-    if !monitor.exists() {
-        return None;
-    }
-    let timeout = Duration::from_millis(sources.timeout_ms);
-    let req = Request::ImageOf {
-        namespace: namespace.to_owned(),
-        id: Some(id.to_owned()),
-        image: image_hint.map(str::to_owned),
     };
-    let found = ociguard_monitor::client::request(monitor, &req, timeout)
-        .ok()?
-        .image?;
     let path = cache::path(cache_dir, "containerd", &found.target)?;
     let labels = cache::get(&path, &found.target)?;
     Some(ImageInfo {
@@ -134,7 +124,7 @@ fn via_monitor(
         digest: Some(found.target),
         labels,
         source: format!(
-            "containerd {namespace} via ociguardd {} (cached)",
+            "containerd {namespace} via ociguardd {} ({how})",
             monitor.display()
         ),
     })
