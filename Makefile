@@ -3,7 +3,14 @@
 
 CARGO   ?= cargo
 PREFIX  ?= /usr/local
-RELEASE := target/release
+# build.target = "host-tuple" (.cargo/config.toml): artifacts are under target/<host triple>/.
+HOST    := $(shell rustc -vV | sed -n "s/^host: //p")
+RELEASE := target/$(HOST)/release
+# libseccomp is linked statically (.cargo/config.toml); tell libseccomp-sys where libseccomp.a is.
+SECCOMP_LIBDIR := $(shell pkg-config --variable=libdir libseccomp 2>/dev/null)
+ifneq ($(SECCOMP_LIBDIR),)
+export LIBSECCOMP_LIB_PATH := $(SECCOMP_LIBDIR)
+endif
 
 .PHONY: all build demo test unit lint bench install clean fixtures host-test host-demo
 
