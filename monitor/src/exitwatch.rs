@@ -79,11 +79,49 @@ pub fn parse_exits(datagram: &[u8]) -> Vec<(u32, u32, u32)> {
     out
 }
 
-/// Subscribe to process events; `Err` says why exit statuses will be unknown.
+/// A socket filter passing only process (not thread) exits: every fork, exec, comm change and
+/// thread exit on the node would otherwise wake the reader, several times per process started
+/// (each hook, each `ociguard` call), on the cores the registrations need.
+///
+/// The connector sends one event per datagram; offsets are from the netlink header. `BPF_ABS`
+/// loads are big-endian, the event's fields native: constants are compared in load order. A
+/// datagram too short for a load is dropped by the kernel.
+pub fn exit_filter() -> [sys::BpfInsn; 10] {
+    use libc::{
+        BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_MISC, BPF_RET, BPF_TAX, BPF_W, BPF_X,
+    };
+    let as_loaded = |v: u32| u32::from_be_bytes(v.to_ne_bytes());
+    let ins = |code: u32, jt: u8, jf: u8, k: u32| sys::BpfInsn {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let ev = (NLMSG_HDRLEN + CN_MSG_LEN) as u32;
+    [
+        // cn_msg.id.idx == CN_IDX_PROC
+        ins(BPF_LD | BPF_W | BPF_ABS, 0, 0, NLMSG_HDRLEN as u32),
+        ins(BPF_JMP | BPF_JEQ | BPF_K, 0, 7, as_loaded(CN_IDX_PROC)),
+        // proc_event.what == PROC_EVENT_EXIT
+        ins(BPF_LD | BPF_W | BPF_ABS, 0, 0, ev),
+        ins(BPF_JMP | BPF_JEQ | BPF_K, 0, 5, as_loaded(PROC_EVENT_EXIT)),
+        // exit.process_pid == exit.process_tgid (a process, not one of its threads)
+        ins(BPF_LD | BPF_W | BPF_ABS, 0, 0, ev + 16),
+        ins(BPF_MISC | BPF_TAX, 0, 0, 0),
+        ins(BPF_LD | BPF_W | BPF_ABS, 0, 0, ev + 20),
+        ins(BPF_JMP | BPF_JEQ | BPF_X, 0, 1, 0),
+        ins(BPF_RET | BPF_K, 0, 0, u32::MAX),
+        ins(BPF_RET | BPF_K, 0, 0, 0),
+    ]
+}
+
+/// Subscribe to process exits; `Err` says why exit statuses will be unknown.
 pub fn subscribe() -> std::io::Result<OwnedFd> {
     let fd = sys::connector_socket()?;
     // A burst of exits on a busy node must not overflow the queue before we read it.
     let _ = setsockopt(&fd, sockopt::RcvBuf, &(4 << 20));
+    // Before bind: no unfiltered event can be queued.
+    sys::attach_filter(&fd, &exit_filter())?;
     bind(fd.as_raw_fd(), &NetlinkAddr::new(0, CN_IDX_PROC)).map_err(std::io::Error::from)?;
     send(fd.as_raw_fd(), &listen_message(), MsgFlags::empty()).map_err(std::io::Error::from)?;
     Ok(fd)
@@ -148,6 +186,59 @@ mod tests {
         assert_eq!(listen_message().len(), 40);
     }
 
+    /// The filter program run by the kernel on crafted datagrams (a Unix datagram socket runs
+    /// socket filters on the same data a netlink socket would: the datagram from byte 0).
+    #[test]
+    fn filter_passes_only_process_exits() {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let (tx, rx) = socketpair(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            None,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        )
+        .unwrap();
+        sys::attach_filter(&rx, &exit_filter()).unwrap();
+        let event = |idx: u32, what: u32, pid: u32, tgid: u32| {
+            let mut d = vec![0u8; 16 + 20 + 16 + 24];
+            let len = d.len() as u32;
+            d[0..4].copy_from_slice(&len.to_ne_bytes());
+            d[16..20].copy_from_slice(&idx.to_ne_bytes());
+            d[36..40].copy_from_slice(&what.to_ne_bytes());
+            d[52..56].copy_from_slice(&pid.to_ne_bytes());
+            d[56..60].copy_from_slice(&tgid.to_ne_bytes());
+            d[60..64].copy_from_slice(&(3u32 << 8).to_ne_bytes());
+            d
+        };
+        let sent = [
+            (event(CN_IDX_PROC, PROC_EVENT_EXIT, 10, 10), true),
+            (event(CN_IDX_PROC, PROC_EVENT_EXIT, 11, 10), false), // a thread
+            (event(CN_IDX_PROC, 1, 12, 12), false),               // fork
+            (event(CN_IDX_PROC, 2, 13, 13), false),               // exec
+            (event(2, PROC_EVENT_EXIT, 14, 14), false),           // another connector
+            (
+                event(CN_IDX_PROC, PROC_EVENT_EXIT, 15, 15)[..50].to_vec(),
+                false,
+            ), // short
+            (event(CN_IDX_PROC, PROC_EVENT_EXIT, 16, 16), true),
+        ];
+        for (d, _) in &sent {
+            send(tx.as_raw_fd(), d, MsgFlags::empty()).unwrap();
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = recv(rx.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            got.push((n, parse_exits(&buf[..n]).first().map(|e| e.0)));
+        }
+        let want: Vec<_> = sent
+            .iter()
+            .filter(|(_, pass)| *pass)
+            .map(|(d, _)| (d.len(), parse_exits(d).first().map(|e| e.0)))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(want, vec![(76, Some(10)), (76, Some(16))]);
+    }
+
     #[test]
     fn kernel_reports_a_childs_exit_status() {
         if !nix::unistd::geteuid().is_root() {
@@ -166,6 +257,8 @@ mod tests {
             sockopt::ReceiveTimeout,
             &nix::sys::time::TimeVal::new(5, 0),
         );
+        // A thread's exit is filtered out in the kernel; so are forks and execs.
+        std::thread::spawn(|| ()).join().unwrap();
         let child = std::process::Command::new("/bin/sh")
             .args(["-c", "exit 42"])
             .spawn()
@@ -176,7 +269,15 @@ mod tests {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
-            if let Some(&(_, _, code)) = parse_exits(&buf[..n]).iter().find(|e| e.0 == pid) {
+            let exits = parse_exits(&buf[..n]);
+            assert_eq!(
+                exits.len(),
+                1,
+                "the filter passed a non-exit: {:?}",
+                &buf[..n]
+            );
+            assert_eq!(exits[0].0, exits[0].1, "the filter passed a thread's exit");
+            if let Some(&(_, _, code)) = exits.iter().find(|e| e.0 == pid) {
                 assert_eq!(
                     Exit::from_wait_status(code, ExitSource::Kernel).code,
                     Some(42)
