@@ -144,15 +144,14 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Inspect { conn, id, bundle } => {
-            let found = ask(
+            let resp = ask(
                 conn,
                 &Request::Inspect {
                     id: id.clone(),
                     bundle: bundle.clone(),
                 },
-            )?
-            .containers
-            .unwrap_or_default();
+            )?;
+            let found = inspected(resp)?;
             let text = match found.as_slice() {
                 [one] => serde_json::to_string_pretty(one)?,
                 many => serde_json::to_string_pretty(many)?,
@@ -198,6 +197,23 @@ pub fn run(cmd: &Cmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `inspect`'s records, each with what the monitor observes of it now under `"live"` (the
+/// journaled record is everything else).
+fn inspected(resp: Response) -> anyhow::Result<Vec<serde_json::Value>> {
+    let found = resp.containers.unwrap_or_default();
+    let mut live = resp.live.unwrap_or_default().into_iter();
+    found
+        .iter()
+        .map(|rec| {
+            let mut v = serde_json::to_value(rec)?;
+            if let (Some(obj), Some(l)) = (v.as_object_mut(), live.next()) {
+                obj.insert("live".to_owned(), serde_json::to_value(l)?);
+            }
+            Ok(v)
+        })
+        .collect()
 }
 
 fn short_digest(d: &str) -> String {
@@ -308,7 +324,7 @@ fn event_line(e: &Event) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ociguard_monitor::protocol::EventKind;
+    use ociguard_monitor::protocol::{EventKind, Live};
     use ociguard_monitor::record::{Exit, ExitSource, PolicyRef, Timestamp};
 
     #[test]
@@ -363,5 +379,37 @@ mod tests {
         assert!(lines[1].contains("exited"), "{t}");
         assert!(lines[1].contains("sha256:abababababab "), "{t}");
         assert!(lines[1].ends_with("signal 9"), "{t}");
+    }
+
+    #[test]
+    fn inspect_adds_live_counts_to_each_record() {
+        let rec = |id: &str| Identity {
+            id: id.into(),
+            bundle: "/b".into(),
+            status: Status::Running,
+            ..Default::default()
+        };
+        let resp = Response {
+            ok: true,
+            containers: Some(vec![rec("a"), rec("b")]),
+            live: Some(vec![
+                Live {
+                    egress_denied: Some(31),
+                },
+                Live::default(),
+            ]),
+            ..Default::default()
+        };
+        let v = inspected(resp).unwrap();
+        assert_eq!(v[0]["id"], "a");
+        assert_eq!(v[0]["live"]["egress_denied"], 31);
+        assert_eq!(v[1]["live"], serde_json::json!({}));
+        // An older monitor sends no `live`: the records print as they are.
+        let old = Response {
+            ok: true,
+            containers: Some(vec![rec("a")]),
+            ..Default::default()
+        };
+        assert!(inspected(old).unwrap()[0].get("live").is_none());
     }
 }

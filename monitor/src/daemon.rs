@@ -289,6 +289,7 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<(), DaemonError> {
                 .map_err(|e| log::warn!("containerd follower not started: {e}"))
                 .ok()
         }),
+        egress: std::sync::OnceLock::new(),
     });
 
     ingest_spool(&shared, &opts.spool_dir);
@@ -302,6 +303,7 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<(), DaemonError> {
             Arc::clone(&shared.proc),
         ) {
             Ok((binder, reader)) => {
+                let _ = shared.egress.set(binder.counts());
                 spawn("ociguardd-nflog-bind", move || binder.run())?;
                 spawn("ociguardd-nflog", move || reader.run())?;
             }

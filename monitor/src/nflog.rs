@@ -702,6 +702,30 @@ impl fmt::Debug for Binder {
     }
 }
 
+/// The denial counts, for `inspect` (a handle on the threads' shared state).
+#[derive(Clone)]
+pub struct Counts(Arc<Mutex<Watches>>);
+
+impl fmt::Debug for Counts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Counts").finish_non_exhaustive()
+    }
+}
+
+impl Counts {
+    /// Denied packets attributed to `key` since the monitor began watching it (reported one
+    /// by one or in summaries alike); `None` while it is not watched. Memory only: a restart
+    /// starts again at 0 (the ruleset's nft counter has the container's whole count).
+    pub fn denied(&self, key: &Key) -> Option<u64> {
+        lock(&self.0)
+            .by_netns
+            .values()
+            .flat_map(|w| w.members.iter())
+            .find(|m| m.key == *key)
+            .map(|m| m.limiter.total())
+    }
+}
+
 /// Reads every socket and publishes the denials.
 pub struct Reader {
     store: Arc<RwLock<Store>>,
@@ -758,6 +782,11 @@ pub fn open(
 }
 
 impl Binder {
+    /// A handle for reading the counts while the threads run.
+    pub fn counts(&self) -> Counts {
+        Counts(Arc::clone(&self.watches))
+    }
+
     /// Follow the records forever: at once for those an event names, all of them every
     /// [`SWEEP_INTERVAL`].
     pub fn run(mut self) {

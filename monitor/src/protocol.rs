@@ -137,6 +137,19 @@ pub struct Response {
     pub event: Option<Event>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<crate::containerd::ImageRef>,
+    /// `inspect`: what the monitor observes of each of `containers` now (same order); not
+    /// journaled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<Vec<Live>>,
+}
+
+/// Live observations of one container (`inspect`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Live {
+    /// Packets its egress ruleset denied since the monitor began watching its network
+    /// namespace; absent when it is not watched (no ruleset, exited, denial events off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_denied: Option<u64>,
 }
 
 impl Response {

@@ -15,15 +15,16 @@ use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sockopt};
 
 use crate::containerd::Containerd;
 use crate::events::Hub;
+use crate::nflog;
 use crate::procfs::{self, ProcView};
-use crate::protocol::{read_frame, FrameError, Request, Response, MAX_REQUEST};
+use crate::protocol::{read_frame, FrameError, Live, Request, Response, MAX_REQUEST};
 use crate::store::{Lookup, Store};
 use crate::writer::{Op, Reply};
 
@@ -69,6 +70,8 @@ pub struct Shared {
     pub limits: Limits,
     /// The containerd follower, when the monitor runs one.
     pub containerd: Option<Containerd>,
+    /// Egress denial counts, once the NFLOG threads run.
+    pub egress: OnceLock<nflog::Counts>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -415,9 +418,16 @@ pub fn answer(req: Request, peer: &Peer, shared: &Shared) -> Response {
             if found.is_empty() {
                 Response::error(format!("no container with id {id:?}"))
             } else {
+                let live = found
+                    .iter()
+                    .map(|r| Live {
+                        egress_denied: shared.egress.get().and_then(|c| c.denied(&r.key())),
+                    })
+                    .collect();
                 Response {
                     ok: true,
                     containers: Some(found),
+                    live: Some(live),
                     ..Default::default()
                 }
             }

@@ -221,9 +221,14 @@ fn denied_connections_become_monitor_events() {
         "{human}"
     );
 
-    // The ruleset's own counter agrees.
+    // The ruleset's own counter agrees, and so does `inspect`'s live count.
     let table = net.table().expect("the ruleset is installed");
     assert_eq!(counted_packets(&table), total as u64, "{table}");
+    let inspect: Value = serde_json::from_str(&stdout(&ctl(&w, &b, &["inspect", id]))).unwrap();
+    assert_eq!(
+        inspect["live"]["egress_denied"], total as u64,
+        "{inspect:#}"
+    );
 
     // The socket goes when the container does.
     drop(container);
