@@ -18,11 +18,20 @@ pub const HISTORY: usize = 1024;
 /// Events a follower may lag behind before it is dropped.
 pub const SUBSCRIBER_QUEUE: usize = 4096;
 
+/// Which events a subscriber wants (decided before the event is copied to it).
+pub type Filter = fn(EventKind, &Identity) -> bool;
+
+#[derive(Debug)]
+struct Subscriber {
+    tx: SyncSender<Event>,
+    wants: Option<Filter>,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     seq: u64,
     recent: VecDeque<Event>,
-    subscribers: Vec<SyncSender<Event>>,
+    subscribers: Vec<Subscriber>,
 }
 
 #[derive(Debug, Default)]
@@ -60,13 +69,18 @@ impl Hub {
         );
         inner
             .subscribers
-            .retain(|s| match s.try_send(event.clone()) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) => {
-                    log::warn!("events: a follower fell {SUBSCRIBER_QUEUE} events behind: dropped");
-                    false
-                }
-                Err(TrySendError::Disconnected(_)) => false,
+            .retain(|s| match s.wants.map_or(true, |wants| wants(kind, rec)) {
+                false => true,
+                true => match s.tx.try_send(event.clone()) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_)) => {
+                        log::warn!(
+                            "events: a follower fell {SUBSCRIBER_QUEUE} events behind: dropped"
+                        );
+                        false
+                    }
+                    Err(TrySendError::Disconnected(_)) => false,
+                },
             });
         if inner.recent.len() == HISTORY {
             inner.recent.pop_front();
@@ -83,11 +97,24 @@ impl Hub {
 
     /// The history and a receiver for everything after it (no gap, no duplicate).
     pub fn subscribe(&self) -> (Vec<Event>, Receiver<Event>) {
+        self.subscribe_where(None)
+    }
+
+    /// A receiver for the events `wants` accepts from now on: a thread interested in a few
+    /// containers is not woken by every registration on the node.
+    pub fn subscribe_to(&self, wants: Filter) -> Receiver<Event> {
+        self.subscribe_where(Some(wants)).1
+    }
+
+    fn subscribe_where(&self, wants: Option<Filter>) -> (Vec<Event>, Receiver<Event>) {
         let (tx, rx) = mpsc::sync_channel(SUBSCRIBER_QUEUE);
         match self.inner.lock() {
             Ok(mut inner) => {
-                let recent = inner.recent.iter().cloned().collect();
-                inner.subscribers.push(tx);
+                let recent = match wants {
+                    None => inner.recent.iter().cloned().collect(),
+                    Some(_) => Vec::new(),
+                };
+                inner.subscribers.push(Subscriber { tx, wants });
                 (recent, rx)
             }
             Err(_) => (Vec::new(), rx),
@@ -116,5 +143,24 @@ mod tests {
         drop(rx);
         hub.publish(EventKind::Exited, &rec, None);
         assert_eq!(hub.recent().len(), 3);
+    }
+
+    #[test]
+    fn a_filtered_subscriber_gets_only_what_it_wants() {
+        let hub = Hub::new();
+        let rx = hub.subscribe_to(|kind, rec| kind == EventKind::Exited && rec.id == "b");
+        let (_, all) = hub.subscribe();
+        for id in ["a", "b"] {
+            let rec = Identity {
+                id: id.into(),
+                bundle: "/b".into(),
+                ..Default::default()
+            };
+            hub.publish(EventKind::Registered, &rec, None);
+            hub.publish(EventKind::Exited, &rec, None);
+        }
+        let got: Vec<(u64, String)> = rx.try_iter().map(|e| (e.seq, e.id)).collect();
+        assert_eq!(got, vec![(4, "b".to_owned())]);
+        assert_eq!(all.try_iter().count(), 4);
     }
 }

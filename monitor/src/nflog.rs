@@ -597,6 +597,12 @@ fn target(rec: &Identity, home_netns: u64, boot_id: Option<&str>) -> Option<(u32
     rec.process()
 }
 
+/// The events the binder acts on: lifecycle changes of containers with an egress ruleset
+/// (others it would only look up and skip; the periodic sweep covers anything missed).
+fn lifecycle_of_egress(kind: EventKind, rec: &Identity) -> bool {
+    kind != EventKind::EgressDenied && rec.profiles.contains_key(EGRESS_PROFILE)
+}
+
 /// An event to publish once no lock of this module is held.
 #[derive(Debug)]
 struct Outgoing {
@@ -758,7 +764,7 @@ pub fn open(
     let epoll = Arc::new(Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(NflogError::Epoll)?);
     let watches = Arc::new(Mutex::new(Watches::default()));
     // Subscribed before the first sweep, so no registration falls between the two.
-    let (_, events) = hub.subscribe();
+    let events = hub.subscribe_to(lifecycle_of_egress);
     let binder = Binder {
         group,
         home,
@@ -821,7 +827,7 @@ impl Binder {
                 Err(RecvTimeoutError::Disconnected) => {
                     // The hub dropped us for lagging: subscribe again; the sweep catches up.
                     log::warn!("egress denial events: lifecycle events were missed; resyncing");
-                    self.events = self.hub.subscribe().1;
+                    self.events = self.hub.subscribe_to(lifecycle_of_egress);
                     self.sync(None);
                     last_sweep = Instant::now();
                 }
