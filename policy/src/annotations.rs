@@ -22,6 +22,32 @@ pub const OWN_PREFIX: &str = "org.ociguard.";
 pub const POLICY: &str = "org.ociguard.policy";
 pub const POLICY_DIGEST: &str = "org.ociguard.policy.digest";
 pub const POLICY_MODE: &str = "org.ociguard.policy.mode";
+/// `sha256:` of the egress ruleset the createRuntime hook installs.
+pub const EGRESS_DIGEST: &str = "org.ociguard.egress.digest";
+/// `sha256:` of the AppArmor profile set as `process.apparmorProfile`.
+pub const APPARMOR_DIGEST: &str = "org.ociguard.apparmor.digest";
+/// `sha256:` of the precompiled seccomp filter ociguard handed crun (self-certifying: it is
+/// compared with the filter it names, see the shim's seccomp cache).
+pub const SECCOMP_BPF_DIGEST: &str = "org.ociguard.seccomp.bpf";
+
+/// The `org.ociguard.*` keys that may be in a rewritten `config.json`: each is written or
+/// removed on every create by the step that owns it (the policy rewrite, egress, AppArmor, the
+/// seccomp cache). Any other key under [`OWN_PREFIX`] came from the engine, the image or the
+/// pod, and would be read by the identity hook as a fact about the container (a profile digest
+/// in effect): the rewrite strips it.
+pub const OWN_KEYS: &[&str] = &[
+    POLICY,
+    POLICY_DIGEST,
+    POLICY_MODE,
+    EGRESS_DIGEST,
+    APPARMOR_DIGEST,
+    SECCOMP_BPF_DIGEST,
+];
+
+/// A key under [`OWN_PREFIX`] that ociguard does not write: forged.
+pub fn is_forged_own(key: &str) -> bool {
+    key.starts_with(OWN_PREFIX) && !OWN_KEYS.contains(&key)
+}
 
 /// The [`UNSAFE`] entry that covers `key`, if any.
 pub fn unsafe_entry(key: &str) -> Option<&'static str> {
@@ -75,5 +101,9 @@ mod tests {
         assert!(is_unsafe_entry("run.oci.hooks."));
         assert!(is_unsafe_entry("run.oci.hooks.prestart"));
         assert!(!is_unsafe_entry("run.oci.hook"));
+        assert!(is_forged_own("org.ociguard.seccomp.digest"));
+        assert!(is_forged_own("org.ociguard.policyx"));
+        assert!(!is_forged_own(EGRESS_DIGEST));
+        assert!(!is_forged_own("org.example.ociguard"));
     }
 }

@@ -69,7 +69,7 @@ pub const LOG_PREFIX: &str = "ociguard-deny ";
 /// `argv[1]` of the egress hook entry (`ociguard-hook egress ...`).
 pub const HOOK_EVENT: &str = "egress";
 /// Annotation carrying the ruleset digest (the identity hook records it as profile `egress`).
-pub const DIGEST_ANNOTATION: &str = "org.ociguard.egress.digest";
+pub const DIGEST_ANNOTATION: &str = crate::annotations::EGRESS_DIGEST;
 /// Capabilities that would let the container change or bypass its own rules.
 pub const NET_CAPS: [&str; 2] = ["CAP_NET_ADMIN", "CAP_NET_RAW"];
 /// Upper bound on `allow` entries per policy (nft handles far more; this bounds create time).

@@ -179,6 +179,14 @@ fn apply_annotations(
         .collect();
     let ann = object_field(root, "annotations", "annotations")?;
     ann.retain(|key, _| {
+        if annotations::is_forged_own(key) {
+            // Not the workload's to set, in any mode: it would be recorded as ociguard's.
+            changes.push(Change::AnnotationStripped {
+                key: key.clone(),
+                applied: true,
+            });
+            return false;
+        }
         if annotations::unsafe_entry(key).is_none() {
             return true;
         }
@@ -499,6 +507,32 @@ allow_unsafe = ["run.oci.keep_original_groups"]
             applied: false
         }));
         assert_eq!(spec["annotations"]["org.ociguard.policy.mode"], "audit");
+    }
+
+    /// Keys under ociguard's prefix that ociguard does not write are stripped in every mode;
+    /// its own are rewritten (policy) or left to the step that owns them.
+    #[test]
+    fn forged_own_annotations_are_stripped_in_every_mode() {
+        for mode in ["enforce", "audit"] {
+            let p = policy(&format!("mode = \"{mode}\"\n{STRICT}"));
+            let mut spec = bare_spec();
+            let ann = spec["annotations"].as_object_mut().unwrap();
+            ann.insert("org.ociguard.seccomp.digest".into(), json!("sha256:forged"));
+            ann.insert("org.ociguard.secret.digest".into(), json!("sha256:forged"));
+            ann.insert("org.ociguard.policy.digest".into(), json!("sha256:forged"));
+            ann.insert("org.ociguard.egress.digest".into(), json!("sha256:owned"));
+            let changes = apply(&mut spec, &p, &Facts::default()).unwrap();
+            let ann = &spec["annotations"];
+            assert!(ann.get("org.ociguard.seccomp.digest").is_none(), "{mode}");
+            assert!(ann.get("org.ociguard.secret.digest").is_none(), "{mode}");
+            assert_eq!(ann["org.ociguard.policy.digest"], p.digest.as_str());
+            // The egress step sets or removes it on every create.
+            assert_eq!(ann["org.ociguard.egress.digest"], "sha256:owned");
+            assert!(changes.contains(&Change::AnnotationStripped {
+                key: "org.ociguard.seccomp.digest".into(),
+                applied: true
+            }));
+        }
     }
 
     #[test]

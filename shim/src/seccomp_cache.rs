@@ -29,7 +29,7 @@ pub const BPF_ANNOTATION: &str = "run.oci.seccomp_bpf_data";
 pub const FAIL_UNKNOWN_ANNOTATION: &str = "run.oci.seccomp_fail_unknown_syscall";
 /// `sha256:` of the [`BPF_ANNOTATION`] value ociguard wrote, telling ours (recomputed on every
 /// create) from one a policy let the workload bring (left alone).
-pub const OWN_BPF_DIGEST: &str = "org.ociguard.seccomp.bpf";
+pub const OWN_BPF_DIGEST: &str = ociguard_policy::annotations::SECCOMP_BPF_DIGEST;
 
 const CACHE_DIR: &str = "seccomp-cache";
 /// `struct sock_filter` is 8 bytes.

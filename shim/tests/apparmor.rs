@@ -305,6 +305,11 @@ fn load_path_replaces_and_caches_by_digest() {
     assert!(plan.load);
     let p = &plan.profile;
     assert_eq!(r.document["process"]["apparmorProfile"], p.name.as_str());
+    // The identity hook records the profile in effect from this annotation.
+    assert_eq!(
+        r.document["annotations"]["org.ociguard.apparmor.digest"],
+        p.digest.as_str()
+    );
     assert!(r.to_bytes() != CONFIG.replace("SECRET", "db").as_bytes());
     assert!(r.decision.changes.contains(&Change::AppArmorProfile {
         name: p.name.clone(),
@@ -418,6 +423,9 @@ fn prepare_follows_mode_and_availability() {
     let plan = plan.unwrap();
     assert!(!plan.load);
     assert_eq!(r.document["process"]["apparmorProfile"], "docker-default");
+    assert!(r.document["annotations"]
+        .get("org.ociguard.apparmor.digest")
+        .is_none());
     assert!(r.decision.changes.iter().any(|c| matches!(
         c,
         Change::AppArmorUnavailable { reason } if reason.contains("kernel has no AppArmor")
@@ -446,6 +454,40 @@ fn prepare_follows_mode_and_availability() {
         Change::AppArmorProfile { .. } | Change::AppArmorUnavailable { .. }
     )));
     assert!(fake.calls().is_empty(), "prepare must not load anything");
+}
+
+/// The digest annotation is the identity hook's word for "this profile is in effect": one the
+/// engine passed in never survives a create that sets no profile.
+#[test]
+fn a_forged_apparmor_digest_does_not_survive() {
+    let _g = serial();
+    let absent = Host {
+        enabled_param: PathBuf::from("/nonexistent/enabled"),
+        ..FakeHost::loading().host
+    };
+    let config = CONFIG.replace("SECRET", "db").replace(
+        r#""org.example.profile":"aa""#,
+        r#""org.example.profile":"aa","org.ociguard.apparmor.digest":"sha256:forged""#,
+    );
+    for (mode, aa) in [
+        ("enforce", "if-available"),
+        ("enforce", "off"),
+        ("audit", "required"),
+    ] {
+        let set = policies(mode, aa);
+        let mut r = decide(config.as_bytes(), Path::new("config.json"), &set).unwrap();
+        let policy = set
+            .get(&r.decision.policy, &r.decision.policy_digest)
+            .unwrap();
+        apparmor::prepare_on(&absent, policy, &mut r).unwrap();
+        assert!(
+            r.document["annotations"]
+                .get("org.ociguard.apparmor.digest")
+                .is_none(),
+            "{mode} {aa}: {}",
+            r.document["annotations"]
+        );
+    }
 }
 
 /// Where AppArmor is enabled: a real profile, loaded by the real parser, confines a real
