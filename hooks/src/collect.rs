@@ -12,11 +12,15 @@ use std::path::Path;
 
 use ociguard_monitor::procfs;
 use ociguard_monitor::record::{Identity, Image, Namespaces, PolicyRef, StrMap, Timestamp};
-use ociguard_policy::annotations::{OWN_PREFIX, POLICY, POLICY_DIGEST, POLICY_MODE};
-use ociguard_policy::digest::sha256;
+use ociguard_policy::annotations::{
+    APPARMOR_DIGEST, EGRESS_DIGEST, POLICY, POLICY_DIGEST, POLICY_MODE,
+};
 use ociguard_policy::identity::HookEvent;
 use ociguard_policy::select::IMAGE_ANNOTATIONS;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 
 use crate::kubernetes;
 use crate::state::HookState;
@@ -33,14 +37,41 @@ pub struct Collected {
     pub warnings: Vec<String>,
 }
 
-fn read_config(bundle: &Path) -> Result<Value, String> {
+/// `config.json`, read with one `read(2)` into a buffer of its size.
+fn read_config(bundle: &Path) -> Result<Vec<u8>, String> {
     let path = bundle.join("config.json");
-    let f = std::fs::File::open(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
-    let mut bytes = Vec::new();
-    f.take(MAX_CONFIG)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("read {}: {e}", path.display()))?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("parse {}: {e}", path.display()))
+    let fail = |e: std::io::Error| format!("read {}: {e}", path.display());
+    let f = std::fs::File::open(&path).map_err(fail)?;
+    let size = f.metadata().map_err(fail)?.len().min(MAX_CONFIG);
+    // One byte more than the size, so that the read that finds the end is not a second buffer.
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
+    f.take(MAX_CONFIG).read_to_end(&mut bytes).map_err(fail)?;
+    Ok(bytes)
+}
+
+/// The parts of `config.json` the record is made of. The rest is skipped by the parser without
+/// building anything: most of a config ociguard rewrote is a seccomp profile and the filter
+/// precompiled from it (a 10 KiB annotation). Annotation values stay raw until used.
+#[derive(Debug, Default, Deserialize)]
+struct SpecView<'a> {
+    #[serde(default, borrow)]
+    annotations: BTreeMap<String, &'a RawValue>,
+    #[serde(default)]
+    mounts: Option<Value>,
+    #[serde(default, borrow)]
+    linux: Option<LinuxView<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LinuxView<'a> {
+    #[serde(default, borrow)]
+    seccomp: Option<&'a RawValue>,
+}
+
+/// Annotations the record never uses: crun's own directives (`run.oci.*`, among them the
+/// precompiled seccomp filter).
+fn unused_annotation(key: &str) -> bool {
+    key.starts_with("run.oci.")
 }
 
 /// Which engine created the container, from the marks each one leaves.
@@ -92,33 +123,41 @@ fn image(ann: &BTreeMap<String, String>) -> Image {
     }
 }
 
-/// `seccomp` = digest of `linux.seccomp` as written; other kinds from `org.ociguard.<kind>.digest`.
-fn profiles(ann: &BTreeMap<String, String>, spec: Option<&Value>) -> StrMap {
+/// The profiles in effect: `seccomp` = digest of `linux.seccomp` as written (compact, keys in
+/// the file's order); `apparmor` and `egress` from the digests ociguard wrote next to what it
+/// set (any other `org.ociguard.*` key was stripped at create, and none is read here).
+fn profiles(ann: &BTreeMap<String, String>, seccomp: Option<&RawValue>) -> StrMap {
     let mut out = StrMap::new();
-    if let Some(seccomp) = spec
-        .and_then(|s| s.get("linux"))
-        .and_then(|l| l.get("seccomp"))
-        .filter(|v| !v.is_null())
-    {
-        // A tree that came from JSON always serialises.
-        out.insert(
-            "seccomp".to_owned(),
-            sha256(&serde_json::to_vec(seccomp).unwrap_or_default()),
-        );
+    if let Some(digest) = seccomp.and_then(compact_digest) {
+        out.insert("seccomp".to_owned(), digest);
     }
-    for (k, v) in ann {
-        if k == POLICY_DIGEST {
-            continue;
-        }
-        if let Some(kind) = k
-            .strip_prefix(OWN_PREFIX)
-            .and_then(|r| r.strip_suffix(".digest"))
-            .filter(|kind| !kind.is_empty() && !kind.contains('.'))
-        {
-            out.insert(kind.to_owned(), v.clone());
+    for (kind, key) in [("apparmor", APPARMOR_DIGEST), ("egress", EGRESS_DIGEST)] {
+        if let Some(digest) = ann.get(key) {
+            out.insert(kind.to_owned(), digest.clone());
         }
     }
     out
+}
+
+/// `sha256:` of `raw` re-serialised compactly (what `serde_json::to_vec` of its parsed value
+/// gives), streamed from the parser into the hash: no tree, no copy of the text.
+fn compact_digest(raw: &RawValue) -> Option<String> {
+    /// The hash as an `io::Write`.
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let mut hashing = Hashing(Sha256::new());
+    let mut ser = serde_json::Serializer::new(&mut hashing);
+    serde_transcode::transcode(&mut de, &mut ser).ok()?;
+    Some(format!("sha256:{:x}", hashing.0.finalize()))
 }
 
 /// The process facts of `pid` (start time, boot, cgroup, namespaces).
@@ -153,24 +192,29 @@ pub fn process_facts(pid: u32, id: &mut Identity, warnings: &mut Vec<String>) {
 /// Everything a hook can learn about the container at `event`.
 pub fn collect(state: &HookState, event: HookEvent, now: Timestamp) -> Collected {
     let mut warnings = Vec::new();
-    let spec = match read_config(&state.bundle) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            warnings.push(e);
-            None
-        }
-    };
-    // config.json is what ociguard rewrote; the state's annotations are a copy of it.
-    let mut ann: BTreeMap<String, String> = spec
-        .as_ref()
-        .and_then(|s| s.get("annotations"))
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                .collect()
+    let bytes = read_config(&state.bundle)
+        .map_err(|e| warnings.push(e))
+        .ok();
+    let spec: SpecView<'_> = bytes
+        .as_deref()
+        .and_then(|b| {
+            serde_json::from_slice(b)
+                .map_err(|e| {
+                    warnings.push(format!(
+                        "parse {}: {e}",
+                        state.bundle.join("config.json").display()
+                    ));
+                })
+                .ok()
         })
         .unwrap_or_default();
+    // config.json is what ociguard rewrote; the state's annotations are a copy of it.
+    let mut ann: BTreeMap<String, String> = spec
+        .annotations
+        .iter()
+        .filter(|(k, _)| !unused_annotation(k))
+        .filter_map(|(k, v)| Some((k.clone(), serde_json::from_str(v.get()).ok()?)))
+        .collect();
     for (k, v) in &state.annotations {
         ann.entry(k.clone()).or_insert_with(|| v.clone());
     }
@@ -180,13 +224,18 @@ pub fn collect(state: &HookState, event: HookEvent, now: Timestamp) -> Collected
         engine: engine(&ann, &bundle).map(Into::into),
         bundle,
         image: image(&ann),
-        kubernetes: kubernetes::from_spec(&ann, spec.as_ref()),
+        kubernetes: kubernetes::from_spec(
+            &ann,
+            spec.mounts
+                .map(|mounts| serde_json::json!({ "mounts": mounts }))
+                .as_ref(),
+        ),
         policy: ann.get(POLICY).map(|name| PolicyRef {
             name: name.as_str().into(),
             digest: ann.get(POLICY_DIGEST).map(|d| d.as_str().into()),
             mode: ann.get(POLICY_MODE).map(|m| m.as_str().into()),
         }),
-        profiles: profiles(&ann, spec.as_ref()),
+        profiles: profiles(&ann, spec.linux.and_then(|l| l.seccomp)),
         ..Default::default()
     };
     match event {
@@ -210,6 +259,7 @@ pub fn collect(state: &HookState, event: HookEvent, now: Timestamp) -> Collected
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ociguard_policy::digest::sha256;
     use serde_json::json;
 
     #[test]
@@ -250,7 +300,10 @@ mod tests {
             id.policy.as_ref().unwrap().digest.as_deref(),
             Some("sha256:pp")
         );
-        assert!(id.profiles["seccomp"].starts_with("sha256:"));
+        assert_eq!(
+            id.profiles["seccomp"],
+            sha256(br#"{"defaultAction":"SCMP_ACT_ERRNO"}"#)
+        );
         assert_eq!(&id.profiles["apparmor"], "sha256:aa");
         assert!(!id.profiles.contains_key("policy"));
         assert!(id.start_time.is_some() && id.namespaces.pid.is_some());
@@ -264,6 +317,85 @@ mod tests {
         let c = collect(&state, HookEvent::Poststop, Timestamp(9));
         assert_eq!(c.identity.pid, None);
         assert_eq!(c.identity.exited, Some(Timestamp(9)));
+    }
+
+    /// A config as ociguard writes it, but pretty-printed, with escapes, a precompiled filter, a
+    /// non-string annotation and fields the record does not use: the same facts and digests.
+    #[test]
+    fn only_the_used_parts_of_a_config_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let seccomp = json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [{"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"}]
+        });
+        let spec = json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": ["/bin/sh"], "env": ["PATH=/bin"]},
+            "annotations": {
+                "run.oci.seccomp_bpf_data": "A".repeat(10_000),
+                "io.kubernetes.cri-o.Labels": "{\"io.kubernetes.pod.namespace\":\"ns1\",\"io.kubernetes.pod.name\":\"pé\"}",
+                "org.opencontainers.image.title": "café",
+                "not.a.string": {"x": 1},
+                "org.ociguard.seccomp.digest": "sha256:never-read",
+                "org.ociguard.egress.digest": "sha256:ee"
+            },
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+            "linux": {"seccomp": seccomp, "namespaces": [{"type": "pid"}]}
+        });
+        std::fs::write(
+            dir.path().join("config.json"),
+            serde_json::to_string_pretty(&spec).unwrap(),
+        )
+        .unwrap();
+        let state = HookState {
+            id: "c2".into(),
+            bundle: dir.path().to_owned(),
+            pid: None,
+            status: "created".into(),
+            annotations: BTreeMap::new(),
+        };
+        let c = collect(&state, HookEvent::Poststop, Timestamp(1));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let id = c.identity;
+        assert_eq!(
+            id.profiles["seccomp"],
+            sha256(&serde_json::to_vec(&seccomp).unwrap())
+        );
+        assert_eq!(&id.profiles["egress"], "sha256:ee");
+        assert_eq!(id.profiles.len(), 2, "{:?}", id.profiles);
+        assert_eq!(id.engine.as_deref(), Some("cri-o"));
+        assert_eq!(&id.image.labels["org.opencontainers.image.title"], "café");
+        let k = id.kubernetes.unwrap();
+        assert_eq!(
+            (k.namespace.as_deref(), k.pod.as_deref()),
+            (Some("ns1"), Some("pé"))
+        );
+
+        // Not JSON: no facts from it, and a warning naming the file.
+        std::fs::write(dir.path().join("config.json"), "{\"annotations\": ").unwrap();
+        let c = collect(&state, HookEvent::Poststop, Timestamp(1));
+        assert!(c.identity.profiles.is_empty());
+        assert!(
+            c.warnings[0].starts_with("parse ") && c.warnings[0].contains("config.json"),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    /// The streamed digest is the digest of the compact serialisation of the parsed value, for
+    /// the built-in profile written compactly or pretty-printed, with escapes and numbers.
+    #[test]
+    fn seccomp_digest_is_that_of_the_compact_form() {
+        let builtin = ociguard_policy::seccomp::builtin_profile(false);
+        let odd =
+            json!({"s": "tab\there \"q\" é \u{1}", "n": [-1, 0, 1.5, 1e300, u64::MAX], "e": {}});
+        for v in [builtin, odd] {
+            let want = sha256(&serde_json::to_vec(&v).unwrap());
+            for text in [v.to_string(), serde_json::to_string_pretty(&v).unwrap()] {
+                let raw: Box<RawValue> = serde_json::from_str(&text).unwrap();
+                assert_eq!(compact_digest(&raw).as_deref(), Some(want.as_str()));
+            }
+        }
     }
 
     #[test]

@@ -186,6 +186,57 @@ fn report(name: &str, mut v: Vec<Duration>, target: Option<(Duration, &str)>) {
     );
 }
 
+/// A `config.json` the size and shape of one ociguard rewrote for a Kubernetes container: the
+/// built-in seccomp profile, and next to it the precompiled filter crun takes (its bytes do
+/// not matter to the hook, its size does: ~10 KiB of base64 for the built-in profile).
+fn realistic_config() -> serde_json::Value {
+    let mounts: Vec<serde_json::Value> = [
+        ("/proc", "proc"),
+        ("/dev", "tmpfs"),
+        ("/dev/pts", "devpts"),
+        ("/dev/shm", "tmpfs"),
+        ("/dev/mqueue", "mqueue"),
+        ("/sys", "sysfs"),
+        ("/etc/hosts", "bind"),
+        ("/etc/resolv.conf", "bind"),
+    ]
+    .iter()
+    .map(|(dest, kind)| serde_json::json!({"destination": dest, "type": kind, "source": kind, "options": ["nosuid", "noexec", "nodev"]}))
+    .collect();
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "user": {"uid": 0, "gid": 0},
+            "args": ["/app", "--listen", ":8080"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOSTNAME=api-7d9"],
+            "cwd": "/",
+            "capabilities": {"bounding": ["CAP_CHOWN", "CAP_KILL"], "effective": ["CAP_CHOWN", "CAP_KILL"], "permitted": ["CAP_CHOWN", "CAP_KILL"]},
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs"},
+        "hostname": "api-7d9",
+        "mounts": mounts,
+        "annotations": {
+            "io.kubernetes.cri.container-type": "container",
+            "io.kubernetes.cri.container-name": "api",
+            "io.kubernetes.cri.sandbox-namespace": "payments",
+            "io.kubernetes.cri.sandbox-name": "api-7d9",
+            "io.kubernetes.cri.image-name": "registry.example.com/payments/api:1.4.2",
+            "org.ociguard.policy": "payments",
+            "org.ociguard.policy.digest": format!("sha256:{}", "cd".repeat(32)),
+            "org.ociguard.policy.mode": "enforce",
+            "org.ociguard.seccomp.bpf": format!("sha256:{}", "ef".repeat(32)),
+            "run.oci.seccomp_bpf_data": "A".repeat(10_072)
+        },
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "seccomp": ociguard_policy::seccomp::builtin_profile(false),
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/sys"]
+        }
+    })
+}
+
 fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
@@ -228,7 +279,7 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&bundle)?;
     std::fs::write(
         bundle.join("config.json"),
-        r#"{"ociVersion":"1.0.2","annotations":{"io.kubernetes.cri.image-name":"registry.example.com/payments/api:1.4.2","org.ociguard.policy":"payments","org.ociguard.policy.digest":"sha256:cdcd"},"linux":{"seccomp":{"defaultAction":"SCMP_ACT_ERRNO"}}}"#,
+        serde_json::to_vec(&realistic_config())?,
     )?;
     // The "container": a child process. (Not this process: a registered container's cgroup
     // holds this process too, and the monitor rightly refuses admin requests from inside a
