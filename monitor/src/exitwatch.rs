@@ -22,7 +22,10 @@ use crate::writer::Op;
 const CN_IDX_PROC: u32 = 1;
 const CN_VAL_PROC: u32 = 1;
 const PROC_CN_MCAST_LISTEN: u32 = 1;
-const PROC_EVENT_EXIT: u32 = 0x8000_0000;
+/// `proc_event.what` of an exec.
+pub const PROC_EVENT_EXEC: u32 = 0x0000_0002;
+/// `proc_event.what` of an exit.
+pub const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 const NLMSG_DONE: u16 = 3;
 const NLMSG_HDRLEN: usize = 16;
 const CN_MSG_LEN: usize = 20;
@@ -117,14 +120,73 @@ pub fn exit_filter() -> [sys::BpfInsn; 10] {
 
 /// Subscribe to process exits; `Err` says why exit statuses will be unknown.
 pub fn subscribe() -> std::io::Result<OwnedFd> {
+    listen(Some(&exit_filter()))
+}
+
+/// Subscribe to every process event (forks, execs, exits of every thread on the node): for
+/// measurements (`ociguard-monitor-bench` times hooks by the kernel's exec and exit events).
+pub fn subscribe_all() -> std::io::Result<OwnedFd> {
+    listen(None)
+}
+
+fn listen(filter: Option<&[sys::BpfInsn]>) -> std::io::Result<OwnedFd> {
     let fd = sys::connector_socket()?;
     // A burst of exits on a busy node must not overflow the queue before we read it.
     let _ = setsockopt(&fd, sockopt::RcvBuf, &(4 << 20));
     // Before bind: no unfiltered event can be queued.
-    sys::attach_filter(&fd, &exit_filter())?;
+    if let Some(filter) = filter {
+        sys::attach_filter(&fd, filter)?;
+    }
     bind(fd.as_raw_fd(), &NetlinkAddr::new(0, CN_IDX_PROC)).map_err(std::io::Error::from)?;
     send(fd.as_raw_fd(), &listen_message(), MsgFlags::empty()).map_err(std::io::Error::from)?;
     Ok(fd)
+}
+
+/// One process event as the kernel stamped it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcEvent {
+    /// `PROC_EVENT_*`.
+    pub what: u32,
+    /// `process_pid` of the exec/exit/... event (the thread).
+    pub pid: u32,
+    /// `process_tgid` (the process).
+    pub tgid: u32,
+    /// When, in the kernel's monotonic clock (`CLOCK_MONOTONIC`), nanoseconds.
+    pub time_ns: u64,
+}
+
+/// The exec and exit events in one datagram (other kinds are skipped: their pid fields sit
+/// elsewhere).
+pub fn parse_events(datagram: &[u8]) -> Vec<ProcEvent> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while let Some(len) = u32_at(datagram, off) {
+        let len = len as usize;
+        if len < NLMSG_HDRLEN || off + len > datagram.len() {
+            break;
+        }
+        let msg = &datagram[off..off + len];
+        let ev = NLMSG_HDRLEN + CN_MSG_LEN;
+        let what = u32_at(msg, ev);
+        if matches!(what, Some(PROC_EVENT_EXEC | PROC_EVENT_EXIT)) {
+            let time = msg
+                .get(ev + 8..ev + 16)
+                .and_then(|s| s.try_into().ok())
+                .map(u64::from_ne_bytes);
+            if let (Some(what), Some(pid), Some(tgid), Some(time_ns)) =
+                (what, u32_at(msg, ev + 16), u32_at(msg, ev + 20), time)
+            {
+                out.push(ProcEvent {
+                    what,
+                    pid,
+                    tgid,
+                    time_ns,
+                });
+            }
+        }
+        off += (len + 3) & !3;
+    }
+    out
 }
 
 /// Read exit events forever, passing those of registered containers' init processes to the
@@ -179,9 +241,22 @@ mod tests {
         d[56..60].copy_from_slice(&77u32.to_ne_bytes());
         d[60..64].copy_from_slice(&(42u32 << 8).to_ne_bytes());
         assert_eq!(parse_exits(&d), vec![(77, 77, 42 << 8)]);
+        d[44..52].copy_from_slice(&123_456u64.to_ne_bytes());
+        assert_eq!(
+            parse_events(&d),
+            vec![ProcEvent {
+                what: PROC_EVENT_EXIT,
+                pid: 77,
+                tgid: 77,
+                time_ns: 123_456
+            }]
+        );
         // a fork event is ignored, truncated input does not panic
         d[36..40].copy_from_slice(&1u32.to_ne_bytes());
         assert!(parse_exits(&d).is_empty());
+        assert!(parse_events(&d).is_empty());
+        d[36..40].copy_from_slice(&PROC_EVENT_EXEC.to_ne_bytes());
+        assert_eq!(parse_events(&d)[0].what, PROC_EVENT_EXEC);
         assert!(parse_exits(&d[..10]).is_empty());
         assert_eq!(listen_message().len(), 40);
     }
@@ -237,6 +312,48 @@ mod tests {
             .collect();
         assert_eq!(got, want);
         assert_eq!(want, vec![(76, Some(10)), (76, Some(16))]);
+    }
+
+    #[test]
+    fn kernel_stamps_a_childs_exec_and_exit() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skip: proc connector needs root");
+            return;
+        }
+        let fd = match subscribe_all() {
+            Ok(fd) => fd,
+            Err(e) => {
+                eprintln!("skip: proc connector unavailable: {e}");
+                return;
+            }
+        };
+        let _ = nix::sys::socket::setsockopt(
+            &fd,
+            sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(5, 0),
+        );
+        let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let (mut exec, mut exit) = (None, None);
+        while exit.is_none() {
+            let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+            for e in parse_events(&buf[..n])
+                .into_iter()
+                .filter(|e| e.tgid == pid)
+            {
+                match e.what {
+                    PROC_EVENT_EXEC => exec = Some(e.time_ns),
+                    _ => exit = Some(e.time_ns),
+                }
+            }
+        }
+        let (exec, exit) = (exec.expect("an exec event before the exit"), exit.unwrap());
+        assert!(
+            exec <= exit && exit - exec < 10_000_000_000,
+            "{exec} {exit}"
+        );
     }
 
     #[test]

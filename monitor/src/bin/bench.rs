@@ -14,10 +14,13 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
+use ociguard_monitor::exitwatch;
 use ociguard_monitor::procfs::{self, Real};
 use ociguard_monitor::protocol::{Lifecycle, Request};
 use ociguard_monitor::record::{Identity, Image, Kubernetes, Namespaces, PolicyRef, Timestamp};
@@ -149,6 +152,70 @@ fn sample(i: usize) -> Identity {
             .collect(),
         created: Some(Timestamp::now()),
         ..Default::default()
+    }
+}
+
+/// Process exec and exit events with the kernel's timestamps, read on a thread of their own.
+struct KernelClock {
+    stop: Arc<AtomicBool>,
+    reader: std::thread::JoinHandle<Vec<exitwatch::ProcEvent>>,
+}
+
+impl KernelClock {
+    fn start() -> Option<KernelClock> {
+        let fd = exitwatch::subscribe_all().ok()?;
+        nix::sys::socket::setsockopt(
+            &fd,
+            nix::sys::socket::sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(0, 100_000),
+        )
+        .ok()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::clone(&stop);
+        let reader = std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let mut events = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(n) = nix::sys::socket::recv(
+                    fd.as_raw_fd(),
+                    &mut buf,
+                    nix::sys::socket::MsgFlags::empty(),
+                ) {
+                    events.extend(exitwatch::parse_events(&buf[..n]));
+                }
+            }
+            events
+        });
+        Some(KernelClock { stop, reader })
+    }
+
+    /// Exec to exit of each of `pids` (the last exec of the pid before its exit).
+    fn lives(self, pids: &[u32]) -> Result<Vec<Duration>> {
+        // The last exit events may still be on their way.
+        std::thread::sleep(Duration::from_millis(300));
+        self.stop.store(true, Ordering::Relaxed);
+        let events = self
+            .reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("event reader panicked"))?;
+        let mut lives = Vec::with_capacity(pids.len());
+        for &pid in pids {
+            let exec = events
+                .iter()
+                .filter(|e| e.what == exitwatch::PROC_EVENT_EXEC && e.tgid == pid)
+                .map(|e| e.time_ns)
+                .max();
+            let exit = events
+                .iter()
+                .find(|e| e.what == exitwatch::PROC_EVENT_EXIT && e.pid == pid && e.tgid == pid)
+                .map(|e| e.time_ns);
+            match (exec, exit) {
+                (Some(a), Some(b)) if b >= a => lives.push(Duration::from_nanos(b - a)),
+                _ => bail!("events of hook pid {pid} missing (socket overflow?)"),
+            }
+        }
+        Ok(lives)
     }
 }
 
@@ -322,6 +389,11 @@ fn main() -> Result<()> {
     // same machine: on a shared VM the noise moves within seconds.
     let mut hook_times = Vec::with_capacity(args.hook_iterations);
     let mut floor = Vec::with_capacity(args.hook_iterations);
+    // The hook's own run, by the kernel's clock: its exec event to its exit event (the engine's
+    // fork and the execve before the event are not in it; the time after the ack is: ~close
+    // and exit).
+    let kernel = KernelClock::start();
+    let mut hook_pids = Vec::with_capacity(args.hook_iterations);
     for i in 0..args.hook_iterations {
         let t = Instant::now();
         let out = Command::new("/bin/true")
@@ -340,7 +412,7 @@ fn main() -> Result<()> {
             bundle.display()
         );
         let t = Instant::now();
-        let mut c = Command::new(&hook)
+        let c = Command::new(&hook)
             .args(["createRuntime", "--identity", "required", "--socket"])
             .arg(&socket)
             .arg("--spool")
@@ -351,6 +423,8 @@ fn main() -> Result<()> {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()?;
+        let mut c = c;
+        hook_pids.push(c.id());
         c.stdin
             .take()
             .context("stdin")?
@@ -366,12 +440,24 @@ fn main() -> Result<()> {
             bundle: None,
         })?;
     }
+    let lives = kernel.map(|k| k.lives(&hook_pids));
     report("floor: spawn /bin/true and wait", floor, None);
     report(
         "registration: ociguard-hook spawn -> durable ack",
         hook_times,
         Some((Duration::from_millis(2), "p99")),
     );
+    match lives {
+        Some(Ok(lives)) => report(
+            "registration: ociguard-hook exec -> exit (kernel)",
+            lives,
+            Some((Duration::from_millis(2), "p99")),
+        ),
+        Some(Err(e)) => println!("registration: ociguard-hook exec -> exit (kernel): n/a ({e})"),
+        None => println!(
+            "registration: ociguard-hook exec -> exit (kernel): n/a (no proc connector: not root?)"
+        ),
+    }
 
     // 2. In-process client, persistent connection.
     let mut client = Client::connect(&socket, Duration::from_secs(10))?;
