@@ -8,7 +8,7 @@
 
 use std::fs::{self, File};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -126,9 +126,41 @@ fn make_dir(path: &Path, mode: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Bind `path` with a fresh socket file (a stale one from a previous run is removed: the lock
-/// proves no other monitor owns it), in a directory of `dir_mode`, the socket itself `mode`.
-pub fn bind(path: &Path, dir_mode: u32, mode: u32) -> Result<UnixListener, DaemonError> {
+/// A socket file this process bound: removed at shutdown only if it is still this process's
+/// (another monitor may have been started on the same path since).
+#[derive(Debug)]
+pub struct Bound {
+    path: PathBuf,
+}
+
+impl Bound {
+    /// Remove the socket file unless another process serves it now. (Its inode number cannot
+    /// tell: a file created after ours was removed may get the same one. The kernel's word on
+    /// who listens can: the peer credentials of a connection are the listener's.)
+    pub fn remove(&self) {
+        if let Ok(probe) = UnixStream::connect(&self.path) {
+            let theirs =
+                nix::sys::socket::getsockopt(&probe, nix::sys::socket::sockopt::PeerCredentials)
+                    .map_or(true, |c| {
+                        u32::try_from(c.pid()).ok() != Some(std::process::id())
+                    });
+            if theirs {
+                log::info!(
+                    "{}: another process serves it now; left in place",
+                    self.path.display()
+                );
+                return;
+            }
+        }
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Bind `path` with a fresh socket file, in a directory of `dir_mode`, the socket itself
+/// `mode`. An existing socket is removed only when nobody answers on it (a previous run's);
+/// one that accepts a connection belongs to a running monitor (another state directory, same
+/// socket) and is an error, never taken over.
+pub fn bind(path: &Path, dir_mode: u32, mode: u32) -> Result<(UnixListener, Bound), DaemonError> {
     let err = |step: &'static str| {
         move |source| DaemonError::Socket {
             path: path.to_owned(),
@@ -140,7 +172,19 @@ pub fn bind(path: &Path, dir_mode: u32, mode: u32) -> Result<UnixListener, Daemo
         make_dir(dir, dir_mode).map_err(err("prepare directory"))?;
     }
     match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => fs::remove_file(path).map_err(err("remove stale"))?,
+        Ok(m) if m.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(DaemonError::Socket {
+                    path: path.to_owned(),
+                    step: "check",
+                    source: std::io::Error::other(
+                        "another process is serving this socket (a monitor with another state \
+                         directory?); refusing to take it over",
+                    ),
+                });
+            }
+            fs::remove_file(path).map_err(err("remove stale"))?
+        }
         Ok(_) => {
             return Err(DaemonError::Socket {
                 path: path.to_owned(),
@@ -152,7 +196,12 @@ pub fn bind(path: &Path, dir_mode: u32, mode: u32) -> Result<UnixListener, Daemo
     }
     let listener = UnixListener::bind(path).map_err(err("bind"))?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(err("chmod"))?;
-    Ok(listener)
+    Ok((
+        listener,
+        Bound {
+            path: path.to_owned(),
+        },
+    ))
 }
 
 fn spawn<F: FnOnce() + Send + 'static>(name: &'static str, f: F) -> Result<(), DaemonError> {
@@ -313,13 +362,15 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<(), DaemonError> {
     // Replay and reconciliation of a large journal leave a lot of freed heap behind.
     crate::sys::trim_heap();
 
-    let admin = bind(&opts.socket, 0o700, 0o600)?;
+    let (admin, admin_file) = bind(&opts.socket, 0o700, 0o600)?;
+    let mut bound = vec![admin_file];
     let s = Arc::clone(&shared);
     spawn("ociguardd-admin", move || {
         server::serve(admin, Role::Admin, s)
     })?;
     if let Some(path) = &opts.workload_socket {
-        let workload = bind(path, 0o755, 0o666)?;
+        let (workload, workload_file) = bind(path, 0o755, 0o666)?;
+        bound.push(workload_file);
         let s = Arc::clone(&shared);
         spawn("ociguardd-workload", move || {
             server::serve(workload, Role::Workload, s)
@@ -343,8 +394,36 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<(), DaemonError> {
         }
     }
     log::info!("stopping");
-    for path in std::iter::once(&opts.socket).chain(opts.workload_socket.iter()) {
-        let _ = fs::remove_file(path);
+    for b in &bound {
+        b.remove();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_served_socket_is_never_taken_over_and_a_stale_one_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/monitor.sock");
+        let (first, first_file) = bind(&path, 0o700, 0o600).unwrap();
+
+        // Someone answers on it: refused, and the file stays theirs.
+        let err = bind(&path, 0o700, 0o600).unwrap_err().to_string();
+        assert!(err.contains("another process is serving"), "{err}");
+        assert!(UnixStream::connect(&path).is_ok());
+
+        // Nobody answers (the previous run is gone): stale, replaced.
+        drop(first);
+        let (_second, second_file) = bind(&path, 0o700, 0o600).unwrap();
+        assert!(UnixStream::connect(&path).is_ok());
+
+        // Ours (served by this process): removed. (Another process's is left in place: the
+        // daemon integration tests run two monitors.)
+        drop(first_file);
+        second_file.remove();
+        assert!(!path.exists());
+    }
 }

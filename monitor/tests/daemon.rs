@@ -501,3 +501,54 @@ fn exit_status_reconciliation_and_reused_pids() {
     let log = m.log_text();
     assert!(log.contains("now belongs to another process"), "{log}");
 }
+
+/// Two monitors pointed at one socket (different state directories, so the state lock does not
+/// stop the second): the second is refused instead of taking the socket over; and a monitor
+/// shutting down after a successor bound the path leaves the successor's socket in place.
+#[test]
+fn a_served_socket_is_never_taken_over_or_removed_by_another_monitor() {
+    let mut first = Monitor::new(&[]);
+    let other = tempfile::tempdir().unwrap();
+    let second = |socket: &std::path::Path| {
+        let mut c = Command::new(OCIGUARDD);
+        c.env("OCIGUARD_CONFIG", other.path().join("no-config.toml"))
+            .arg("--socket")
+            .arg(socket)
+            .arg("--state-dir")
+            .arg(other.path().join("state"))
+            .arg("--spool-dir")
+            .arg(other.path().join("spool"));
+        c
+    };
+    let out = second(&first.socket()).output().unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("another process is serving"), "{err}");
+    assert!(ping_ok(&first), "the first monitor lost its socket");
+
+    // The path is freed (an operator removed it) and a successor binds it; then the first
+    // monitor stops gracefully: the successor keeps its socket.
+    std::fs::remove_file(first.socket()).unwrap();
+    let mut successor = second(&first.socket())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ping_ok(&first) {
+        assert!(Instant::now() < deadline, "the successor did not come up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = nix::unistd::Pid::from_raw(first.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = first.child.take().unwrap().wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        first.log_text().contains("another process serves it now"),
+        "{}",
+        first.log_text()
+    );
+    assert!(ping_ok(&first), "the successor's socket was removed");
+    let _ = successor.kill();
+    let _ = successor.wait();
+}
