@@ -34,8 +34,10 @@ demo: host-demo build
 	scripts/demo.sh $(RELEASE)/ociguard
 
 # Unit tests need nothing; integration tests run real crun/podman/containerd as root and
-# print "skip: <reason>" when they cannot.
-test: fixtures
+# print "skip: <reason>" when they cannot. They also run the other packages' binaries
+# (ociguardd, ociguard-hook, ociguardctl), which cargo does not build for a package's tests:
+# `build` does (a missing one fails the test, it is never a skip).
+test: fixtures build
 	$(CARGO) test --release --workspace -- --test-threads=2
 
 unit:

@@ -13,6 +13,8 @@
 //! still works (glibc hands std the arguments through `.init_array`); SIGPIPE is ignored as
 //! std would.
 
+// The binary has no unit tests (`test = false` in Cargo.toml: a test harness would bring its
+// own `main`); the library holds the logic and its tests.
 #![no_main]
 // Only for the C entry point and the SIGPIPE disposition below.
 #![allow(unsafe_code)]

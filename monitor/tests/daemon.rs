@@ -163,10 +163,7 @@ fn sigkill_during_a_burst_of_50_registrations_loses_no_acknowledged_one() {
 
 #[test]
 fn hook_spools_while_monitor_is_down_and_monitor_ingests_at_start() {
-    let Some(hook) = sibling_bin("ociguard-hook") else {
-        eprintln!("skip: ociguard-hook not built (cargo build --workspace)");
-        return;
-    };
+    let hook = sibling_bin("ociguard-hook");
     let mut m = Monitor::stopped(&[]);
     let mut sleeper = Command::new("/bin/sleep").arg("30").spawn().unwrap();
     let (_, state) = bundle_and_state(
@@ -213,10 +210,7 @@ fn hook_spools_while_monitor_is_down_and_monitor_ingests_at_start() {
 
 #[test]
 fn hook_with_malformed_state() {
-    let Some(hook) = sibling_bin("ociguard-hook") else {
-        eprintln!("skip: ociguard-hook not built (cargo build --workspace)");
-        return;
-    };
+    let hook = sibling_bin("ociguard-hook");
     let m = Monitor::new(&[]);
     for (mode, ok) in [("required", false), ("best-effort", true)] {
         for bad in ["", "{", r#"{"id":"x","pid":"one","bundle":"/b"}"#, "[]"] {
@@ -246,10 +240,7 @@ fn hook_with_malformed_state() {
 
 #[test]
 fn spool_full_is_reported_and_the_container_still_runs() {
-    let Some(hook) = sibling_bin("ociguard-hook") else {
-        eprintln!("skip: ociguard-hook not built (cargo build --workspace)");
-        return;
-    };
+    let hook = sibling_bin("ociguard-hook");
     if !is_root() {
         eprintln!("skip: mounting a tiny tmpfs needs root");
         return;
@@ -296,10 +287,7 @@ fn non_root_peer_cannot_register_or_deregister() {
         eprintln!("skip: needs root and setpriv");
         return;
     }
-    let (Some(hook), Some(ctl)) = (sibling_bin("ociguard-hook"), sibling_bin("ociguardctl")) else {
-        eprintln!("skip: ociguard-hook/ociguardctl not built (cargo build --workspace)");
-        return;
-    };
+    let (hook, ctl) = (sibling_bin("ociguard-hook"), sibling_bin("ociguardctl"));
     let m = Monitor::new(&[]);
     assert!(m.register(ident("victim")).ok);
     let nobody = |args: &[&std::ffi::OsStr], stdin: &str| {

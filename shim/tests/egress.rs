@@ -19,12 +19,6 @@ use common::netns::{counted_packets, Net};
 use common::*;
 use serde_json::{json, Value};
 
-fn hook_bin() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let p = exe.parent()?.parent()?.join("ociguard-hook");
-    p.exists().then_some(p)
-}
-
 macro_rules! require_egress {
     () => {{
         if let Some(why) = common::cannot_run_containers() {
@@ -37,13 +31,7 @@ macro_rules! require_egress {
             eprintln!("skip: nft or ip not installed (scripts/host-setup.sh)");
             return;
         }
-        match hook_bin() {
-            Some(h) => h,
-            None => {
-                eprintln!("skip: ociguard-hook not built (cargo build --workspace)");
-                return;
-            }
-        }
+        common::monitor::sibling_bin("ociguard-hook")
     }};
 }
 
@@ -458,14 +446,7 @@ fn a_hook_that_cannot_install_fails_the_create() {
 #[test]
 fn explain_shows_the_ruleset_create_installs() {
     let hook = require_egress!();
-    let Some(ctl) = hook
-        .parent()
-        .map(|d| d.join("ociguardctl"))
-        .filter(|p| p.exists())
-    else {
-        eprintln!("skip: ociguardctl not built (cargo build --workspace)");
-        return;
-    };
+    let ctl = common::monitor::sibling_bin("ociguardctl");
     let net = Net::new("ex", 2);
     let w = world(&hook, "");
     policy(&w, ALLOWLIST);

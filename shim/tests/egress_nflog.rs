@@ -33,7 +33,7 @@ fn cannot_run() -> Result<Bins, String> {
     if !Path::new("/usr/sbin/ip").exists() && !Path::new("/sbin/ip").exists() {
         return Err("ip not installed (scripts/host-setup.sh)".into());
     }
-    bins()
+    Ok(bins())
 }
 
 /// `ociguard delete -f` on drop, while the monitor still runs (its poststop hook reports).

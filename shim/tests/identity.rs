@@ -24,13 +24,7 @@ macro_rules! require_identity {
             eprintln!("skip: {}", why);
             return;
         }
-        match bins() {
-            Ok(b) => b,
-            Err(why) => {
-                eprintln!("skip: {why}");
-                return;
-            }
-        }
+        bins()
     }};
 }
 

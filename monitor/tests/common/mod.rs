@@ -12,12 +12,23 @@ use ociguard_monitor::Client;
 
 pub const OCIGUARDD: &str = env!("CARGO_BIN_EXE_ociguardd");
 
-/// A workspace binary of another package (built by `cargo test --workspace`), if present.
-pub fn sibling_bin(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.parent()?; // target/<profile>/deps/.. -> target/<profile>
+/// A workspace binary of another package. Missing is a failure, never a skip (cargo builds
+/// only this package's binaries for its tests; `make test` builds them all first).
+pub fn sibling_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<triple>/<profile>/deps/<test> -> target/<triple>/<profile>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<triple>/<profile>");
     let p = dir.join(name);
-    p.exists().then_some(p)
+    assert!(
+        p.exists(),
+        "{} is not built: run `make test`, or `cargo build --workspace --bins` with the test's \
+         profile (--release for `cargo test --release`) before `cargo test`",
+        p.display()
+    );
+    p
 }
 
 pub fn is_root() -> bool {

@@ -9,11 +9,23 @@ use std::time::{Duration, Instant};
 
 use super::World;
 
-/// A workspace binary of another package (built by `cargo build --workspace`).
-pub fn sibling_bin(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let p = exe.parent()?.parent()?.join(name);
-    p.exists().then_some(p)
+/// A workspace binary of another package. Missing is a failure, never a skip: cargo builds
+/// only the test's own package's binaries, and a suite that skipped for want of a build would
+/// pass without testing anything. `make test` builds them first.
+pub fn sibling_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<triple>/<profile>");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run `make test`, or `cargo build --workspace --bins` with the test's \
+         profile (--release for `cargo test --release`) before `cargo test`",
+        p.display()
+    );
+    p
 }
 
 #[derive(Debug, Clone)]
@@ -24,18 +36,11 @@ pub struct Bins {
 }
 
 /// The monitor's binaries, or why they are missing.
-pub fn bins() -> Result<Bins, String> {
-    match (
-        sibling_bin("ociguardd"),
-        sibling_bin("ociguard-hook"),
-        sibling_bin("ociguardctl"),
-    ) {
-        (Some(ociguardd), Some(hook), Some(ctl)) => Ok(Bins {
-            ociguardd,
-            hook,
-            ctl,
-        }),
-        _ => Err("ociguardd/ociguard-hook/ociguardctl not built (cargo build --workspace)".into()),
+pub fn bins() -> Bins {
+    Bins {
+        ociguardd: sibling_bin("ociguardd"),
+        hook: sibling_bin("ociguard-hook"),
+        ctl: sibling_bin("ociguardctl"),
     }
 }
 
