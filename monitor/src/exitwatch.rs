@@ -314,24 +314,29 @@ mod tests {
         assert_eq!(want, vec![(76, Some(10)), (76, Some(16))]);
     }
 
-    #[test]
-    fn kernel_stamps_a_childs_exec_and_exit() {
+    /// A connector socket from `open` with a 5 s receive timeout, or why the test is skipped.
+    fn kernel_socket(open: fn() -> std::io::Result<OwnedFd>) -> Result<OwnedFd, String> {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("skip: proc connector needs root");
-            return;
+            return Err("proc connector needs root".to_owned());
         }
-        let fd = match subscribe_all() {
-            Ok(fd) => fd,
-            Err(e) => {
-                eprintln!("skip: proc connector unavailable: {e}");
-                return;
-            }
-        };
+        let fd = open().map_err(|e| format!("proc connector unavailable: {e}"))?;
         let _ = nix::sys::socket::setsockopt(
             &fd,
             sockopt::ReceiveTimeout,
             &nix::sys::time::TimeVal::new(5, 0),
         );
+        Ok(fd)
+    }
+
+    #[test]
+    fn kernel_stamps_a_childs_exec_and_exit() {
+        let fd = match kernel_socket(subscribe_all) {
+            Ok(fd) => fd,
+            Err(why) => {
+                eprintln!("skip: {why}");
+                return;
+            }
+        };
         let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
@@ -358,22 +363,13 @@ mod tests {
 
     #[test]
     fn kernel_reports_a_childs_exit_status() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skip: proc connector needs root");
-            return;
-        }
-        let fd = match subscribe() {
+        let fd = match kernel_socket(subscribe) {
             Ok(fd) => fd,
-            Err(e) => {
-                eprintln!("skip: proc connector unavailable: {e}");
+            Err(why) => {
+                eprintln!("skip: {why}");
                 return;
             }
         };
-        let _ = nix::sys::socket::setsockopt(
-            &fd,
-            sockopt::ReceiveTimeout,
-            &nix::sys::time::TimeVal::new(5, 0),
-        );
         // A thread's exit is filtered out in the kernel; so are forks and execs.
         std::thread::spawn(|| ()).join().unwrap();
         let child = std::process::Command::new("/bin/sh")

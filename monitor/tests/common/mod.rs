@@ -10,26 +10,11 @@ use ociguard_monitor::protocol::{Lifecycle, Request, Response};
 use ociguard_monitor::record::Identity;
 use ociguard_monitor::Client;
 
-pub const OCIGUARDD: &str = env!("CARGO_BIN_EXE_ociguardd");
+#[path = "bins.rs"]
+mod bins;
+pub use bins::sibling_bin;
 
-/// A workspace binary of another package. Missing is a failure, never a skip (cargo builds
-/// only this package's binaries for its tests; `make test` builds them all first).
-pub fn sibling_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    // target/<triple>/<profile>/deps/<test> -> target/<triple>/<profile>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<triple>/<profile>");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} is not built: run `make test`, or `cargo build --workspace --bins` with the test's \
-         profile (--release for `cargo test --release`) before `cargo test`",
-        p.display()
-    );
-    p
-}
+pub const OCIGUARDD: &str = env!("CARGO_BIN_EXE_ociguardd");
 
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()

@@ -9,24 +9,9 @@ use std::time::{Duration, Instant};
 
 use super::World;
 
-/// A workspace binary of another package. Missing is a failure, never a skip: cargo builds
-/// only the test's own package's binaries, and a suite that skipped for want of a build would
-/// pass without testing anything. `make test` builds them first.
-pub fn sibling_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<triple>/<profile>");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} is not built: run `make test`, or `cargo build --workspace --bins` with the test's \
-         profile (--release for `cargo test --release`) before `cargo test`",
-        p.display()
-    );
-    p
-}
+#[path = "../../../monitor/tests/common/bins.rs"]
+mod bins;
+pub use bins::sibling_bin;
 
 #[derive(Debug, Clone)]
 pub struct Bins {
