@@ -55,31 +55,36 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
         .map(u32::from_ne_bytes)
 }
 
-/// Exit events in one datagram: `(pid, tgid, wait status)`.
-pub fn parse_exits(datagram: &[u8]) -> Vec<(u32, u32, u32)> {
-    let mut out = Vec::new();
+/// The netlink messages in one datagram (whole ones; a truncated tail ends the walk).
+fn messages(datagram: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut off = 0;
-    while let Some(len) = u32_at(datagram, off) {
-        let len = len as usize;
+    std::iter::from_fn(move || {
+        let len = u32_at(datagram, off)? as usize;
         if len < NLMSG_HDRLEN || off + len > datagram.len() {
-            break;
+            return None;
         }
         let msg = &datagram[off..off + len];
-        // proc_event: what(4) cpu(4) timestamp_ns(8) then event_data
-        let ev = NLMSG_HDRLEN + CN_MSG_LEN;
-        if u32_at(msg, ev) == Some(PROC_EVENT_EXIT) {
-            if let (Some(pid), Some(tgid), Some(code)) = (
-                u32_at(msg, ev + 16),
-                u32_at(msg, ev + 20),
-                u32_at(msg, ev + 24),
-            ) {
-                out.push((pid, tgid, code));
-            }
-        }
         // NLMSG_ALIGN
         off += (len + 3) & !3;
-    }
-    out
+        Some(msg)
+    })
+}
+
+/// Where `proc_event` starts in a message: what(4) cpu(4) timestamp_ns(8), then event_data.
+const EVENT: usize = NLMSG_HDRLEN + CN_MSG_LEN;
+
+/// Exit events in one datagram: `(pid, tgid, wait status)`.
+pub fn parse_exits(datagram: &[u8]) -> Vec<(u32, u32, u32)> {
+    messages(datagram)
+        .filter(|msg| u32_at(msg, EVENT) == Some(PROC_EVENT_EXIT))
+        .filter_map(|msg| {
+            Some((
+                u32_at(msg, EVENT + 16)?,
+                u32_at(msg, EVENT + 20)?,
+                u32_at(msg, EVENT + 24)?,
+            ))
+        })
+        .collect()
 }
 
 /// A socket filter passing only process (not thread) exits: every fork, exec, comm change and
@@ -100,7 +105,7 @@ pub fn exit_filter() -> [sys::BpfInsn; 10] {
         jf,
         k,
     };
-    let ev = (NLMSG_HDRLEN + CN_MSG_LEN) as u32;
+    let ev = EVENT as u32;
     [
         // cn_msg.id.idx == CN_IDX_PROC
         ins(BPF_LD | BPF_W | BPF_ABS, 0, 0, NLMSG_HDRLEN as u32),
@@ -158,35 +163,22 @@ pub struct ProcEvent {
 /// The exec and exit events in one datagram (other kinds are skipped: their pid fields sit
 /// elsewhere).
 pub fn parse_events(datagram: &[u8]) -> Vec<ProcEvent> {
-    let mut out = Vec::new();
-    let mut off = 0;
-    while let Some(len) = u32_at(datagram, off) {
-        let len = len as usize;
-        if len < NLMSG_HDRLEN || off + len > datagram.len() {
-            break;
-        }
-        let msg = &datagram[off..off + len];
-        let ev = NLMSG_HDRLEN + CN_MSG_LEN;
-        let what = u32_at(msg, ev);
-        if matches!(what, Some(PROC_EVENT_EXEC | PROC_EVENT_EXIT)) {
-            let time = msg
-                .get(ev + 8..ev + 16)
+    messages(datagram)
+        .filter_map(|msg| {
+            let what =
+                u32_at(msg, EVENT).filter(|w| matches!(*w, PROC_EVENT_EXEC | PROC_EVENT_EXIT))?;
+            let time_ns = msg
+                .get(EVENT + 8..EVENT + 16)
                 .and_then(|s| s.try_into().ok())
-                .map(u64::from_ne_bytes);
-            if let (Some(what), Some(pid), Some(tgid), Some(time_ns)) =
-                (what, u32_at(msg, ev + 16), u32_at(msg, ev + 20), time)
-            {
-                out.push(ProcEvent {
-                    what,
-                    pid,
-                    tgid,
-                    time_ns,
-                });
-            }
-        }
-        off += (len + 3) & !3;
-    }
-    out
+                .map(u64::from_ne_bytes)?;
+            Some(ProcEvent {
+                what,
+                pid: u32_at(msg, EVENT + 16)?,
+                tgid: u32_at(msg, EVENT + 20)?,
+                time_ns,
+            })
+        })
+        .collect()
 }
 
 /// Read exit events forever, passing those of registered containers' init processes to the
