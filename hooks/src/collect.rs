@@ -163,19 +163,27 @@ fn compact_digest(raw: &RawValue) -> Option<String> {
 /// The process facts of `pid` (start time, boot, cgroup, namespaces).
 pub fn process_facts(pid: u32, id: &mut Identity, warnings: &mut Vec<String>) {
     id.pid = Some(pid);
-    match procfs::stat(pid) {
-        Ok(s) => id.start_time = Some(s.start_time),
-        Err(e) => warnings.push(format!("/proc/{pid}/stat: {e}")),
-    }
     match procfs::boot_id() {
         Ok(b) => id.boot_id = Some(b.into()),
         Err(e) => warnings.push(format!("boot id: {e}")),
     }
-    match procfs::cgroup(pid) {
+    // One open of /proc/<pid>: the facts below are all of the process it named then.
+    let proc = match procfs::Process::open(pid) {
+        Ok(p) => p,
+        Err(e) => {
+            warnings.push(format!("/proc/{pid}: {e}"));
+            return;
+        }
+    };
+    match proc.stat() {
+        Ok(s) => id.start_time = Some(s.start_time),
+        Err(e) => warnings.push(format!("/proc/{pid}/stat: {e}")),
+    }
+    match proc.cgroup() {
         Ok(cg) => id.cgroup = cg,
         Err(e) => warnings.push(format!("/proc/{pid}/cgroup: {e}")),
     }
-    let ns = |kind: &str, warnings: &mut Vec<String>| match procfs::ns_inode(pid, kind) {
+    let ns = |kind: &str, warnings: &mut Vec<String>| match proc.ns_inode(kind) {
         Ok(i) => Some(i),
         Err(e) => {
             warnings.push(format!("/proc/{pid}/ns/{kind}: {e}"));

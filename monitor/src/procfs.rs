@@ -112,6 +112,94 @@ pub fn parse_ns_link(link: &str) -> Option<u64> {
     inner.parse().ok()
 }
 
+/// One process's `/proc/<pid>` directory, opened once (`O_PATH`). Each read below resolves one
+/// name under it instead of walking the whole path again, and is of that process: once it has
+/// exited, reads through the directory fail instead of describing a process that reused the
+/// pid — facts read through one `Process` belong to one process.
+#[derive(Debug)]
+pub struct Process {
+    pid: u32,
+    dir: std::fs::File,
+}
+
+/// An fd from `openat`, closed on drop.
+struct Fd(std::os::fd::RawFd);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        let _ = nix::unistd::close(self.0);
+    }
+}
+
+impl Process {
+    pub fn open(pid: u32) -> io::Result<Process> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(format!("/proc/{pid}"))?;
+        Ok(Process { pid, dir })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// `name` under the directory, read like [`read_small`].
+    fn read(&self, name: &str) -> io::Result<String> {
+        use nix::fcntl::{openat, OFlag};
+        use std::os::fd::AsRawFd;
+        let fd = Fd(openat(
+            Some(self.dir.as_raw_fd()),
+            name,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?);
+        let mut buf = vec![0u8; 4096];
+        let mut len = 0;
+        loop {
+            let n = nix::unistd::read(fd.0, &mut buf[len..])?;
+            len += n;
+            if n == 0 || len < buf.len() {
+                break;
+            }
+            buf.resize(buf.len() * 2, 0);
+        }
+        buf.truncate(len);
+        String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    pub fn stat(&self) -> io::Result<ProcStat> {
+        parse_stat(&self.read("stat")?).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("/proc/{}/stat: unexpected format", self.pid),
+            )
+        })
+    }
+
+    pub fn cgroup(&self) -> io::Result<Option<String>> {
+        Ok(parse_cgroup(&self.read("cgroup")?))
+    }
+
+    /// Like [`ns_inode`].
+    pub fn ns_inode(&self, kind: &str) -> io::Result<u64> {
+        use std::os::fd::AsRawFd;
+        let name = format!("ns/{kind}");
+        let target = nix::fcntl::readlinkat(Some(self.dir.as_raw_fd()), name.as_str())?;
+        parse_ns_link(&target.to_string_lossy()).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "/proc/{}/{name}: unexpected link {}",
+                    self.pid,
+                    target.to_string_lossy()
+                ),
+            )
+        })
+    }
+}
+
 /// This boot's id: start times restart from zero at boot, so records carry it.
 pub fn boot_id() -> io::Result<String> {
     Ok(read_small("/proc/sys/kernel/random/boot_id")?
@@ -165,6 +253,30 @@ impl ProcView for Real {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_directory_reads_that_process_only() {
+        let me = Process::open(std::process::id()).unwrap();
+        assert_eq!(me.stat().unwrap(), stat(std::process::id()).unwrap());
+        assert_eq!(me.cgroup().unwrap(), cgroup(std::process::id()).unwrap());
+        assert_eq!(
+            me.ns_inode("net").unwrap(),
+            ns_inode(std::process::id(), "net").unwrap()
+        );
+        // Opened while the child lived; once it has exited and been reaped, the directory
+        // answers nothing (a new process with that pid is not read through it).
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let p = Process::open(child.id()).unwrap();
+        assert!(p.stat().is_ok());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(p.stat().is_err());
+        assert!(p.ns_inode("pid").is_err());
+        assert!(Process::open(u32::MAX).is_err());
+    }
     use std::os::unix::fs::MetadataExt;
 
     #[test]
