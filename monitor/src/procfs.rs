@@ -39,10 +39,15 @@ pub fn parse_stat(line: &str) -> Option<ProcStat> {
 /// short read ends the file; only a full buffer reads on.
 fn read_small(path: &str) -> io::Result<String> {
     let mut f = std::fs::File::open(path)?;
+    read_whole(|buf| f.read(buf))
+}
+
+/// The whole content through `read`, as [`read_small`] describes.
+fn read_whole(mut read: impl FnMut(&mut [u8]) -> io::Result<usize>) -> io::Result<String> {
     let mut buf = vec![0u8; 4096];
     let mut len = 0;
     loop {
-        let n = f.read(&mut buf[len..])?;
+        let n = read(&mut buf[len..])?;
         len += n;
         if n == 0 || len < buf.len() {
             break;
@@ -53,14 +58,28 @@ fn read_small(path: &str) -> io::Result<String> {
     String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-pub fn stat(pid: u32) -> io::Result<ProcStat> {
-    let text = read_small(&format!("/proc/{pid}/stat"))?;
-    parse_stat(&text).ok_or_else(|| {
+/// [`parse_stat`] of `pid`'s stat text, a format error naming the file.
+fn stat_of(pid: u32, text: &str) -> io::Result<ProcStat> {
+    parse_stat(text).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!("/proc/{pid}/stat: unexpected format"),
         )
     })
+}
+
+/// [`parse_ns_link`] of the link at `path`, a format error naming it.
+fn ns_of(path: &str, target: &std::ffi::OsStr) -> io::Result<u64> {
+    parse_ns_link(&target.to_string_lossy()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{path}: unexpected link {}", target.to_string_lossy()),
+        )
+    })
+}
+
+pub fn stat(pid: u32) -> io::Result<ProcStat> {
+    stat_of(pid, &read_small(&format!("/proc/{pid}/stat"))?)
 }
 
 /// The cgroup that identifies a container's processes, from `/proc/<pid>/cgroup` text: the
@@ -98,12 +117,7 @@ pub fn cgroup(pid: u32) -> io::Result<Option<String>> {
 pub fn ns_inode(pid: u32, kind: &str) -> io::Result<u64> {
     let path = format!("/proc/{pid}/ns/{kind}");
     let target = std::fs::read_link(&path)?;
-    parse_ns_link(&target.to_string_lossy()).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{path}: unexpected link {}", target.display()),
-        )
-    })
+    ns_of(&path, target.as_os_str())
 }
 
 /// `pid:[4026531836]` → 4026531836.
@@ -155,27 +169,11 @@ impl Process {
             OFlag::O_RDONLY | OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )?);
-        let mut buf = vec![0u8; 4096];
-        let mut len = 0;
-        loop {
-            let n = nix::unistd::read(fd.0, &mut buf[len..])?;
-            len += n;
-            if n == 0 || len < buf.len() {
-                break;
-            }
-            buf.resize(buf.len() * 2, 0);
-        }
-        buf.truncate(len);
-        String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        read_whole(|buf| Ok(nix::unistd::read(fd.0, buf)?))
     }
 
     pub fn stat(&self) -> io::Result<ProcStat> {
-        parse_stat(&self.read("stat")?).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("/proc/{}/stat: unexpected format", self.pid),
-            )
-        })
+        stat_of(self.pid, &self.read("stat")?)
     }
 
     pub fn cgroup(&self) -> io::Result<Option<String>> {
@@ -187,16 +185,7 @@ impl Process {
         use std::os::fd::AsRawFd;
         let name = format!("ns/{kind}");
         let target = nix::fcntl::readlinkat(Some(self.dir.as_raw_fd()), name.as_str())?;
-        parse_ns_link(&target.to_string_lossy()).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "/proc/{}/{name}: unexpected link {}",
-                    self.pid,
-                    target.to_string_lossy()
-                ),
-            )
-        })
+        ns_of(&format!("/proc/{}/{name}", self.pid), &target)
     }
 }
 
