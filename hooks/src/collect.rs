@@ -15,6 +15,7 @@ use ociguard_monitor::record::{Identity, Image, Namespaces, PolicyRef, StrMap, T
 use ociguard_policy::annotations::{
     APPARMOR_DIGEST, EGRESS_DIGEST, POLICY, POLICY_DIGEST, POLICY_MODE,
 };
+use ociguard_policy::digest;
 use ociguard_policy::identity::HookEvent;
 use ociguard_policy::select::IMAGE_ANNOTATIONS;
 use serde::Deserialize;
@@ -142,22 +143,10 @@ fn profiles(ann: &BTreeMap<String, String>, seccomp: Option<&RawValue>) -> StrMa
 /// `sha256:` of `raw` re-serialised compactly (what `serde_json::to_vec` of its parsed value
 /// gives), streamed from the parser into the hash: no tree, no copy of the text.
 fn compact_digest(raw: &RawValue) -> Option<String> {
-    /// The hash as an `io::Write`.
-    struct Hashing(Sha256);
-    impl std::io::Write for Hashing {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.update(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    let mut hash = Sha256::new();
     let mut de = serde_json::Deserializer::from_str(raw.get());
-    let mut hashing = Hashing(Sha256::new());
-    let mut ser = serde_json::Serializer::new(&mut hashing);
-    serde_transcode::transcode(&mut de, &mut ser).ok()?;
-    Some(format!("sha256:{:x}", hashing.0.finalize()))
+    serde_transcode::transcode(&mut de, &mut serde_json::Serializer::new(&mut hash)).ok()?;
+    Some(digest::prefixed(&hash.finalize()))
 }
 
 /// The process facts of `pid` (start time, boot, cgroup, namespaces).

@@ -11,8 +11,12 @@ use crate::model::Policy;
 const POLICY_FORMAT: &str = "ociguard.policy/v1";
 
 pub fn sha256(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    let mut out = String::with_capacity(7 + 64);
+    prefixed(&Sha256::digest(bytes))
+}
+
+/// `sha256:<hex>` of a finished hash (for digests hashed incrementally).
+pub fn prefixed(hash: &[u8]) -> String {
+    let mut out = String::with_capacity(7 + 2 * hash.len());
     out.push_str("sha256:");
     for b in hash {
         use std::fmt::Write;
