@@ -67,21 +67,19 @@ impl Hub {
             rec.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
             event.detail.as_deref().unwrap_or("")
         );
-        inner
-            .subscribers
-            .retain(|s| match s.wants.map_or(true, |wants| wants(kind, rec)) {
-                false => true,
-                true => match s.tx.try_send(event.clone()) {
-                    Ok(()) => true,
-                    Err(TrySendError::Full(_)) => {
-                        log::warn!(
-                            "events: a follower fell {SUBSCRIBER_QUEUE} events behind: dropped"
-                        );
-                        false
-                    }
-                    Err(TrySendError::Disconnected(_)) => false,
-                },
-            });
+        inner.subscribers.retain(|s| {
+            if s.wants.is_some_and(|wants| !wants(kind, rec)) {
+                return true; // not for this one
+            }
+            match s.tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    log::warn!("events: a follower fell {SUBSCRIBER_QUEUE} events behind: dropped");
+                    false
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            }
+        });
         if inner.recent.len() == HISTORY {
             inner.recent.pop_front();
         }
