@@ -12,6 +12,9 @@
 //! ~1.3 ms here, for a stack-overflow message this process does not need. `std::env::args`
 //! still works (glibc hands std the arguments through `.init_array`); SIGPIPE is ignored as
 //! std would.
+//!
+//! Every run is bounded by `--deadline` (`alarm(2)`): crun is not asked for a hook timeout
+//! (its timed wait can miss the hook's exit under `crun run`, see `ociguard_policy::oci_hooks`).
 
 // The binary has no unit tests (`test = false` in Cargo.toml: a test harness would bring its
 // own `main`); the library holds the logic and its tests.
@@ -28,6 +31,7 @@ use ociguard_hooks::{enginelog, Delivered, HookArgs};
 use ociguard_policy::config::Installer;
 use ociguard_policy::identity::HookEvent;
 use ociguard_policy::model::IdentityMode;
+use ociguard_policy::oci_hooks::HOOK_DEADLINE_SECS;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,6 +47,11 @@ struct Cli {
     log: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "text", global = true)]
     log_format: LogFormat,
+    /// End this process (SIGALRM) after this many seconds, whatever it is waiting for. The
+    /// hook entries carry no OCI `timeout` (see `ociguard_policy::oci_hooks`).
+    #[arg(long, global = true, default_value_t = HOOK_DEADLINE_SECS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    deadline: u32,
 }
 
 #[derive(Subcommand, Debug)]
@@ -138,11 +147,17 @@ extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     // SAFETY: SIG_IGN is not a handler: no code of ours runs on the signal. Set before any
     // thread exists, as std's start-up does.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+    // The deadline's SIGALRM must end the process whatever the runtime left behind: an ignored
+    // disposition and a blocked mask both survive execve (crun 1.8 blocks signals around its
+    // hooks). SAFETY: SIG_DFL is not a handler either.
+    let _ = unsafe { signal(Signal::SIGALRM, SigHandler::SigDfl) };
+    let _ = nix::sys::signal::SigSet::from(Signal::SIGALRM).thread_unblock();
     run() as c_int
 }
 
 fn run() -> ExitCode {
     let cli = Cli::parse();
+    let _ = nix::unistd::alarm::set(cli.deadline);
     match &cli.cmd {
         Cmd::CreateRuntime(a) => identity(&cli, HookEvent::CreateRuntime, a),
         Cmd::Poststart(a) => identity(&cli, HookEvent::Poststart, a),

@@ -239,6 +239,55 @@ fn hook_with_malformed_state() {
 }
 
 #[test]
+fn a_hook_that_cannot_finish_ends_itself_at_its_deadline() {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let hook = sibling_bin("ociguard-hook");
+    let dir = tempfile::tempdir().unwrap();
+    // A monitor that accepts connections into its queue and never answers: the hook's own
+    // per-step timeout (60 s) would wait far past the deadline.
+    let socket = dir.path().join("stalled.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let mut sleeper = Command::new("/bin/sleep").arg("30").spawn().unwrap();
+    let (_, state) = bundle_and_state(dir.path(), "stalled", sleeper.id(), "{}");
+    let mut cmd = Command::new(&hook);
+    cmd.args([
+        "createRuntime",
+        "--identity",
+        "required",
+        "--timeout",
+        "60s",
+    ])
+    .args(["--deadline", "1", "--socket"])
+    .arg(&socket)
+    .arg("--spool")
+    .arg(dir.path().join("spool"));
+    // What a runtime may leave behind: SIGALRM ignored and blocked (both survive execve).
+    #[allow(unsafe_code)]
+    // SAFETY: signal(2) and sigprocmask(2) are async-signal-safe; nothing is allocated.
+    unsafe {
+        cmd.pre_exec(|| {
+            use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
+            signal(Signal::SIGALRM, SigHandler::SigIgn)?;
+            SigSet::from(Signal::SIGALRM).thread_block()?;
+            Ok(())
+        });
+    }
+    let t = Instant::now();
+    let out = run_with_stdin(&mut cmd, &state);
+    let took = t.elapsed();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_eq!(
+        out.status.signal(),
+        Some(nix::sys::signal::Signal::SIGALRM as i32),
+        "{:?} after {took:?}: {}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert!(took < Duration::from_secs(20), "{took:?}");
+}
+
+#[test]
 fn spool_full_is_reported_and_the_container_still_runs() {
     let hook = sibling_bin("ociguard-hook");
     if !is_root() {
