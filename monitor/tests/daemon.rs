@@ -22,7 +22,9 @@ fn ping_ok(m: &Monitor) -> bool {
 
 #[test]
 fn garbage_oversized_and_stalled_peers_do_not_stop_others() {
-    let m = Monitor::new(&["--idle-timeout", "700ms"]);
+    // Long enough that a ping served only after the stalled peers were dropped is told apart
+    // from one served beside them, on a loaded machine too.
+    let m = Monitor::new(&["--idle-timeout", "3s"]);
     // A peer that connects and says nothing, and one that stalls mid-line.
     let silent = UnixStream::connect(m.socket()).unwrap();
     let mut half = UnixStream::connect(m.socket()).unwrap();
@@ -30,7 +32,7 @@ fn garbage_oversized_and_stalled_peers_do_not_stop_others() {
     let t = Instant::now();
     assert!(ping_ok(&m));
     assert!(
-        t.elapsed() < Duration::from_millis(500),
+        t.elapsed() < Duration::from_millis(2500),
         "{:?}",
         t.elapsed()
     );
@@ -59,7 +61,7 @@ fn garbage_oversized_and_stalled_peers_do_not_stop_others() {
 
     // The stalled peers are disconnected after the idle timeout.
     for mut s in [silent, half] {
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut buf = [0u8; 16];
         assert_eq!(s.read(&mut buf).unwrap(), 0);
     }
