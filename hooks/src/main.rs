@@ -9,9 +9,9 @@
 //! It starts once per hook of every container, on the container's start path, so it skips
 //! Rust's runtime start-up (`no_main`): that start-up reads `/proc/self/maps` line by line to
 //! place the main thread's stack guard and maps an alternate signal stack, ~0.1 ms of a hook's
-//! ~1.3 ms here, for a stack-overflow message this process does not need. `std::env::args`
-//! still works (glibc hands std the arguments through `.init_array`); SIGPIPE is ignored as
-//! std would.
+//! ~1.3 ms here, for a stack-overflow message this process does not need. The arguments are
+//! taken from `main`'s own `argv` (`std::env::args` is empty without std's start-up on musl;
+//! only glibc hands std the arguments through `.init_array`); SIGPIPE is ignored as std would.
 //!
 //! Every run is bounded by `--deadline` (`alarm(2)`): crun is not asked for a hook timeout
 //! (its timed wait can miss the hook's exit under `crun run`, see `ociguard_policy::oci_hooks`).
@@ -23,6 +23,7 @@
 #![allow(unsafe_code)]
 
 use std::os::raw::{c_char, c_int};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -142,7 +143,7 @@ enum ExitCode {
 
 /// The C entry point (see the module documentation).
 #[unsafe(no_mangle)]
-extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     use nix::sys::signal::{signal, SigHandler, Signal};
     // SAFETY: SIG_IGN is not a handler: no code of ours runs on the signal. Set before any
     // thread exists, as std's start-up does.
@@ -152,11 +153,16 @@ extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     // hooks). SAFETY: SIG_DFL is not a handler either.
     let _ = unsafe { signal(Signal::SIGALRM, SigHandler::SigDfl) };
     let _ = nix::sys::signal::SigSet::from(Signal::SIGALRM).thread_unblock();
-    run() as c_int
+    let args = (0..usize::try_from(argc).unwrap_or(0)).map(|i| {
+        // SAFETY: the C runtime passes `argc` valid, NUL-terminated strings in `argv`, alive
+        // for the whole process.
+        let arg = unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) };
+        std::ffi::OsStr::from_bytes(arg.to_bytes()).to_owned()
+    });
+    run(Cli::parse_from(args)) as c_int
 }
 
-fn run() -> ExitCode {
-    let cli = Cli::parse();
+fn run(cli: Cli) -> ExitCode {
     let _ = nix::unistd::alarm::set(cli.deadline);
     match &cli.cmd {
         Cmd::CreateRuntime(a) => identity(&cli, HookEvent::CreateRuntime, a),

@@ -40,7 +40,7 @@ use containerd_client::types::Envelope;
 use prost::Message;
 
 use crate::imagemap::Publisher;
-use serde::{Deserialize, Serialize};
+pub use crate::protocol::ImageRef;
 use tokio::sync::mpsc;
 
 /// How long to wait before reconnecting to containerd.
@@ -48,13 +48,6 @@ const RETRY: Duration = Duration::from_secs(2);
 /// Bounds on what is remembered (a node has far fewer containers and image names).
 const MAX_CONTAINERS: usize = 100_000;
 const MAX_IMAGES: usize = 20_000;
-
-/// A container's image: its name and the digest of its manifest (or index).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageRef {
-    pub name: String,
-    pub target: String,
-}
 
 type Key = (String, String);
 

@@ -20,8 +20,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::containerd::ImageRef;
 use crate::procfs;
+use crate::protocol::ImageRef;
 
 const SESSION: &str = "session";
 /// Longest file read (names are bounded by containerd; this bounds a hostile file).

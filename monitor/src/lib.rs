@@ -10,7 +10,9 @@
 //! that peer may do; only the kernel's credentials for the socket do.
 
 pub mod client;
+#[cfg(feature = "containerd")]
 pub mod containerd;
+#[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod events;
 pub mod exitwatch;
@@ -21,6 +23,7 @@ pub mod nflog;
 pub mod procfs;
 pub mod protocol;
 pub mod record;
+#[cfg(feature = "daemon")]
 pub mod server;
 pub mod spool;
 pub mod store;

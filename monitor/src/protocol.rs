@@ -136,11 +136,18 @@ pub struct Response {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<Event>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<crate::containerd::ImageRef>,
+    pub image: Option<ImageRef>,
     /// `inspect`: what the monitor observes of each of `containers` now (same order); not
     /// journaled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<Vec<Live>>,
+}
+
+/// `image_of`: a container's image, its name and the digest of its manifest (or index).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    pub name: String,
+    pub target: String,
 }
 
 /// Live observations of one container (`inspect`).

@@ -23,6 +23,7 @@ pub mod model;
 pub mod oci_hooks;
 pub mod rewrite;
 pub mod seccomp;
+#[cfg(feature = "bpf")]
 pub mod seccomp_bpf;
 pub mod select;
 pub mod spec;
