@@ -11,6 +11,11 @@ SECCOMP_LIBDIR := $(shell pkg-config --variable=libdir libseccomp 2>/dev/null)
 ifneq ($(SECCOMP_LIBDIR),)
 export LIBSECCOMP_LIB_PATH := $(SECCOMP_LIBDIR)
 endif
+# The ociguard-hook that is installed, tested and benchmarked: a static musl build when that
+# target can be had, else the glibc one (scripts/build-hook.sh says why).
+MUSL    := $(subst -gnu,-musl,$(HOST))
+HOOK    := target/hook/ociguard-hook
+export OCIGUARD_TEST_OCIGUARD_HOOK := $(CURDIR)/$(HOOK)
 
 .PHONY: all build demo test unit lint bench install clean fixtures host-test host-demo
 
@@ -18,6 +23,7 @@ all: build
 
 build:
 	$(CARGO) build --release --workspace --bins
+	CARGO="$(CARGO)" scripts/build-hook.sh $(MUSL) $(RELEASE)/ociguard-hook $(HOOK)
 
 host-demo:
 	scripts/host-setup.sh demo
@@ -51,14 +57,14 @@ lint:
 bench: host-test build
 	OCIGUARD_SKIP_CAPTURE=1 test-bundles/build.sh
 	OCIGUARD_FORCE_CAPTURE=0 test-bundles/build.sh
-	$(CARGO) run --release -p ociguard-bench -- --ociguard $(RELEASE)/ociguard
-	$(RELEASE)/ociguard-monitor-bench --ociguardd $(RELEASE)/ociguardd --hook $(RELEASE)/ociguard-hook
+	$(CARGO) run --release -p ociguard-bench -- --ociguard $(RELEASE)/ociguard --hook $(HOOK)
+	$(RELEASE)/ociguard-monitor-bench --ociguardd $(RELEASE)/ociguardd --hook $(HOOK)
 
 install: build
 	install -D -m 0755 $(RELEASE)/ociguard $(DESTDIR)$(PREFIX)/bin/ociguard
 	install -D -m 0755 $(RELEASE)/ociguardctl $(DESTDIR)$(PREFIX)/bin/ociguardctl
 	install -D -m 0755 $(RELEASE)/ociguardd $(DESTDIR)$(PREFIX)/bin/ociguardd
-	install -D -m 0755 $(RELEASE)/ociguard-hook $(DESTDIR)$(PREFIX)/bin/ociguard-hook
+	install -D -m 0755 $(HOOK) $(DESTDIR)$(PREFIX)/bin/ociguard-hook
 	install -d -m 0755 $(DESTDIR)/etc/ociguard/policies
 
 clean:

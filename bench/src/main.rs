@@ -42,6 +42,9 @@ struct Args {
     iterations: usize,
     #[arg(long, default_value = "/usr/bin/crun")]
     crun: PathBuf,
+    /// The ociguard-hook binary (default: next to `--ociguard`).
+    #[arg(long)]
+    hook: Option<PathBuf>,
 }
 
 const POLICY: &str = r#"
@@ -165,9 +168,9 @@ fn egress_hook(args: &Args, w: &Path) -> Result<()> {
     use ociguard_policy::egress::{render, Resolution};
     use std::io::Write as _;
     let hook = args
-        .ociguard
-        .parent()
-        .map(|d| d.join("ociguard-hook"))
+        .hook
+        .clone()
+        .or_else(|| args.ociguard.parent().map(|d| d.join("ociguard-hook")))
         .filter(|p| p.exists());
     println!("egress (nftables ruleset installed by ociguard-hook at createRuntime):");
     let Some(hook) = hook else {

@@ -13,6 +13,7 @@ pub mod collect;
 pub mod deliver;
 pub mod egress;
 pub mod enginelog;
+pub mod heap;
 pub mod kubernetes;
 pub mod nfnl;
 pub mod state;

@@ -134,6 +134,9 @@ impl Cli {
     }
 }
 
+#[global_allocator]
+static HEAP: ociguard_hooks::heap::Heap = ociguard_hooks::heap::heap();
+
 /// Exit statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ExitCode {
