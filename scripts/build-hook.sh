@@ -22,7 +22,7 @@ src=$glibc_hook
 if [[ -z ${OCIGUARD_NO_MUSL:-} && $musl == *-musl ]]; then
     if ! have_musl && command -v rustup >/dev/null; then
         echo "build-hook: adding Rust's $musl target (rustup) for a static musl ociguard-hook" >&2
-        timeout 300 rustup target add "$musl" >&2 ||
+        timeout 180 rustup target add "$musl" >&2 ||
             echo "build-hook: could not add $musl: using the glibc build of the hook" >&2
     fi
     if have_musl; then
