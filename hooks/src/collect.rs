@@ -221,12 +221,7 @@ pub fn collect(state: &HookState, event: HookEvent, now: Timestamp) -> Collected
         engine: engine(&ann, &bundle).map(Into::into),
         bundle,
         image: image(&ann),
-        kubernetes: kubernetes::from_spec(
-            &ann,
-            spec.mounts
-                .map(|mounts| serde_json::json!({ "mounts": mounts }))
-                .as_ref(),
-        ),
+        kubernetes: kubernetes::from_spec(&ann, spec.mounts.as_ref()),
         policy: ann.get(POLICY).map(|name| PolicyRef {
             name: name.as_str().into(),
             digest: ann.get(POLICY_DIGEST).map(|d| d.as_str().into()),

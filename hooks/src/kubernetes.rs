@@ -39,8 +39,9 @@ fn lookup(
         .cloned()
 }
 
-/// The Kubernetes identity, if the annotations say this is a Kubernetes container.
-pub fn from_spec(ann: &BTreeMap<String, String>, spec: Option<&Value>) -> Option<Kubernetes> {
+/// The Kubernetes identity, if the annotations say this is a Kubernetes container; the service
+/// account from the token among `mounts` (config.json's).
+pub fn from_spec(ann: &BTreeMap<String, String>, mounts: Option<&Value>) -> Option<Kubernetes> {
     let crio: BTreeMap<String, String> = ann
         .get(CRIO_LABELS)
         .and_then(|j| serde_json::from_str(j).ok())
@@ -55,9 +56,9 @@ pub fn from_spec(ann: &BTreeMap<String, String>, spec: Option<&Value>) -> Option
     if k.is_empty() {
         return None;
     }
-    if let Some(spec) = spec {
+    if let Some(mounts) = mounts {
         k.service_account =
-            kubernetes::service_account(spec, k.namespace.as_deref()).map(Into::into);
+            kubernetes::service_account(mounts, k.namespace.as_deref()).map(Into::into);
     }
     Some(k)
 }
@@ -114,15 +115,18 @@ mod tests {
             jwt(&json!({"kubernetes.io": {"namespace": "payments", "serviceaccount": {"name": "api-sa", "uid": "x"}}})),
         )
         .unwrap();
-        let spec = json!({"mounts": [{"destination": "/var/run/secrets/kubernetes.io/serviceaccount",
-                                      "source": dir.path(), "type": "bind"}]});
+        let mounts = json!([{"destination": "/var/run/secrets/kubernetes.io/serviceaccount",
+                             "source": dir.path(), "type": "bind"}]);
         let mut ann = BTreeMap::new();
         ann.insert(NAMESPACE.0.to_owned(), "payments".to_owned());
-        let k = from_spec(&ann, Some(&spec)).unwrap();
+        let k = from_spec(&ann, Some(&mounts)).unwrap();
         assert_eq!(k.service_account.as_deref(), Some("api-sa"));
         // a token of another namespace is not believed
         ann.insert(NAMESPACE.0.to_owned(), "other".to_owned());
-        assert_eq!(from_spec(&ann, Some(&spec)).unwrap().service_account, None);
+        assert_eq!(
+            from_spec(&ann, Some(&mounts)).unwrap().service_account,
+            None
+        );
         assert_eq!(
             kubernetes::claims_account(&jwt(&json!({"sub": "system:serviceaccount:ns:legacy"}))),
             Some(("ns".into(), "legacy".into()))

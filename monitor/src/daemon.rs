@@ -138,22 +138,24 @@ impl Bound {
     /// tell: a file created after ours was removed may get the same one. The kernel's word on
     /// who listens can: the peer credentials of a connection are the listener's.)
     pub fn remove(&self) {
-        if let Ok(probe) = UnixStream::connect(&self.path) {
-            let theirs =
-                nix::sys::socket::getsockopt(&probe, nix::sys::socket::sockopt::PeerCredentials)
-                    .map_or(true, |c| {
-                        u32::try_from(c.pid()).ok() != Some(std::process::id())
-                    });
-            if theirs {
-                log::info!(
-                    "{}: another process serves it now; left in place",
-                    self.path.display()
-                );
-                return;
+        match server_of(&self.path) {
+            Some(pid) if pid != Some(std::process::id()) => log::info!(
+                "{}: another process serves it now; left in place",
+                self.path.display()
+            ),
+            _ => {
+                let _ = fs::remove_file(&self.path);
             }
         }
-        let _ = fs::remove_file(&self.path);
     }
+}
+
+/// Who serves the socket at `path`: `None` when nobody accepts a connection, else the
+/// listening process as the kernel reports it (peer credentials; `Some(None)`: not known).
+fn server_of(path: &Path) -> Option<Option<u32>> {
+    let probe = UnixStream::connect(path).ok()?;
+    let creds = nix::sys::socket::getsockopt(&probe, nix::sys::socket::sockopt::PeerCredentials);
+    Some(creds.ok().and_then(|c| u32::try_from(c.pid()).ok()))
 }
 
 /// Bind `path` with a fresh socket file, in a directory of `dir_mode`, the socket itself
@@ -173,7 +175,7 @@ pub fn bind(path: &Path, dir_mode: u32, mode: u32) -> Result<(UnixListener, Boun
     }
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
-            if UnixStream::connect(path).is_ok() {
+            if server_of(path).is_some() {
                 return Err(DaemonError::Socket {
                     path: path.to_owned(),
                     step: "check",

@@ -24,9 +24,9 @@ pub const TOKEN_MOUNTS: &[&str] = &[
 /// Largest token read (real ones are about 1 KB).
 pub const MAX_TOKEN: u64 = 64 * 1024;
 
-/// The host directory mounted as the token directory, if any.
-pub fn token_dir(spec: &Value) -> Option<&str> {
-    spec.get("mounts")?.as_array()?.iter().find_map(|m| {
+/// The host directory mounted as the token directory, if any, from a config.json's `mounts`.
+pub fn token_dir(mounts: &Value) -> Option<&str> {
+    mounts.as_array()?.iter().find_map(|m| {
         let dest = m.get("destination")?.as_str()?;
         TOKEN_MOUNTS
             .contains(&dest.trim_end_matches('/'))
@@ -35,11 +35,12 @@ pub fn token_dir(spec: &Value) -> Option<&str> {
     })
 }
 
-/// The service account named by the token mounted into the container, if there is one, it
-/// is readable, and it belongs to `namespace` (when the pod's namespace is known).
-pub fn service_account(spec: &Value, namespace: Option<&str>) -> Option<String> {
+/// The service account named by the token mounted into the container (`mounts`: a
+/// config.json's `mounts`), if there is one, it is readable, and it belongs to `namespace` (when
+/// the pod's namespace is known).
+pub fn service_account(mounts: &Value, namespace: Option<&str>) -> Option<String> {
     let mut token = String::new();
-    std::fs::File::open(Path::new(token_dir(spec)?).join("token"))
+    std::fs::File::open(Path::new(token_dir(mounts)?).join("token"))
         .ok()?
         .take(MAX_TOKEN)
         .read_to_string(&mut token)
@@ -109,11 +110,12 @@ mod tests {
             jwt(r#"{"sub":"system:serviceaccount:ns:sa1"}"#),
         )
         .unwrap();
-        let spec = serde_json::json!({"mounts": [{"destination": "/var/run/secrets/kubernetes.io/serviceaccount", "source": d.path()}]});
-        assert_eq!(service_account(&spec, None).as_deref(), Some("sa1"));
-        assert_eq!(service_account(&spec, Some("ns")).as_deref(), Some("sa1"));
+        let mounts = serde_json::json!([{"destination": "/var/run/secrets/kubernetes.io/serviceaccount", "source": d.path()}]);
+        assert_eq!(service_account(&mounts, None).as_deref(), Some("sa1"));
+        assert_eq!(service_account(&mounts, Some("ns")).as_deref(), Some("sa1"));
         // a token of another namespace is not believed
-        assert_eq!(service_account(&spec, Some("other")), None);
+        assert_eq!(service_account(&mounts, Some("other")), None);
+        assert_eq!(service_account(&serde_json::json!([]), None), None);
         assert_eq!(service_account(&serde_json::json!({}), None), None);
     }
 }

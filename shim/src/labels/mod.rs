@@ -247,10 +247,12 @@ pub fn enrich(
         Err(e) => facts.labels_unresolved = Some(bounded(e.to_string())),
     }
     if facts.service_account.is_none() {
-        facts.service_account = ociguard_policy::kubernetes::service_account(
-            spec,
-            facts.kubernetes_namespace.as_deref(),
-        );
+        facts.service_account = spec.get("mounts").and_then(|mounts| {
+            ociguard_policy::kubernetes::service_account(
+                mounts,
+                facts.kubernetes_namespace.as_deref(),
+            )
+        });
     }
 }
 
