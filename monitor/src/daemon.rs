@@ -10,8 +10,8 @@ use std::fs::{self, File};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -252,7 +252,8 @@ fn reconcile(shared: &Shared) {
 }
 
 /// Run the monitor until `stop` is set.
-pub fn run(opts: &Options, stop: &AtomicBool) -> Result<(), DaemonError> {
+/// Serve until `stop` delivers (or its sender is gone).
+pub fn run(opts: &Options, stop: &Receiver<()>) -> Result<(), DaemonError> {
     crate::sys::limit_malloc_arenas();
     make_dir(&opts.state_dir, 0o700).map_err(|source| DaemonError::StateDir {
         path: opts.state_dir.clone(),
@@ -384,8 +385,13 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<(), DaemonError> {
 
     let mut last_spool = Instant::now();
     let mut last_reconcile = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(200));
+    loop {
+        // Asleep until the next periodic job is due or a stop signal arrives.
+        let due = (last_spool + opts.spool_interval).min(last_reconcile + opts.reconcile_interval);
+        match stop.recv_timeout(due.saturating_duration_since(Instant::now())) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+        }
         if last_spool.elapsed() >= opts.spool_interval {
             ingest_spool(&shared, &opts.spool_dir);
             last_spool = Instant::now();

@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -122,17 +120,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGINT);
     signals.thread_block().context("block signals")?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
+    let (stop, stopped) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("ociguardd-signals".into())
         .spawn(move || {
             if let Ok(sig) = signals.wait() {
                 log::info!("{sig}: shutting down");
             }
-            flag.store(true, Ordering::Relaxed);
+            let _ = stop.send(());
         })
         .context("start signal thread")?;
-    daemon::run(&opts, &stop).context("ociguardd")?;
+    daemon::run(&opts, &stopped).context("ociguardd")?;
     Ok(())
 }
