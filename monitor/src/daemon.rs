@@ -251,8 +251,7 @@ fn reconcile(shared: &Shared) {
     }
 }
 
-/// Run the monitor until `stop` is set.
-/// Serve until `stop` delivers (or its sender is gone).
+/// Run the monitor until `stop` delivers (or its sender is gone).
 pub fn run(opts: &Options, stop: &Receiver<()>) -> Result<(), DaemonError> {
     crate::sys::limit_malloc_arenas();
     make_dir(&opts.state_dir, 0o700).map_err(|source| DaemonError::StateDir {
