@@ -4,6 +4,8 @@
 //! them. crun, for instance, loads a pre-compiled filter from `run.oci.seccomp_bpf_data` instead
 //! of `linux.seccomp`, and runs extra hooks from `run.oci.hooks.*`.
 
+use serde_json::{Map, Value};
+
 /// Exact keys, and prefixes (ending in `.`), of annotations stripped under `enforce`.
 pub const UNSAFE: &[&str] = &[
     "run.oci.seccomp_bpf_data",
@@ -47,6 +49,32 @@ pub const OWN_KEYS: &[&str] = &[
 /// A key under [`OWN_PREFIX`] that ociguard does not write: forged.
 pub fn is_forged_own(key: &str) -> bool {
     key.starts_with(OWN_PREFIX) && !OWN_KEYS.contains(&key)
+}
+
+/// Set (`Some`) or remove (`None`) the annotation `key` of a `config.json` document; whether
+/// that changed it. The other annotations keep their places, so a retried create writes the same
+/// bytes. A missing `annotations` is created to set one; a document or `annotations` that is not
+/// an object is left alone (the policy rewrite refuses such a document first).
+pub fn set(document: &mut Value, key: &str, value: Option<&str>) -> bool {
+    let Some(root) = document.as_object_mut() else {
+        return false;
+    };
+    match value {
+        Some(v) => {
+            let ann = root
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Map::new()));
+            let new = Value::String(v.to_owned());
+            match ann.as_object_mut() {
+                Some(ann) => ann.insert(key.to_owned(), new.clone()) != Some(new),
+                None => false,
+            }
+        }
+        None => root
+            .get_mut("annotations")
+            .and_then(Value::as_object_mut)
+            .is_some_and(|ann| ann.shift_remove(key).is_some()),
+    }
 }
 
 /// The [`UNSAFE`] entry that covers `key`, if any.
@@ -105,5 +133,24 @@ mod tests {
         assert!(is_forged_own("org.ociguard.policyx"));
         assert!(!is_forged_own(EGRESS_DIGEST));
         assert!(!is_forged_own("org.example.ociguard"));
+    }
+
+    #[test]
+    fn set_and_remove_keep_the_others_in_place() {
+        let mut doc = serde_json::json!({"ociVersion": "1.0.2"});
+        assert!(set(&mut doc, EGRESS_DIGEST, Some("sha256:aa")));
+        assert!(
+            !set(&mut doc, EGRESS_DIGEST, Some("sha256:aa")),
+            "unchanged"
+        );
+        doc["annotations"]["z"] = "1".into();
+        assert!(set(&mut doc, APPARMOR_DIGEST, Some("sha256:bb")));
+        assert!(set(&mut doc, EGRESS_DIGEST, None));
+        assert!(!set(&mut doc, EGRESS_DIGEST, None), "already absent");
+        let keys: Vec<&String> = doc["annotations"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, [&"z".to_owned(), &APPARMOR_DIGEST.to_owned()]);
+        let mut odd = serde_json::json!({"annotations": []});
+        assert!(!set(&mut odd, EGRESS_DIGEST, Some("x")));
+        assert!(!set(&mut serde_json::json!([]), EGRESS_DIGEST, None));
     }
 }

@@ -836,11 +836,8 @@ fn object<'a>(
 /// Remove ociguard's egress hook and digest annotation (an unrestricted policy on a retried
 /// create, or a policy that changed). Returns whether anything was removed.
 pub fn remove(spec: &mut Value) -> bool {
-    let mut changed = oci_hooks::remove(spec, "createRuntime", HOOK_EVENT);
-    if let Some(ann) = spec.get_mut("annotations").and_then(Value::as_object_mut) {
-        changed |= ann.remove(DIGEST_ANNOTATION).is_some();
-    }
-    changed
+    let changed = oci_hooks::remove(spec, "createRuntime", HOOK_EVENT);
+    crate::annotations::set(spec, DIGEST_ANNOTATION, None) || changed
 }
 
 /// Apply a restricting `[egress]` to `spec`: the network namespace (refuse host networking or,

@@ -13,13 +13,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use ociguard_policy::annotations::APPARMOR_DIGEST;
+use ociguard_policy::annotations::{self, APPARMOR_DIGEST};
 use ociguard_policy::apparmor::{self as render, Profile};
 use ociguard_policy::excerpt::excerpt;
 use ociguard_policy::model::AppArmorMode;
 use ociguard_policy::rewrite::Change;
 use ociguard_policy::{LoadedPolicy, Mode, Rewritten, RuntimeConfig};
-use serde_json::{Map, Value};
 
 use crate::{atomic, Context};
 
@@ -256,7 +255,7 @@ pub fn prepare_on(
 ) -> Result<Option<AppArmorPlan>, AppArmorError> {
     let mode = policy.policy.apparmor.mode;
     // Whatever happens below, an earlier attempt's digest must not outlive its profile.
-    mark(&mut rewritten.document, None);
+    annotations::set(&mut rewritten.document, APPARMOR_DIGEST, None);
     if mode == AppArmorMode::Off {
         return Ok(None);
     }
@@ -286,7 +285,11 @@ pub fn prepare_on(
             let replaced = if enforce {
                 let replaced = render::set_profile(&mut rewritten.document, &profile.name)
                     .map_err(render_err)?;
-                mark(&mut rewritten.document, Some(&profile.digest));
+                annotations::set(
+                    &mut rewritten.document,
+                    APPARMOR_DIGEST,
+                    Some(&profile.digest),
+                );
                 replaced
             } else {
                 None
@@ -303,29 +306,6 @@ pub fn prepare_on(
     };
     rewritten.decision.changes.push(change);
     Ok(Some(AppArmorPlan { profile, load }))
-}
-
-/// Record the digest of the profile the document sets ([`APPARMOR_DIGEST`], the identity
-/// hook's `apparmor` profile), or remove it (`None`).
-fn mark(document: &mut Value, digest: Option<&str>) {
-    let Some(root) = document.as_object_mut() else {
-        return;
-    };
-    match digest {
-        Some(d) => {
-            let ann = root
-                .entry("annotations")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if let Some(ann) = ann.as_object_mut() {
-                ann.insert(APPARMOR_DIGEST.to_owned(), Value::String(d.to_owned()));
-            }
-        }
-        None => {
-            if let Some(ann) = root.get_mut("annotations").and_then(Value::as_object_mut) {
-                ann.shift_remove(APPARMOR_DIGEST);
-            }
-        }
-    }
 }
 
 /// Load the planned profile (cached by digest) if the plan sets it. Must succeed before the
