@@ -39,10 +39,9 @@ pub struct Collected {
 }
 
 /// `config.json`, read with one `read(2)` into a buffer of its size.
-fn read_config(bundle: &Path) -> Result<Vec<u8>, String> {
-    let path = bundle.join("config.json");
+fn read_config(path: &Path) -> Result<Vec<u8>, String> {
     let fail = |e: std::io::Error| format!("read {}: {e}", path.display());
-    let f = std::fs::File::open(&path).map_err(fail)?;
+    let f = std::fs::File::open(path).map_err(fail)?;
     let size = f.metadata().map_err(fail)?.len().min(MAX_CONFIG);
     // One byte more than the size, so that the read that finds the end is not a second buffer.
     let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
@@ -189,19 +188,13 @@ pub fn process_facts(pid: u32, id: &mut Identity, warnings: &mut Vec<String>) {
 /// Everything a hook can learn about the container at `event`.
 pub fn collect(state: &HookState, event: HookEvent, now: Timestamp) -> Collected {
     let mut warnings = Vec::new();
-    let bytes = read_config(&state.bundle)
-        .map_err(|e| warnings.push(e))
-        .ok();
+    let path = state.bundle.join("config.json");
+    let bytes = read_config(&path).map_err(|e| warnings.push(e)).ok();
     let spec: SpecView<'_> = bytes
         .as_deref()
         .and_then(|b| {
             serde_json::from_slice(b)
-                .map_err(|e| {
-                    warnings.push(format!(
-                        "parse {}: {e}",
-                        state.bundle.join("config.json").display()
-                    ));
-                })
+                .map_err(|e| warnings.push(format!("parse {}: {e}", path.display())))
                 .ok()
         })
         .unwrap_or_default();
