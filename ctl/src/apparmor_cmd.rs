@@ -28,8 +28,8 @@ pub struct RenderArgs {
 pub fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     let policy = load_policy(&args.policy)?;
     let config_path = bundle::config_path(&args.bundle);
-    let bytes = bundle::read(&config_path)?;
-    let doc = spec::parse_config(&bytes, &config_path)?;
+    let file = bundle::read(&config_path)?;
+    let doc = spec::parse_config(&file.bytes, &config_path)?;
     let profile = apparmor::render(&policy, &doc, policy.policy.egress.restricts())
         .with_context(|| format!("render AppArmor profile of policy {:?}", policy.name()))?;
     if policy.policy.apparmor.mode == AppArmorMode::Off {

@@ -44,9 +44,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             "the audit policy could not be applied; create would start the container unchanged"
         );
     };
-    let before: Value = serde_json::from_slice(&plan.original)?;
+    let before: Value = serde_json::from_slice(&plan.original.bytes)?;
     let after = &plan.rewritten.document;
-    let changed = plan.rewritten.to_bytes() != plan.original;
+    let changed = plan.rewritten.to_bytes() != plan.original.bytes;
     let diff = json_diff(&before, after);
     let d = &plan.rewritten.decision;
     let mut out = std::io::stdout().lock();

@@ -1,9 +1,17 @@
 //! Reading and atomically rewriting files in a bundle (`config.json`, `exec --process` files).
+//!
+//! The bundle belongs to the engine, not to ociguard: a `config.json` that is a symlink (to
+//! `/etc/shadow`, say) is refused rather than followed, so ociguard never reads, rewrites or
+//! copies into an error message a file outside the bundle, and never replaces a link's target.
 
-use std::fs::{self, File};
-use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::fs::{self, File, Metadata};
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+/// Larger than any real config.json (a seccomp profile and its precompiled filter are ~30 KiB);
+/// bounds what a hostile bundle can make ociguard allocate.
+pub const MAX_FILE: u64 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -12,6 +20,14 @@ pub enum BundleError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "read {path}: is a symbolic link; a bundle's files must be regular files in the bundle"
+    )]
+    Symlink { path: PathBuf },
+    #[error("read {path}: not a regular file")]
+    NotRegular { path: PathBuf },
+    #[error("read {path}: larger than {MAX_FILE} bytes")]
+    TooLarge { path: PathBuf },
     #[error("rewrite {path}: {step}: {source}")]
     Write {
         path: PathBuf,
@@ -20,22 +36,68 @@ pub enum BundleError {
     },
 }
 
+/// A file read from a bundle, with the metadata of the very file that was read (its fd's
+/// fstat), which a rewrite gives to the replacement.
+#[derive(Debug, Clone)]
+pub struct BundleFile {
+    pub bytes: Vec<u8>,
+    pub meta: Metadata,
+}
+
 /// `config.json` of `bundle`.
 pub fn config_path(bundle: &Path) -> PathBuf {
     bundle.join("config.json")
 }
 
-pub fn read(path: &Path) -> Result<Vec<u8>, BundleError> {
-    fs::read(path).map_err(|source| BundleError::Read {
+/// Read `path`, which must be a regular file and not a symlink (O_NOFOLLOW: the check and the
+/// read are one open, no window between them).
+pub fn read(path: &Path) -> Result<BundleFile, BundleError> {
+    let read_err = |source| BundleError::Read {
         path: path.to_owned(),
         source,
-    })
+    };
+    let file = fs::OpenOptions::new()
+        .read(true)
+        // O_NONBLOCK: a fifo planted as config.json must not block the engine's create.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => BundleError::Symlink {
+                path: path.to_owned(),
+            },
+            _ => read_err(e),
+        })?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(BundleError::NotRegular {
+            path: path.to_owned(),
+        });
+    }
+    if meta.len() > MAX_FILE {
+        return Err(BundleError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0) + 1);
+    file.take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(BundleError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    Ok(BundleFile { bytes, meta })
 }
 
-/// Replace `path` with `bytes` so that a reader sees either the old or the new file, never a
-/// partial one, and a crash leaves one of the two: write a temp file in the same directory,
-/// give it the original's mode and owner, fsync it, rename(2) it over `path`, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
+/// Replace `path` (read earlier as `original`) with `bytes` so that a reader sees either the old
+/// or the new file, never a partial one, and a crash leaves one of the two: write a temp file in
+/// the same directory, give it the original's mode and owner, fsync it, rename(2) it over
+/// `path`, fsync the directory. The temp file is created with O_CREAT|O_EXCL under a random
+/// name, so a name planted in the bundle (a symlink, a fifo) is never opened: creation fails
+/// and the next random name is tried. rename(2) replaces the directory entry itself, never a
+/// link's target.
+pub fn write_atomic(path: &Path, original: &Metadata, bytes: &[u8]) -> Result<(), BundleError> {
     let err = |step: &'static str| {
         move |source: std::io::Error| BundleError::Write {
             path: path.to_owned(),
@@ -47,17 +109,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let meta = fs::metadata(path).map_err(err("stat"))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".ociguard-")
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(err("create temp file"))?;
     tmp.as_file()
-        .set_permissions(meta.permissions())
+        .set_permissions(original.permissions())
         .map_err(err("chmod temp file"))?;
     // Rootless engines own their bundles; keep the owner so they can still read and remove it.
-    std::os::unix::fs::fchown(tmp.as_file(), Some(meta.uid()), Some(meta.gid()))
+    std::os::unix::fs::fchown(tmp.as_file(), Some(original.uid()), Some(original.gid()))
         .map_err(err("chown temp file"))?;
     tmp.write_all(bytes).map_err(err("write temp file"))?;
     tmp.as_file().sync_all().map_err(err("fsync temp file"))?;
@@ -81,7 +142,9 @@ mod tests {
         let p = dir.path().join("config.json");
         fs::write(&p, b"old").unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
-        write_atomic(&p, b"new").unwrap();
+        let f = read(&p).unwrap();
+        assert_eq!(f.bytes, b"old");
+        write_atomic(&p, &f.meta, b"new").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"new");
         assert_eq!(
             fs::metadata(&p).unwrap().permissions().mode() & 0o777,
@@ -96,11 +159,41 @@ mod tests {
 
     #[test]
     fn missing_file_is_an_error_naming_it() {
-        let err = write_atomic(Path::new("/nonexistent-dir/config.json"), b"x").unwrap_err();
-        assert!(err.to_string().contains("/nonexistent-dir/config.json"));
         let err = read(Path::new("/nonexistent-dir/config.json")).unwrap_err();
         assert!(err
             .to_string()
             .starts_with("read /nonexistent-dir/config.json"));
+        let meta = fs::metadata("/").unwrap();
+        let err = write_atomic(Path::new("/nonexistent-dir/config.json"), &meta, b"x").unwrap_err();
+        assert!(err.to_string().contains("/nonexistent-dir/config.json"));
+    }
+
+    #[test]
+    fn a_symlinked_config_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        fs::write(&secret, b"{\"root\":\"hunter2\"}").unwrap();
+        let p = dir.path().join("config.json");
+        std::os::unix::fs::symlink(&secret, &p).unwrap();
+        let err = read(&p).unwrap_err();
+        assert!(matches!(err, BundleError::Symlink { .. }), "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        // A directory or a fifo in its place is refused without blocking.
+        fs::remove_file(&p).unwrap();
+        fs::create_dir(&p).unwrap();
+        assert!(matches!(read(&p), Err(BundleError::NotRegular { .. })));
+        fs::remove_dir(&p).unwrap();
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(matches!(read(&p), Err(BundleError::NotRegular { .. })));
+    }
+
+    #[test]
+    fn an_oversized_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        let f = File::create(&p).unwrap();
+        f.set_len(MAX_FILE + 1).unwrap();
+        assert!(matches!(read(&p), Err(BundleError::TooLarge { .. })));
     }
 }

@@ -114,7 +114,8 @@ pub fn intercept(
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub config_path: PathBuf,
-    pub original: Vec<u8>,
+    /// config.json as read, with the metadata of the file read (a rewrite keeps its owner and mode).
+    pub original: bundle::BundleFile,
     pub rewritten: ociguard_policy::Rewritten,
     /// The generated AppArmor profile, if the policy asks for one (loaded only on commit).
     pub apparmor: Option<crate::apparmor::AppArmorPlan>,
@@ -146,20 +147,21 @@ pub fn plan(ctx: &Context<'_>, id: &str, bundle_dir: &Path) -> Result<Option<Pla
             Some(&ctx.config.monitor_socket),
         )
     };
-    let mut rewritten = match decide_with(&original, &config_path, &policies, &options, enrich) {
-        Ok(r) => r,
-        Err(
-            e @ DecideError::Rewrite {
-                mode: Mode::Audit, ..
-            },
-        ) => {
-            ctx.logger.warn(&format!(
-                "container {id}: {e}; audit mode: starting unchanged"
-            ));
-            return Ok(None);
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let mut rewritten =
+        match decide_with(&original.bytes, &config_path, &policies, &options, enrich) {
+            Ok(r) => r,
+            Err(
+                e @ DecideError::Rewrite {
+                    mode: Mode::Audit, ..
+                },
+            ) => {
+                ctx.logger.warn(&format!(
+                    "container {id}: {e}; audit mode: starting unchanged"
+                ));
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
     // Every stage below applies this one policy: look it up once.
     let d = &rewritten.decision;
     let policy =
@@ -220,9 +222,9 @@ fn rewrite(
     ))?;
     // The one serialisation of the create path.
     let bytes = rewritten.to_bytes();
-    let changed = bytes != plan.original;
+    let changed = bytes != plan.original.bytes;
     if changed {
-        bundle::write_atomic(&plan.config_path, &bytes)?;
+        bundle::write_atomic(&plan.config_path, &plan.original.meta, &bytes)?;
     }
     Ok(Some((rewritten, changed)))
 }

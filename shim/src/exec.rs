@@ -56,7 +56,7 @@ pub fn intercept(
     match &args.process {
         Some(process_path) => {
             let original = bundle::read(process_path)?;
-            let mut doc = spec::parse_process(&original, process_path)?;
+            let mut doc = spec::parse_process(&original.bytes, process_path)?;
             let removed = restrict(&mut doc, &record).ok_or_else(|| ExecError::NotAnObject {
                 path: process_path.clone(),
             })?;
@@ -69,8 +69,8 @@ pub fn intercept(
                 ));
             }
             let bytes = spec::to_bytes(&doc);
-            if bytes != original {
-                bundle::write_atomic(process_path, &bytes)?;
+            if bytes != original.bytes {
+                bundle::write_atomic(process_path, &original.meta, &bytes)?;
             }
             Ok(argv.to_vec())
         }
