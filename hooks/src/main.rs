@@ -124,7 +124,9 @@ impl Cli {
         eprintln!("ociguard-hook: {level}: {msg}");
         if let Some(log) = &self.log {
             let json = matches!(self.log_format, LogFormat::Json);
-            if let Err(e) = enginelog::append(log, json, level, msg) {
+            // The engine's log is shared with crun: say whose line it is.
+            let msg = format!("ociguard-hook: {msg}");
+            if let Err(e) = enginelog::append(log, json, level, &msg) {
                 eprintln!(
                     "ociguard-hook: warning: cannot write {}: {e}",
                     log.display()

@@ -54,7 +54,7 @@ impl Logger {
         }
         if level >= Level::Warn {
             // Nothing sensible to do if stderr is closed.
-            let _ = writeln!(std::io::stderr(), "ociguard: {}: {msg}", level.as_str());
+            let _ = std::io::stderr().write_all(stderr_line(level, msg).as_bytes());
         }
         if let Some(path) = &self.path {
             let line = format_line(self.format, level, msg, SystemTime::now());
@@ -65,10 +65,12 @@ impl Logger {
                 .open(path)
                 .and_then(|mut f| f.write_all(line.as_bytes()));
             if let Err(e) = res {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "ociguard: warning: cannot write log {}: {e}",
-                    path.display()
+                let _ = std::io::stderr().write_all(
+                    stderr_line(
+                        Level::Warn,
+                        &format!("cannot write log {}: {e}", path.display()),
+                    )
+                    .as_bytes(),
                 );
             }
         }
@@ -88,8 +90,23 @@ impl Logger {
     }
 }
 
+/// A line for stderr, as crun writes it: an error is its bare message. Engines put the
+/// runtime's name in front of what it printed (Podman: `Error: OCI runtime error: ociguard:
+/// ...`), so a prefix of our own would show twice. Warnings say that they are warnings.
+fn stderr_line(level: Level, msg: &str) -> String {
+    match level {
+        Level::Error => format!("{msg}\n"),
+        _ => format!("{}: {msg}\n", level.as_str()),
+    }
+}
+
+/// A line for the engine's `--log` file, which crun writes to as well: ociguard's own lines
+/// say who wrote them (containerd's shim shows an error line's `msg` after "OCI runtime create
+/// failed: ", with no runtime name of its own).
 fn format_line(format: LogFormat, level: Level, msg: &str, at: SystemTime) -> String {
     let time = humantime::format_rfc3339_micros(at).to_string();
+    let msg = format!("ociguard: {msg}");
+    let msg = msg.as_str();
     match format {
         LogFormat::Json => {
             let obj = serde_json::json!({"level": level.as_str(), "msg": msg, "time": time});
@@ -113,7 +130,7 @@ mod tests {
         let line = format_line(LogFormat::Json, Level::Error, "bad \"thing\"\nhere", at);
         let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
         assert_eq!(v["level"], "error");
-        assert_eq!(v["msg"], "bad \"thing\"\nhere");
+        assert_eq!(v["msg"], "ociguard: bad \"thing\"\nhere");
         assert_eq!(v["time"], "2023-11-14T22:13:20.000000Z");
         assert_eq!(line.matches('\n').count(), 1);
     }
@@ -124,8 +141,17 @@ mod tests {
         let line = format_line(LogFormat::Text, Level::Warn, "a \"b\"", at);
         assert_eq!(
             line,
-            "time=\"1970-01-01T00:00:00.000000Z\" level=warning msg=\"a \\\"b\\\"\"\n"
+            "time=\"1970-01-01T00:00:00.000000Z\" level=warning msg=\"ociguard: a \\\"b\\\"\"\n"
         );
+    }
+
+    #[test]
+    fn stderr_has_no_prefix_of_its_own() {
+        assert_eq!(
+            stderr_line(Level::Error, "create c1: bad"),
+            "create c1: bad\n"
+        );
+        assert_eq!(stderr_line(Level::Warn, "slow"), "warning: slow\n");
     }
 
     #[test]
