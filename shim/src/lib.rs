@@ -18,6 +18,7 @@ pub mod features;
 pub mod identity;
 pub mod labels;
 pub mod logging;
+pub mod runtime_state;
 pub mod seccomp_cache;
 mod sys;
 
