@@ -239,6 +239,8 @@ pub fn collect(state: &HookState, event: HookEvent, now: Timestamp) -> Collected
         },
         HookEvent::Poststop => {}
     }
+    // Everything above came from annotations a pod or image author may have written.
+    id.bound_untrusted();
     match event {
         HookEvent::CreateRuntime => id.created = Some(now),
         HookEvent::Poststart => id.started = Some(now),

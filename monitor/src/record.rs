@@ -373,6 +373,54 @@ impl Identity {
         Some((self.pid?, self.start_time?))
     }
 
+    /// Cut every value that came from the container's side (annotations, image labels, names
+    /// the engine copied from a pod spec) to [`excerpt::MAX_VALUE`] with a marker and the
+    /// original length, and image labels to [`excerpt::MAX_ENTRIES`] of at most 512 bytes each: a
+    /// record must fit the monitor's request limit whatever a pod author wrote.
+    pub fn bound_untrusted(&mut self) {
+        use ociguard_policy::excerpt::{self, MAX_VALUE};
+        fn text(t: &mut Option<Text>) {
+            if let Some(v) = t.as_mut().filter(|v| v.len() > MAX_VALUE) {
+                *v = excerpt::bounded(v).into();
+            }
+        }
+        fn string(s: &mut Option<String>) {
+            if let Some(v) = s.as_mut() {
+                excerpt::bound_in_place(v, MAX_VALUE);
+            }
+        }
+        excerpt::bound_in_place(&mut self.id, 1024);
+        string(&mut self.cgroup);
+        text(&mut self.engine);
+        text(&mut self.image.name);
+        text(&mut self.image.digest);
+        let labels = &self.image.labels;
+        if labels.len() > excerpt::MAX_ENTRIES
+            || labels.iter().any(|(k, v)| k.len() > 256 || v.len() > 512)
+        {
+            self.image.labels = excerpt::bounded_entries(
+                labels.0.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                512,
+            )
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        }
+        if let Some(k) = self.kubernetes.as_mut() {
+            text(&mut k.namespace);
+            text(&mut k.service_account);
+            string(&mut k.pod);
+            string(&mut k.pod_uid);
+            string(&mut k.container);
+        }
+        if let Some(p) = self.policy.as_mut() {
+            if p.name.len() > MAX_VALUE {
+                p.name = excerpt::bounded(&p.name).into();
+            }
+            text(&mut p.digest);
+            text(&mut p.mode);
+        }
+    }
+
     /// Check a record received from a client before it is journaled.
     pub fn validate(&self) -> Result<(), String> {
         if self.id.is_empty() || self.id.len() > 1024 {
@@ -406,6 +454,41 @@ mod tests {
             Exit::from_wait_status(0x80 | 11, ExitSource::Kernel).signal,
             Some(11)
         );
+    }
+
+    #[test]
+    fn untrusted_values_are_bounded() {
+        let huge = "a".repeat(50 << 20);
+        let mut id = Identity {
+            id: "c1".into(),
+            bundle: "/b".into(),
+            image: Image {
+                name: Some(huge.as_str().into()),
+                digest: None,
+                labels: (0..100)
+                    .map(|i| {
+                        (
+                            format!("org.opencontainers.image.k{i:03}"),
+                            "l".repeat(5000),
+                        )
+                    })
+                    .collect(),
+            },
+            kubernetes: Some(Kubernetes {
+                pod: Some(huge.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        id.bound_untrusted();
+        let json = serde_json::to_string(&id).unwrap();
+        assert!(json.len() < 64 * 1024, "{} bytes", json.len());
+        assert!(json.contains(&format!("... ({} bytes)", 50 << 20)));
+        assert_eq!(
+            id.image.labels.get("..."),
+            Some("36 more of 100 entries left out")
+        );
+        assert!(id.validate().is_ok());
     }
 
     #[test]

@@ -49,6 +49,13 @@ pub struct RuntimeConfig {
     pub policy_dir: PathBuf,
     #[serde(default = "default_decision_log")]
     pub decision_log: PathBuf,
+    /// When an append would take the decision log past this size, it is rotated first
+    /// (`decisions.jsonl` -> `.1` -> ... -> `.<keep>`); 0: never rotate (logrotate's job).
+    #[serde(default = "default_decision_log_max_bytes")]
+    pub decision_log_max_bytes: u64,
+    /// How many rotated decision logs are kept.
+    #[serde(default = "default_decision_log_keep")]
+    pub decision_log_keep: u32,
     /// Per-container records ociguard keeps for `exec` (tmpfs: gone after reboot, like the containers).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -215,6 +222,12 @@ fn default_policy_dir() -> PathBuf {
 fn default_decision_log() -> PathBuf {
     PathBuf::from("/var/log/ociguard/decisions.jsonl")
 }
+fn default_decision_log_max_bytes() -> u64 {
+    64 << 20
+}
+fn default_decision_log_keep() -> u32 {
+    4
+}
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/run/ociguard")
 }
@@ -238,6 +251,8 @@ impl Default for RuntimeConfig {
             runtime: RuntimeSetting::default(),
             policy_dir: default_policy_dir(),
             decision_log: default_decision_log(),
+            decision_log_max_bytes: default_decision_log_max_bytes(),
+            decision_log_keep: default_decision_log_keep(),
             state_dir: default_state_dir(),
             hook_path: default_hook_path(),
             monitor_socket: default_monitor_socket(),

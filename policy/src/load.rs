@@ -240,6 +240,7 @@ pub fn builtin_default() -> LoadedPolicy {
         priority: 0,
         selectable_by_label: true,
         labels: Default::default(),
+        decision_log: Default::default(),
         selector: Default::default(),
         seccomp: Default::default(),
         process: Default::default(),

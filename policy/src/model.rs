@@ -55,6 +55,12 @@ pub struct Policy {
     /// could not be resolved.
     #[serde(default)]
     pub labels: LabelRequirement,
+    /// `"required"`: refuse to start a container this policy selects when its decision cannot
+    /// be written to the decision log (an audit trail that must be complete). By default a
+    /// failed append is a warning: a full /var/log must not stop a node's containers. Left out
+    /// of the canonical bytes when optional, so no existing policy's digest changed.
+    #[serde(default, skip_serializing_if = "LabelRequirement::is_optional")]
+    pub decision_log: LabelRequirement,
     #[serde(default, rename = "match")]
     pub selector: Selector,
     #[serde(default)]
@@ -73,13 +79,20 @@ pub struct Policy {
     pub egress: EgressRules,
 }
 
-/// Whether image labels must be known for a policy to apply.
+/// Whether something a policy can depend on (image labels, the decision log) must be there
+/// for the policy to apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LabelRequirement {
     #[default]
     Optional,
     Required,
+}
+
+impl LabelRequirement {
+    pub fn is_optional(&self) -> bool {
+        *self == LabelRequirement::Optional
+    }
 }
 
 /// Which kind of container: a pod sandbox (pause) container or an application container.

@@ -67,29 +67,49 @@ pub fn is_secret_key(key: &str) -> bool {
     SECRET_KEY_PARTS.iter().any(|p| k.contains(p))
 }
 
+/// An untrusted map as the decision log, `explain` and errors show it: secret-looking values
+/// redacted, and bounded ([`crate::excerpt::bounded_entries`]): a pod's 50 MB annotation is a
+/// few KiB in the log.
 fn redacted<S: Serializer>(map: &BTreeMap<String, String>, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_map(map.iter().map(|(k, v)| {
+    let entries = map.iter().map(|(k, v)| {
         if is_secret_key(k) {
             (k.as_str(), "<redacted>")
         } else {
             (k.as_str(), v.as_str())
         }
-    }))
+    });
+    s.collect_map(crate::excerpt::bounded_entries(
+        entries,
+        crate::excerpt::MAX_VALUE,
+    ))
+}
+
+/// An untrusted string (an image name from an annotation, a reason quoting one), bounded.
+fn bounded_opt<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_some(&crate::excerpt::bounded(v)),
+        None => s.serialize_none(),
+    }
 }
 
 /// What is known about a container when choosing its policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Facts {
+    #[serde(serialize_with = "bounded_opt")]
     pub image: Option<String>,
     /// Where `image` came from (an annotation key, or the engine's image store).
+    #[serde(serialize_with = "bounded_opt")]
     pub image_source: Option<String>,
+    #[serde(serialize_with = "bounded_opt")]
     pub image_digest: Option<String>,
     /// Image labels (from the engine's image store; untrusted: written by the image's author).
     #[serde(serialize_with = "redacted")]
     pub labels: BTreeMap<String, String>,
     /// Where the labels came from.
+    #[serde(serialize_with = "bounded_opt")]
     pub labels_source: Option<String>,
     /// Why labels could not be resolved, if they could not.
+    #[serde(serialize_with = "bounded_opt")]
     pub labels_unresolved: Option<String>,
     /// The bundle's annotations, minus ociguard's own (`org.ociguard.*`).
     #[serde(serialize_with = "redacted")]
@@ -107,12 +127,17 @@ pub struct Facts {
     #[serde(serialize_with = "redacted")]
     pub kubernetes_annotations: BTreeMap<String, String>,
     /// Which annotations `kubernetes_labels` and `kubernetes_annotations` were read from.
+    #[serde(serialize_with = "bounded_opt")]
     pub kubernetes_metadata_source: Option<String>,
     /// Why one of them could not be read (too large, not a JSON object of strings, ...); the
     /// map stays empty then.
+    #[serde(serialize_with = "bounded_opt")]
     pub kubernetes_metadata_unresolved: Option<String>,
+    #[serde(serialize_with = "bounded_opt")]
     pub kubernetes_namespace: Option<String>,
+    #[serde(serialize_with = "bounded_opt")]
     pub kubernetes_pod: Option<String>,
+    #[serde(serialize_with = "bounded_opt")]
     pub service_account: Option<String>,
     pub container_type: ContainerType,
 }

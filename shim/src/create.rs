@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use ociguard_policy::decision::DecideError;
 use ociguard_policy::decision::{decide_with, DecideOptions};
 use ociguard_policy::load::LoadErrors;
+use ociguard_policy::model::LabelRequirement;
 use ociguard_policy::{Mode, PolicySet};
 
 use crate::bundle::{self, BundleError};
@@ -32,6 +33,11 @@ pub enum CreateError {
     Identity(#[from] crate::identity::IdentityError),
     #[error(transparent)]
     Egress(#[from] crate::egress::EgressError),
+    #[error("policy {policy:?} requires its decision to be logged (decision_log = \"required\"): {source}")]
+    DecisionLog {
+        policy: String,
+        source: decision_log::DecisionLogError,
+    },
     #[error("chosen policy {policy:?} ({digest}) is not in the loaded policy set")]
     PolicyMissing { policy: String, digest: String },
 }
@@ -78,7 +84,9 @@ pub fn intercept(
     };
     let result = rewrite(ctx, id, bundle_dir);
     let outcome = match &result {
-        Ok(Some((rewritten, changed))) => {
+        Ok(Some(Applied {
+            rewritten, changed, ..
+        })) => {
             record.result = if *changed { "applied" } else { "unchanged" };
             record.decision = Some(&rewritten.decision);
             ctx.logger.info(&format!(
@@ -99,14 +107,26 @@ pub fn intercept(
             Err(())
         }
     };
-    if let Err(e) = decision_log::append(&ctx.config.decision_log, &record) {
-        // The container's protection does not depend on the log; say so loudly and go on.
-        ctx.logger.warn(&e.to_string());
-    }
+    let rotation = decision_log::Rotation::of(ctx.config);
+    let logged = decision_log::append(&ctx.config.decision_log, rotation, &record);
     match (outcome, result) {
-        (Ok(()), _) => Ok(()),
-        (Err(()), Err(e)) => Err(e),
-        (Err(()), Ok(_)) => Ok(()),
+        (Ok(()), Ok(Some(applied))) if applied.log_required => {
+            // The policy makes its audit trail a condition of the container.
+            logged.map_err(|e| CreateError::DecisionLog {
+                policy: applied.rewritten.decision.policy.clone(),
+                source: e,
+            })
+        }
+        (outcome, result) => {
+            if let Err(e) = logged {
+                // The container's protection does not depend on the log; say so loudly and go on.
+                ctx.logger.warn(&e.to_string());
+            }
+            match (outcome, result) {
+                (Err(()), Err(e)) => Err(e),
+                _ => Ok(()),
+            }
+        }
     }
 }
 
@@ -121,6 +141,17 @@ pub struct Plan {
     pub apparmor: Option<crate::apparmor::AppArmorPlan>,
     /// The egress ruleset the createRuntime hook installs (stored only on commit).
     pub egress: Option<crate::egress::EgressPlan>,
+    /// The policy's `decision_log = "required"`.
+    pub log_required: bool,
+}
+
+/// What a create did to the bundle.
+#[derive(Debug)]
+struct Applied {
+    rewritten: ociguard_policy::Rewritten,
+    /// Whether config.json was rewritten (not already what the policy makes it).
+    changed: bool,
+    log_required: bool,
 }
 
 /// Read the bundle, load the policies and decide. Writes nothing: `ociguardctl explain` shows
@@ -187,14 +218,11 @@ pub fn plan(ctx: &Context<'_>, id: &str, bundle_dir: &Path) -> Result<Option<Pla
         rewritten,
         apparmor,
         egress,
+        log_required: policy.policy.decision_log == LabelRequirement::Required,
     }))
 }
 
-fn rewrite(
-    ctx: &Context<'_>,
-    id: &str,
-    bundle_dir: &Path,
-) -> Result<Option<(ociguard_policy::Rewritten, bool)>, CreateError> {
+fn rewrite(ctx: &Context<'_>, id: &str, bundle_dir: &Path) -> Result<Option<Applied>, CreateError> {
     let Some(plan) = plan(ctx, id, bundle_dir)? else {
         return Ok(None);
     };
@@ -226,5 +254,9 @@ fn rewrite(
     if changed {
         bundle::write_atomic(&plan.config_path, &plan.original.meta, &bytes)?;
     }
-    Ok(Some((rewritten, changed)))
+    Ok(Some(Applied {
+        rewritten,
+        changed,
+        log_required: plan.log_required,
+    }))
 }

@@ -52,6 +52,10 @@ impl Logger {
         if level == Level::Debug && !self.debug {
             return;
         }
+        // A message may quote untrusted input (an annotation in an error): bounded, so that an
+        // engine's log and the terminal get a few KiB, not the 50 MB a pod author wrote.
+        let msg = ociguard_policy::excerpt::excerpt(msg, 4 * ociguard_policy::excerpt::MAX_VALUE);
+        let msg = msg.as_ref();
         if level >= Level::Warn {
             // Nothing sensible to do if stderr is closed.
             let _ = std::io::stderr().write_all(stderr_line(level, msg).as_bytes());
@@ -142,6 +146,20 @@ mod tests {
         assert_eq!(
             line,
             "time=\"1970-01-01T00:00:00.000000Z\" level=warning msg=\"ociguard: a \\\"b\\\"\"\n"
+        );
+    }
+
+    #[test]
+    fn messages_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.json");
+        let l = Logger::new(Some(path.clone()), LogFormat::Json, false);
+        l.info(&"a".repeat(1 << 20));
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(
+            text.len() < 17 * 1024 && text.contains("(1048576 bytes)"),
+            "{}",
+            text.len()
         );
     }
 
