@@ -5,7 +5,7 @@
 #
 #   demo  crun busybox-static, and the build's needs: libseccomp-dev (ociguard links
 #         libseccomp to precompile filters), protobuf-compiler (containerd API), gcc
-#   test  the above plus runc nftables apparmor jq podman containerd uidmap iproute2
+#   test  the above plus runc nftables apparmor jq podman containerd docker.io uidmap iproute2
 #
 # What it does, each step only when needed (a run on a ready host is a no-op
 # and takes a few milliseconds):
@@ -44,7 +44,7 @@ for g in "${groups[@]}"; do
     case "$g" in
         demo) want+=(crun busybox-static libseccomp-dev protobuf-compiler gcc pkg-config) ;;
         test) want+=(crun runc busybox-static nftables apparmor libseccomp-dev jq
-                     podman containerd uidmap iproute2 gcc protobuf-compiler pkg-config)
+                     podman containerd docker.io uidmap iproute2 gcc protobuf-compiler pkg-config)
               want_podman_conf=1 ;;
     esac
 done

@@ -9,9 +9,10 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// Larger than any real config.json (a seccomp profile and its precompiled filter are ~30 KiB);
+/// Far larger than any real config.json (a seccomp profile and its precompiled filter are ~30 KiB;
+/// Kubernetes caps a pod's annotations at 256 KiB) and the hook's own limit;
 /// bounds what a hostile bundle can make ociguard allocate.
-pub const MAX_FILE: u64 = 16 << 20;
+pub const MAX_FILE: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {

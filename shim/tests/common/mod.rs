@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod containerd;
+pub mod docker;
 pub mod monitor;
 pub mod netns;
 
@@ -132,6 +133,26 @@ impl World {
             stdout: Vec::new(),
             stderr: std::fs::read(&err_path).unwrap(),
         }
+    }
+
+    /// The runtime to give an engine: `<world>/bin/ociguard`, a script that sets
+    /// OCIGUARD_CONFIG (engines pass no environment of ours through conmon or the shim) and
+    /// execs ociguard. Named `ociguard`, so an engine's error shows the name an operator's would.
+    pub fn engine_runtime(&self) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.path().join("bin");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ociguard");
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\nexport OCIGUARD_CONFIG={}\nexec {OCIGUARD} \"$@\"\n",
+                self.config().display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
     }
 
     /// `crun --root <root> args...`
