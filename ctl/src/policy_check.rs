@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ociguard_policy::load::PolicyError;
+use ociguard_policy::trust::Trust;
 use ociguard_policy::{PolicySet, RuntimeConfig};
 use serde_json::json;
 
@@ -22,7 +23,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Some(d) => d.clone(),
         None => RuntimeConfig::load(&RuntimeConfig::path_from_env())?.policy_dir,
     };
-    let result = PolicySet::load_dir(&dir);
+    let result = PolicySet::load_dir(&dir, &Trust::new(None));
     let mut out = std::io::stdout().lock();
     let ok = result.is_ok();
     if args.json {
