@@ -308,7 +308,9 @@ fn in_process(args: &Args, repo: &Path, w: &Path) -> Result<()> {
     };
     spec["annotations"]["org.example.profile"] = json!("bench");
     let bytes = serde_json::to_vec(&spec)?;
-    let set = PolicySet::load_dir(&w.join("policies")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let trust = ociguard_policy::trust::Trust::new(None);
+    let set =
+        PolicySet::load_dir(&w.join("policies"), &trust).map_err(|e| anyhow::anyhow!("{e}"))?;
     let path = Path::new("config.json");
     let mut decide_t = Vec::with_capacity(args.iterations);
     for _ in 0..args.iterations {
@@ -320,7 +322,8 @@ fn in_process(args: &Args, repo: &Path, w: &Path) -> Result<()> {
     let mut load_t = Vec::with_capacity(args.iterations);
     for _ in 0..args.iterations {
         let t = Instant::now();
-        let s = PolicySet::load_dir(&w.join("policies")).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let s =
+            PolicySet::load_dir(&w.join("policies"), &trust).map_err(|e| anyhow::anyhow!("{e}"))?;
         std::hint::black_box(&s);
         load_t.push(t.elapsed());
     }

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use ociguard_policy::load::{parse_policy, LoadErrors};
 use ociguard_policy::model::AppArmorMode;
+use ociguard_policy::trust::Trust;
 use ociguard_policy::{apparmor, spec, LoadedPolicy, PolicySet, RuntimeConfig};
 use ociguard_shim::bundle;
 
@@ -63,7 +64,7 @@ fn load_policy(arg: &str) -> anyhow::Result<LoadedPolicy> {
         return parse_policy(path, &text).map_err(|errors| LoadErrors(errors).into());
     }
     let config = RuntimeConfig::load(&RuntimeConfig::path_from_env())?;
-    let set = PolicySet::load_dir(&config.policy_dir)
+    let set = PolicySet::load_dir(&config.policy_dir, &Trust::new(config.admin_uid))
         .with_context(|| format!("policy directory {}", config.policy_dir.display()))?;
     let found = set.iter().find(|p| p.name() == arg).cloned();
     found.ok_or_else(|| {

@@ -40,7 +40,8 @@ enum AppArmorCmd {
 
 #[derive(Subcommand, Debug)]
 enum PolicyCmd {
-    /// Validate every policy file in a directory (exit 0 if all are valid, 1 otherwise).
+    /// Validate every policy file in a directory, and that the config and the policies may be
+    /// trusted (exit 0 if all are valid, 1 otherwise).
     Check(policy_check::Args),
 }
 

@@ -1,13 +1,16 @@
 //! `/etc/ociguard/config.toml`: where the delegate runtime, the policies and the decision log live.
 //!
 //! A missing file means "all defaults" (a fresh install must work); a file that exists but does not
-//! parse is an error naming the file and line, never a silent fallback.
+//! parse is an error naming the file and line, never a silent fallback. A file that someone other
+//! than root (or ociguard's own user) could have written is refused before it is parsed (see
+//! [`crate::trust`]): it chooses the policy directory, and so every container's policy.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::location::Location;
+use crate::trust::{Trust, TrustError};
 
 /// Default location of the runtime configuration.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ociguard/config.toml";
@@ -81,6 +84,11 @@ pub struct RuntimeConfig {
     /// How egress rules are installed and host names resolved.
     #[serde(default)]
     pub egress: EgressNode,
+    /// uid besides root that may own config and policies: the policy directory and its files
+    /// may belong to it (this file itself only to root or ociguard's own user, since it is what
+    /// names the admin).
+    #[serde(default)]
+    pub admin_uid: Option<u32>,
 }
 
 /// `[egress]` of config.toml: the node side of egress policies.
@@ -261,6 +269,7 @@ impl Default for RuntimeConfig {
             pinned_digests: Vec::new(),
             labels: LabelSources::default(),
             egress: EgressNode::default(),
+            admin_uid: None,
         }
     }
 }
@@ -272,6 +281,9 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The file, or a directory above it, could be written by someone untrusted.
+    #[error("{source}")]
+    Untrusted { path: PathBuf, source: TrustError },
     #[error("{location}: {message}")]
     Parse { location: Location, message: String },
     #[error("no delegate runtime found: tried {tried} (set `runtime` in {config})")]
@@ -290,18 +302,27 @@ impl RuntimeConfig {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
     }
 
-    /// Load `path`; a file that does not exist yields the defaults.
+    /// Load `path`; a file that does not exist yields the defaults. One that exists must be
+    /// trusted ([`Trust::root_and_self`]: the admin uid is set in this very file, so it cannot
+    /// vouch for it), and is checked on the descriptor it is read from.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+        use std::io::Read;
+        let mut file = match Trust::root_and_self().open_file(path) {
+            Ok(file) => file,
+            Err(e) if e.is_missing() => return Ok(Self::default()),
             Err(source) => {
-                return Err(ConfigError::Read {
+                return Err(ConfigError::Untrusted {
                     path: path.to_owned(),
                     source,
                 })
             }
         };
+        let mut text = String::new();
+        file.read_to_string(&mut text)
+            .map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         Self::parse(&text, path)
     }
 
@@ -389,6 +410,41 @@ mod tests {
     fn defaults_when_missing() {
         let c = RuntimeConfig::load(Path::new("/nonexistent/ociguard.toml")).unwrap();
         assert_eq!(c, RuntimeConfig::default());
+    }
+
+    #[test]
+    fn an_untrusted_config_is_refused_before_it_is_parsed() {
+        use std::os::unix::fs::PermissionsExt;
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skip: not root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "admin_uid = 1000\n").unwrap();
+        let c = RuntimeConfig::load(&path).unwrap();
+        assert_eq!(c.admin_uid, Some(1000));
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let err = RuntimeConfig::load(&path).unwrap_err();
+        assert!(matches!(err, ConfigError::Untrusted { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{0}: file is group- and world-writable (mode 0666); fix: chmod go-w {0}",
+                path.display()
+            )
+        );
+        // The admin uid it names cannot vouch for the file that names it.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::chown(&path, Some(1000), None).unwrap();
+        let err = RuntimeConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("owned by uid 1000, not root"), "{err}");
+        // Missing below a trusted directory: defaults, as before.
+        assert_eq!(
+            RuntimeConfig::load(&dir.path().join("nope/config.toml")).unwrap(),
+            RuntimeConfig::default()
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod seccomp;
 pub mod seccomp_bpf;
 pub mod select;
 pub mod spec;
+pub mod trust;
 
 pub use config::RuntimeConfig;
 pub use decision::{decide, Decision, Rewritten};

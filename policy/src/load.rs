@@ -3,8 +3,12 @@
 //! Every `*.toml` file is one policy. All files are read and all problems are reported together
 //! (so `ociguardctl policy check` can list them), each with `file:line:column`. A directory that
 //! does not exist is an empty set: the built-in default policy applies.
+//!
+//! The directory and every file must be trusted ([`crate::trust`]): a policy anyone could have
+//! written would let them choose every container's confinement.
 
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Capability;
@@ -15,6 +19,7 @@ use crate::digest;
 use crate::location::Location;
 use crate::model::{Mode, Policy, DEFAULT_POLICY};
 use crate::seccomp;
+use crate::trust::{self, Kind, Trust, TrustError};
 
 /// A validated policy with where it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +75,10 @@ pub enum PolicyError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The directory or a policy file could have been written by someone untrusted (the
+    /// source names the component and the fix).
+    #[error("{source}")]
+    Untrusted { path: PathBuf, source: TrustError },
     #[error("{location}: {message}")]
     Parse { location: Location, message: String },
     #[error("{location}: {message}")]
@@ -96,7 +105,22 @@ impl PolicyError {
             | PolicyError::Invalid { location, .. }
             | PolicyError::DuplicateName { location, .. }
             | PolicyError::Overlap { location, .. } => Some(location),
-            PolicyError::ReadDir { .. } | PolicyError::Read { .. } => None,
+            PolicyError::ReadDir { .. }
+            | PolicyError::Read { .. }
+            | PolicyError::Untrusted { .. } => None,
+        }
+    }
+
+    /// The file (or directory) the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            PolicyError::Parse { location, .. }
+            | PolicyError::Invalid { location, .. }
+            | PolicyError::DuplicateName { location, .. }
+            | PolicyError::Overlap { location, .. } => &location.path,
+            PolicyError::ReadDir { path, .. }
+            | PolicyError::Read { path, .. }
+            | PolicyError::Untrusted { path, .. } => path,
         }
     }
 }
@@ -121,11 +145,29 @@ impl std::error::Error for LoadErrors {}
 
 impl PolicySet {
     /// Load every `*.toml` in `dir` (hidden files and other extensions, e.g. editor backups or
-    /// `.dpkg-old`, are ignored).
-    pub fn load_dir(dir: &Path) -> Result<PolicySet, LoadErrors> {
-        let entries = match std::fs::read_dir(dir) {
+    /// `.dpkg-old`, are ignored). `dir` and every file must be trusted by `trust`.
+    ///
+    /// This runs on every container create, so the directory's path is walked once; a plain
+    /// file in it is only `fstat`ed on the descriptor it is read from (the trusted directory
+    /// above it means nobody else can put another file under its name), and only a symlink is
+    /// walked to where it leads (Kubernetes ConfigMap volumes: `x.toml -> ..data/x.toml`).
+    pub fn load_dir(dir: &Path, trust: &Trust) -> Result<PolicySet, LoadErrors> {
+        let untrusted = |source| {
+            LoadErrors(vec![PolicyError::Untrusted {
+                path: dir.to_owned(),
+                source,
+            }])
+        };
+        let resolved = match trust.check_path(dir, Kind::Dir) {
+            Ok(resolved) => resolved,
+            // Only once every existing component above it passed (see `check_path`).
+            Err(e) if e.is_missing() => return Ok(PolicySet::default()),
+            Err(source) => return Err(untrusted(source)),
+        };
+        // Read the directory the check resolved, so what is listed is what was checked even if
+        // `dir` is a symlink; entries are still named under `dir`, as the operator wrote it.
+        let entries = match std::fs::read_dir(&resolved) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(PolicySet::default()),
             Err(source) => {
                 return Err(LoadErrors(vec![PolicyError::ReadDir {
                     path: dir.to_owned(),
@@ -138,12 +180,14 @@ impl PolicySet {
         for entry in entries {
             match entry {
                 Ok(entry) => {
-                    let path = entry.path();
                     let name = entry.file_name();
-                    let name = name.to_string_lossy();
-                    if !name.starts_with('.') && name.ends_with(".toml") {
-                        paths.push(path);
+                    let shown = name.to_string_lossy();
+                    if shown.starts_with('.') || !shown.ends_with(".toml") {
+                        continue;
                     }
+                    // From the directory entry (d_type): no stat for the common case.
+                    let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+                    paths.push((dir.join(&name), is_link));
                 }
                 Err(source) => errors.push(PolicyError::ReadDir {
                     path: dir.to_owned(),
@@ -153,10 +197,10 @@ impl PolicySet {
         }
         paths.sort();
         let mut files = Vec::with_capacity(paths.len());
-        for path in paths {
-            match std::fs::read_to_string(&path) {
+        for (path, is_link) in paths {
+            match read_trusted(&resolved, &path, is_link, trust) {
                 Ok(text) => files.push((path, text)),
-                Err(source) => errors.push(PolicyError::Read { path, source }),
+                Err(e) => errors.push(e),
             }
         }
         match Self::from_texts(files.iter().map(|(p, t)| (p.as_path(), t.as_str()))) {
@@ -229,6 +273,43 @@ impl PolicySet {
     pub fn iter(&self) -> impl Iterator<Item = &LoadedPolicy> {
         self.policies.iter().chain(std::iter::once(&self.default))
     }
+}
+
+/// Read one policy file of the checked directory `dir` (resolved), named `path` in errors.
+fn read_trusted(
+    dir: &Path,
+    path: &Path,
+    is_link: bool,
+    trust: &Trust,
+) -> Result<String, PolicyError> {
+    let untrusted = |source| PolicyError::Untrusted {
+        path: path.to_owned(),
+        source,
+    };
+    let target;
+    let open_path = if is_link {
+        let name = path.file_name().unwrap_or_default();
+        // Where the walk ends is a real file below trusted directories: opened without
+        // following, and its descriptor checked like any other.
+        target = trust
+            .check_entry(dir, name, path, Kind::File)
+            .map_err(untrusted)?;
+        &target
+    } else {
+        path
+    };
+    let mut file = trust::open_regular(open_path).map_err(|source| PolicyError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    trust.check_file(path, &file).map_err(untrusted)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(text)
 }
 
 /// The built-in default: enforce, inject the built-in seccomp profile when the engine gave none,
@@ -705,12 +786,165 @@ allow_unsafe = ["run.oci.keep_original_groups"]
         .unwrap();
         std::fs::write(dir.path().join("web.toml~"), "garbage").unwrap();
         std::fs::write(dir.path().join(".hidden.toml"), "garbage").unwrap();
-        let set = PolicySet::load_dir(dir.path()).unwrap();
+        let trust = Trust::new(None);
+        let set = PolicySet::load_dir(dir.path(), &trust).unwrap();
         assert_eq!(set.policies.len(), 1);
         assert!(set.default.policy.process.no_new_privileges);
-        assert!(PolicySet::load_dir(&dir.path().join("missing"))
+        assert!(PolicySet::load_dir(&dir.path().join("missing"), &trust)
             .unwrap()
             .policies
             .is_empty());
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn is_root() -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
+        }
+        eprintln!("skip: not root");
+        false
+    }
+
+    const WEB: &str = "name = \"web\"\n[match]\nimages=[\"a\"]\n";
+
+    #[test]
+    fn untrusted_files_are_load_errors_among_the_others() {
+        if !is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (bad, theirs, broken) = (
+            dir.path().join("bad.toml"),
+            dir.path().join("theirs.toml"),
+            dir.path().join("broken.toml"),
+        );
+        std::fs::write(&bad, WEB).unwrap();
+        chmod(&bad, 0o666);
+        std::fs::write(&theirs, "name = \"t\"\n[match]\nimages=[\"t\"]\n").unwrap();
+        std::os::unix::fs::chown(&theirs, Some(1000), None).unwrap();
+        std::fs::write(&broken, "name = \"b\"\n[match\n").unwrap();
+        let errs = PolicySet::load_dir(dir.path(), &Trust::new(None)).unwrap_err();
+        assert_eq!(errs.0.len(), 3, "{errs}");
+        let untrusted: Vec<&Path> = errs
+            .0
+            .iter()
+            .filter(|e| matches!(e, PolicyError::Untrusted { .. }))
+            .map(PolicyError::path)
+            .collect();
+        assert_eq!(untrusted, [bad.as_path(), theirs.as_path()], "{errs}");
+        let text = errs.to_string();
+        assert!(
+            text.contains(&format!(
+                "{}: file is group- and world-writable (mode 0666); fix: chmod go-w {}",
+                bad.display(),
+                bad.display()
+            )),
+            "{text}"
+        );
+        assert!(text.contains("owned by uid 1000, not root"), "{text}");
+        // The admin uid may own policies.
+        std::fs::remove_file(&bad).unwrap();
+        std::fs::remove_file(&broken).unwrap();
+        assert!(PolicySet::load_dir(dir.path(), &Trust::new(Some(1000))).is_ok());
+    }
+
+    #[test]
+    fn untrusted_directory() {
+        if !is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("web.toml"), WEB).unwrap();
+        chmod(dir.path(), 0o777);
+        let errs = PolicySet::load_dir(dir.path(), &Trust::new(None)).unwrap_err();
+        assert_eq!(errs.0.len(), 1);
+        assert_eq!(errs.0[0].path(), dir.path());
+        assert!(
+            errs.to_string()
+                .contains("directory is group- and world-writable (mode 0777)"),
+            "{errs}"
+        );
+        // A policy directory that does not exist, below one that does but is untrusted.
+        let errs = PolicySet::load_dir(&dir.path().join("missing"), &Trust::new(None)).unwrap_err();
+        assert!(matches!(errs.0[0], PolicyError::Untrusted { .. }), "{errs}");
+        // A symlink to it.
+        chmod(dir.path(), 0o755);
+        let other = tempfile::tempdir().unwrap();
+        let link = other.path().join("policies");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        assert_eq!(
+            PolicySet::load_dir(&link, &Trust::new(None))
+                .unwrap()
+                .policies[0]
+                .source
+                .as_deref(),
+            Some(link.join("web.toml").as_path())
+        );
+        std::os::unix::fs::chown(dir.path(), Some(1000), None).unwrap();
+        let errs = PolicySet::load_dir(&link, &Trust::new(None)).unwrap_err();
+        assert!(
+            errs.to_string()
+                .starts_with(&format!("{} -> ", link.display())),
+            "{errs}"
+        );
+    }
+
+    /// Kubernetes mounts a ConfigMap as `x.toml -> ..data/x.toml`, `..data -> ..<timestamp>`.
+    #[test]
+    fn configmap_volume_layout_loads() {
+        if !is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ts = dir.path().join("..2024_05_01_12_00_00.123");
+        std::fs::create_dir(&ts).unwrap();
+        chmod(&ts, 0o755);
+        std::fs::write(ts.join("web.toml"), WEB).unwrap();
+        std::os::unix::fs::symlink("..2024_05_01_12_00_00.123", dir.path().join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/web.toml", dir.path().join("web.toml")).unwrap();
+        let set = PolicySet::load_dir(dir.path(), &Trust::new(None)).unwrap();
+        assert_eq!(set.policies.len(), 1);
+        assert_eq!(
+            set.policies[0].source.as_deref(),
+            Some(dir.path().join("web.toml").as_path())
+        );
+        // A writable file at the end of the chain is named by the link and where it leads.
+        chmod(&ts.join("web.toml"), 0o646);
+        let errs = PolicySet::load_dir(dir.path(), &Trust::new(None)).unwrap_err();
+        let text = errs.to_string();
+        assert!(
+            text.starts_with(&format!("{} -> ", dir.path().join("web.toml").display()))
+                && text.contains("file is world-writable (mode 0646)"),
+            "{text}"
+        );
+        // A link out of the directory to a file someone else owns.
+        chmod(&ts.join("web.toml"), 0o644);
+        let elsewhere = tempfile::tempdir().unwrap();
+        let foreign = elsewhere.path().join("f.toml");
+        std::fs::write(&foreign, "name = \"f\"\n[match]\nimages=[\"f\"]\n").unwrap();
+        std::os::unix::fs::chown(&foreign, Some(1000), None).unwrap();
+        std::os::unix::fs::symlink(&foreign, dir.path().join("f.toml")).unwrap();
+        let errs = PolicySet::load_dir(dir.path(), &Trust::new(None)).unwrap_err();
+        assert_eq!(errs.0.len(), 1, "{errs}");
+        assert!(errs.to_string().contains("owned by uid 1000"), "{errs}");
+    }
+
+    #[test]
+    fn a_directory_named_like_a_policy_is_not_read() {
+        if !is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d.toml")).unwrap();
+        let errs = PolicySet::load_dir(dir.path(), &Trust::new(None)).unwrap_err();
+        assert!(
+            errs.to_string()
+                .ends_with("is a directory, not a regular file"),
+            "{errs}"
+        );
     }
 }

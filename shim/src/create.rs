@@ -10,6 +10,7 @@ use ociguard_policy::decision::DecideError;
 use ociguard_policy::decision::{decide_with, DecideOptions};
 use ociguard_policy::load::LoadErrors;
 use ociguard_policy::model::LabelRequirement;
+use ociguard_policy::trust::Trust;
 use ociguard_policy::{Mode, PolicySet};
 
 use crate::bundle::{self, BundleError};
@@ -159,11 +160,13 @@ struct Applied {
 pub fn plan(ctx: &Context<'_>, id: &str, bundle_dir: &Path) -> Result<Option<Plan>, CreateError> {
     let config_path = bundle::config_path(bundle_dir);
     let original = bundle::read(&config_path)?;
-    let policies =
-        PolicySet::load_dir(&ctx.config.policy_dir).map_err(|errors| CreateError::Policies {
+    let trust = Trust::new(ctx.config.admin_uid);
+    let policies = PolicySet::load_dir(&ctx.config.policy_dir, &trust).map_err(|errors| {
+        CreateError::Policies {
             dir: ctx.config.policy_dir.clone(),
             errors,
-        })?;
+        }
+    })?;
     let options = DecideOptions {
         pinned_digests: &ctx.config.pinned_digests,
     };

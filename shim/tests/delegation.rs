@@ -275,6 +275,20 @@ fn bad_inputs_are_refused_and_change_nothing() {
     );
     std::fs::remove_file(w.policies().join("broken.toml")).unwrap();
 
+    // A policy anyone may write (no root needed: the owner is trusted, the mode never is).
+    w.policy("open.toml", "name = \"open\"\n[match]\nimages = [\"x\"]\n");
+    let open = w.policies().join("open.toml");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert_refused(
+        &w,
+        &good,
+        &format!(
+            "{}: file is group- and world-writable (mode 0666); fix: chmod go-w",
+            open.display()
+        ),
+    );
+    std::fs::remove_file(&open).unwrap();
+
     // Conflicting policies (same selector, same priority).
     w.policy(
         "a.toml",
