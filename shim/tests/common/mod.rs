@@ -80,13 +80,25 @@ impl World {
     pub fn decisions(&self) -> PathBuf {
         self.path().join("decisions.jsonl")
     }
+    /// config.toml with this world's paths, then `extra`; a key `extra` sets itself replaces the
+    /// default one (TOML refuses a key given twice).
     pub fn write_config(&self, extra: &str) {
-        let text = format!(
-            "policy_dir = \"{}\"\ndecision_log = \"{}\"\nstate_dir = \"{}\"\n{extra}",
-            self.policies().display(),
-            self.decisions().display(),
-            self.path().join("state").display()
-        );
+        let sets = |key: &str| {
+            extra
+                .lines()
+                .any(|l| l.split('=').next().map(str::trim) == Some(key))
+        };
+        let mut text = String::new();
+        for (key, value) in [
+            ("policy_dir", self.policies()),
+            ("decision_log", self.decisions()),
+            ("state_dir", self.path().join("state")),
+        ] {
+            if !sets(key) {
+                text.push_str(&format!("{key} = \"{}\"\n", value.display()));
+            }
+        }
+        text.push_str(extra);
         std::fs::write(self.config(), text).unwrap();
     }
     pub fn policy(&self, file: &str, text: &str) {
