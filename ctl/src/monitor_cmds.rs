@@ -59,7 +59,8 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Events: registered, started, exited, reconciled, deregistered, egress-denied.
+    /// Events: registered, started, exited, reconciled, deregistered, egress-denied,
+    /// behavior-denied, behavior-audit.
     Events {
         #[command(flatten)]
         conn: Conn,

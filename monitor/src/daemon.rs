@@ -52,6 +52,8 @@ pub struct Options {
     pub exit_events: bool,
     /// Report the packets containers' egress rulesets deny (NFLOG) as `egress-denied` events.
     pub egress_events: bool,
+    /// Hold `[behavior]` rules with fanotify permission events (the guard).
+    pub guard: bool,
     /// The NFLOG group of the egress rulesets' log rule (`egress.nflog_group` of config.toml).
     pub nflog_group: u16,
     /// Follow containerd at this socket for `image_of` (`labels.containerd_socket`).
@@ -72,6 +74,7 @@ impl Default for Options {
             spool_interval: Duration::from_secs(5),
             exit_events: true,
             egress_events: true,
+            guard: true,
             nflog_group: nflog::DEFAULT_GROUP,
             containerd_socket: None,
         }
@@ -241,6 +244,14 @@ fn ingest_spool(shared: &Shared, dir: &Path) {
 }
 
 fn reconcile(shared: &Shared) {
+    if let Some(guard) = &shared.guard {
+        let store = shared.store.read().unwrap_or_else(|p| p.into_inner());
+        guard.prune(|key| {
+            store
+                .get(key)
+                .is_some_and(|r| r.status != crate::record::Status::Exited)
+        });
+    }
     match shared.commit(|reply| Op::Reconcile { reply: Some(reply) }) {
         Ok(c) if c.changed > 0 => log::info!(
             "reconciled: {} container(s) no longer running marked exited",
@@ -327,6 +338,22 @@ pub fn run(opts: &Options, stop: &Receiver<()>) -> Result<(), DaemonError> {
         }
     }
 
+    let guard = if opts.guard {
+        match crate::guard::Guard::new(Arc::clone(&store), Arc::clone(&hub)) {
+            Ok(g) => {
+                let run = Arc::clone(&g);
+                spawn("ociguardd-guard", move || run.run())?;
+                log::info!("guard: fanotify backend ({})", crate::guard::LIMITS);
+                Some(g)
+            }
+            Err(e) => {
+                log::warn!("guard unavailable: {e}: [behavior] rules cannot be held here");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let shared = Arc::new(Shared {
         store,
         hub,
@@ -341,6 +368,7 @@ pub fn run(opts: &Options, stop: &Receiver<()>) -> Result<(), DaemonError> {
                 .ok()
         }),
         egress: std::sync::OnceLock::new(),
+        guard,
     });
 
     ingest_spool(&shared, &opts.spool_dir);

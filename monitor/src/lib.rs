@@ -16,6 +16,8 @@ pub mod containerd;
 pub mod daemon;
 pub mod events;
 pub mod exitwatch;
+#[cfg(feature = "daemon")]
+pub mod guard;
 pub mod imagemap;
 pub mod journal;
 pub mod logger;

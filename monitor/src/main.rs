@@ -56,6 +56,10 @@ struct Args {
     /// Do not report packets denied by containers' egress rulesets (NFLOG) as events.
     #[arg(long)]
     no_egress_events: bool,
+    /// Do not hold [behavior] rules (no fanotify guard): containers whose policy requires
+    /// them are then refused.
+    #[arg(long)]
+    no_guard: bool,
     /// containerd's socket, followed to answer `ociguard create`'s image lookups (default:
     /// `labels.containerd_socket` of the ociguard config).
     #[arg(long)]
@@ -103,6 +107,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         spool_interval: args.spool_interval,
         exit_events: !args.no_exit_events,
         egress_events: !args.no_egress_events,
+        guard: !args.no_guard,
         nflog_group: args.nflog_group.unwrap_or(config.egress.nflog_group),
         containerd_socket: (!args.no_containerd).then(|| {
             args.containerd_socket

@@ -1535,6 +1535,7 @@ mod tests {
         impl ProcView for P {
             fn stat(&self, _: u32) -> Option<ProcStat> {
                 Some(ProcStat {
+                    ppid: 0,
                     start_time: self.0,
                     exited: false,
                     exit_code: None,

@@ -14,6 +14,8 @@ pub struct ProcStat {
     pub exited: bool,
     /// Field 52, the wait(2) status, meaningful only for an exited process.
     pub exit_code: Option<u32>,
+    /// Field 4.
+    pub ppid: u32,
 }
 
 /// Parse a `/proc/<pid>/stat` line. `comm` (field 2) may contain spaces and parentheses, so
@@ -25,7 +27,9 @@ pub fn parse_stat(line: &str) -> Option<ProcStat> {
     let state = fields.first()?;
     let start_time = fields.get(22 - 3)?.parse().ok()?;
     let exit_code = fields.get(52 - 3).and_then(|f| f.parse().ok());
+    let ppid = fields.get(4 - 3).and_then(|f| f.parse().ok()).unwrap_or(0);
     Some(ProcStat {
+        ppid,
         start_time,
         exited: matches!(*state, "Z" | "X" | "x"),
         exit_code,
@@ -37,7 +41,7 @@ pub fn parse_stat(line: &str) -> Option<ProcStat> {
 /// at several microseconds each on a VM that doubles the cost of a `whois`.) procfs generates
 /// these files whole on every read: when the content fits, one short read is all of it, so a
 /// short read ends the file; only a full buffer reads on.
-fn read_small(path: &str) -> io::Result<String> {
+pub fn read_small(path: &str) -> io::Result<String> {
     let mut f = std::fs::File::open(path)?;
     read_whole(|buf| f.read(buf))
 }

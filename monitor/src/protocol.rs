@@ -195,6 +195,13 @@ pub enum EventKind {
     /// memory only, like every event, and rate-limited (see `nflog`).
     #[serde(rename = "egress-denied")]
     EgressDenied,
+    /// The guard refused (or killed) an exec or a secret read under `[behavior]`; `detail` is
+    /// a JSON object (rule, action, pid, exe, argv, parent, image, policy, count).
+    #[serde(rename = "behavior-denied")]
+    BehaviorDenied,
+    /// What the guard would have refused under an `audit` policy; the operation went ahead.
+    #[serde(rename = "behavior-audit")]
+    BehaviorAudit,
 }
 
 impl EventKind {
@@ -206,6 +213,8 @@ impl EventKind {
             EventKind::Reconciled => "reconciled",
             EventKind::Deregistered => "deregistered",
             EventKind::EgressDenied => "egress-denied",
+            EventKind::BehaviorDenied => "behavior-denied",
+            EventKind::BehaviorAudit => "behavior-audit",
         }
     }
 }

@@ -72,6 +72,8 @@ pub struct Shared {
     pub containerd: Option<Containerd>,
     /// Egress denial counts, once the NFLOG threads run.
     pub egress: OnceLock<nflog::Counts>,
+    /// The behaviour guard, when fanotify could be set up.
+    pub guard: Option<Arc<crate::guard::Guard>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -433,6 +435,34 @@ pub fn answer(req: Request, peer: &Peer, shared: &Shared) -> Response {
             }
         }
         Request::Register { event, identity } => {
+            if let Some(guard) = &shared.guard {
+                match event {
+                    // Before the record is acknowledged: the hook lets the container's
+                    // process go on only after this answer.
+                    crate::protocol::Lifecycle::Created => match guard.add(&identity) {
+                        Ok(_) => {}
+                        Err((true, e)) => {
+                            return Response::error(format!(
+                                "the behavior rules of container {:?} cannot be held: {e}",
+                                identity.id
+                            ))
+                        }
+                        Err((false, e)) => log::warn!(
+                            "guard: container {:?} runs without its behavior rules (if-available): {e}",
+                            identity.id
+                        ),
+                    },
+                    crate::protocol::Lifecycle::Exited => guard.remove(&identity.key()),
+                    crate::protocol::Lifecycle::Started => {}
+                }
+            } else if event == crate::protocol::Lifecycle::Created
+                && crate::guard::requires_guard(&identity)
+            {
+                return Response::error(format!(
+                    "the behavior rules of container {:?} cannot be held: this ociguardd runs without its guard",
+                    identity.id
+                ));
+            }
             let r = shared.commit(|reply| Op::Register {
                 event,
                 identity: Box::new(identity),
@@ -441,6 +471,15 @@ pub fn answer(req: Request, peer: &Peer, shared: &Shared) -> Response {
             committed(r)
         }
         Request::Deregister { id, bundle } => {
+            if let Some(guard) = &shared.guard {
+                let found = match shared.store.read() {
+                    Ok(g) => g.find(&id, bundle.as_deref()),
+                    Err(p) => p.into_inner().find(&id, bundle.as_deref()),
+                };
+                for r in found {
+                    guard.remove(&r.key());
+                }
+            }
             let r = shared.commit(|reply| Op::Deregister {
                 id,
                 bundle,

@@ -408,6 +408,7 @@ pub(crate) mod tests {
                 pid,
                 (
                     ProcStat {
+                        ppid: 0,
                         start_time: start,
                         exited: false,
                         exit_code: None,

@@ -375,6 +375,22 @@ fn with_run_aliases(set: &mut BTreeSet<Literal>, lit: Literal) {
     set.insert(lit);
 }
 
+/// The secret mounts of `spec` (destination, source), as [`secret_literals`] finds them.
+pub fn secret_mounts(spec: &Value) -> Vec<(String, String)> {
+    let mounts = spec.get("mounts").and_then(Value::as_array);
+    mounts
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            let destination = m.get("destination").and_then(Value::as_str)?;
+            let source = m.get("source").and_then(Value::as_str).unwrap_or_default();
+            (is_secret_destination(&lexical(destination))
+                || SECRET_SOURCES.iter().any(|s| source.contains(s)))
+            .then(|| (lexical(destination), source.to_owned()))
+        })
+        .collect()
+}
+
 /// The paths a container must not read: secret mounts of `spec` plus the policy's
 /// `secret_paths`, with their `/run` ↔ `/var/run` aliases, sorted.
 fn secret_literals(

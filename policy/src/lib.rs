@@ -8,6 +8,7 @@
 
 pub mod annotations;
 pub mod apparmor;
+pub mod behavior;
 pub mod capabilities;
 pub mod config;
 pub mod decision;

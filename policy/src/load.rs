@@ -327,6 +327,7 @@ pub fn builtin_default() -> LoadedPolicy {
         process: Default::default(),
         annotations: Default::default(),
         apparmor: Default::default(),
+        behavior: Default::default(),
         identity: Default::default(),
         egress: Default::default(),
     };
@@ -495,6 +496,9 @@ pub fn parse_policy(path: &Path, text: &str) -> Result<LoadedPolicy, Vec<PolicyE
                 ),
             );
         }
+    }
+    for (span, message) in crate::behavior::validate(&policy) {
+        invalid(span, message);
     }
     for (span, message) in crate::apparmor::validate(&policy) {
         invalid(span, message);

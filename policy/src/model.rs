@@ -71,6 +71,14 @@ pub struct Policy {
     pub annotations: AnnotationRules,
     #[serde(default)]
     pub apparmor: AppArmorRules,
+    /// `[behavior]`: what the running container may do (exec, shells, secrets); held by
+    /// ociguardd's guard. Left out of the canonical bytes when off, so adding it changed no
+    /// existing policy's digest.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::behavior::BehaviorRules::is_off"
+    )]
+    pub behavior: crate::behavior::BehaviorRules,
     #[serde(default)]
     pub identity: IdentityRules,
     /// Left out of the canonical bytes when unrestricted, so adding the section to the model

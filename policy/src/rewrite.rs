@@ -67,6 +67,16 @@ pub enum Change {
         mode: crate::model::IdentityMode,
         reason: String,
     },
+    /// `[behavior]`: the rules ociguardd's guard holds from createRuntime on (carried in the
+    /// `org.ociguard.behavior` annotation); `not_held` names what no enforcer here can hold.
+    Behavior {
+        enforcer: String,
+        rules: Vec<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        not_held: Vec<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        noexec: Vec<String>,
+    },
     /// `[egress]`: `ociguard-hook egress` installs the ruleset with this digest in the
     /// container's network namespace at createRuntime (see [`crate::egress`]).
     Egress {

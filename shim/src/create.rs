@@ -34,6 +34,8 @@ pub enum CreateError {
     Identity(#[from] crate::identity::IdentityError),
     #[error(transparent)]
     Egress(#[from] crate::egress::EgressError),
+    #[error(transparent)]
+    Behavior(#[from] crate::behavior::BehaviorError),
     #[error("policy {policy:?} requires its decision to be logged (decision_log = \"required\"): {source}")]
     DecisionLog {
         policy: String,
@@ -214,6 +216,7 @@ pub fn plan(ctx: &Context<'_>, id: &str, bundle_dir: &Path) -> Result<Option<Pla
     let Some(egress) = audit_tolerant(ctx, id, mode, egress)? else {
         return Ok(None);
     };
+    crate::behavior::prepare(policy, &mut rewritten)?;
     crate::identity::prepare(ctx, policy, &mut rewritten)?;
     Ok(Some(Plan {
         config_path,

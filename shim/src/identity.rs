@@ -71,7 +71,15 @@ pub fn prepare(
     rewritten: &mut Rewritten,
 ) -> Result<(), IdentityError> {
     let name = policy.name().to_owned();
-    let mode = hooks::effective_mode(policy.policy.identity.mode, policy.policy.mode);
+    let mut mode = hooks::effective_mode(policy.policy.identity.mode, policy.policy.mode);
+    // Required [behavior] rules are handed to ociguardd's guard by the identity hook, before
+    // the container runs: it must not start unregistered.
+    let b = &policy.policy.behavior;
+    if b.mode == ociguard_policy::model::AppArmorMode::Required
+        && policy.policy.mode == ociguard_policy::Mode::Enforce
+    {
+        mode = IdentityMode::Required;
+    }
     let config = ctx.config;
     let engine_log = ctx.logger.path.as_deref().map(|path| EngineLog {
         path,

@@ -7,6 +7,7 @@
 pub mod apparmor;
 pub mod argv;
 pub mod atomic;
+pub mod behavior;
 pub mod bundle;
 pub mod container_state;
 pub mod create;

@@ -1,0 +1,681 @@
+//! The guard: holds a container's `[behavior]` rules while it runs, with fanotify permission
+//! events answered before the kernel lets the operation proceed.
+//!
+//! - Exec: `FAN_OPEN_EXEC_PERM` on the container's root filesystem (`FAN_MARK_FILESYSTEM` on
+//!   the rootfs mount, the overlay every engine mounts per container). For each exec by a
+//!   process in a guarded container's mount namespace the guard reads what the process asked
+//!   for (`/proc/PID/syscall`: execve's path and argv, from the process's memory; the process
+//!   is blocked in execve meanwhile), the file it resolved to (the event's fd), the types of
+//!   its stdin/stdout/stderr, and whether the file changed after the container started. The
+//!   decision is [`Compiled::decide_exec`].
+//! - Secrets: `FAN_OPEN_PERM` on the inodes of the container's secret mounts (and the
+//!   directories below them), allowed only to `secret_readers` (by the process's exe).
+//!
+//! A container is guarded from its createRuntime registration, before its process runs its
+//! entrypoint, until it exits. Every other process passes after one `stat` of its mount
+//! namespace. What this backend cannot do: see [`LIMITS`]; while ociguardd is down nothing is
+//! held (the kernel drops a closed group's marks and lets pending operations proceed).
+
+use std::collections::HashMap;
+use std::io::{IoSliceMut, Read as _};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::fanotify::{
+    EventFFlags, Fanotify, FanotifyResponse, InitFlags, MarkFlags, MaskFlags, Response,
+};
+use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+use nix::unistd::Pid;
+use ociguard_policy::behavior::{self, Action, Compiled, ExecFacts, Rule};
+use serde_json::{json, Value};
+
+use crate::events::Hub;
+use crate::protocol::EventKind;
+use crate::record::{Identity, Key};
+use crate::store::Store;
+
+/// What the fanotify backend cannot hold, for `explain` and the decision.
+pub const LIMITS: &str = "fanotify guard: no /proc/PID/environ rule (procfs refuses permission events), no mmap-exec rule (ld.so FILE), exec from other filesystems than the rootfs is not seen unless they are noexec; nothing is held while ociguardd is down";
+
+/// Events per container and rule per second before they are counted instead of sent.
+const EVENTS_PER_SECOND: u32 = 20;
+/// Directory entries marked below one secret mount.
+const MAX_SECRET_MARKS: usize = 4096;
+/// Bytes of argv kept per exec.
+const MAX_ARGV: usize = 1024;
+const MAX_ARGS: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error("fanotify: {0}")]
+    Init(nix::Error),
+    #[error("{0}")]
+    Setup(String),
+}
+
+#[derive(Debug)]
+struct Guarded {
+    key: Key,
+    rules: Compiled,
+    /// The container's rootfs on the host, as config.json names it.
+    root: PathBuf,
+    /// CLOCK_REALTIME ns: a file whose ctime is at or after this was not in the image.
+    start_ns: i128,
+    /// Inode marks to remove when the container goes.
+    marks: Vec<PathBuf>,
+    limiter: Mutex<HashMap<Rule, Window>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Window {
+    start: Option<Instant>,
+    sent: u32,
+    suppressed: u64,
+}
+
+#[derive(Debug)]
+pub struct Guard {
+    fan: Fanotify,
+    by_mntns: RwLock<HashMap<u64, Arc<Guarded>>>,
+    host_mntns: Option<u64>,
+    store: Arc<RwLock<Store>>,
+    hub: Arc<Hub>,
+}
+
+fn err(what: impl std::fmt::Display) -> GuardError {
+    GuardError::Setup(what.to_string())
+}
+
+impl Guard {
+    pub fn new(store: Arc<RwLock<Store>>, hub: Arc<Hub>) -> Result<Arc<Guard>, GuardError> {
+        let fan = Fanotify::init(
+            InitFlags::FAN_CLASS_CONTENT
+                | InitFlags::FAN_CLOEXEC
+                | InitFlags::FAN_UNLIMITED_QUEUE
+                | InitFlags::FAN_UNLIMITED_MARKS,
+            EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE | EventFFlags::O_CLOEXEC,
+        )
+        .map_err(GuardError::Init)?;
+        Ok(Arc::new(Guard {
+            fan,
+            by_mntns: RwLock::new(HashMap::new()),
+            host_mntns: crate::procfs::ns_inode(std::process::id(), "mnt").ok(),
+            store,
+            hub,
+        }))
+    }
+
+    /// Guard the container `identity` registers, if its config.json carries rules. `Ok(None)`:
+    /// nothing to guard. An error under rules that are `required` must refuse the container.
+    pub fn add(&self, identity: &Identity) -> Result<Option<Compiled>, (bool, GuardError)> {
+        let bundle = Path::new(&identity.bundle);
+        let config = bundle.join("config.json");
+        if is_missing(&config) {
+            // Not a bundle on this node (a record replayed or registered by hand).
+            return Ok(None);
+        }
+        let spec = read_config(&config).map_err(|e| (true, e))?;
+        let Some(text) = spec
+            .pointer("/annotations")
+            .and_then(|a| a.get(behavior::ANNOTATION))
+            .and_then(Value::as_str)
+        else {
+            return Ok(None);
+        };
+        let rules: Compiled = serde_json::from_str(text).map_err(|e| {
+            (
+                true,
+                err(format!(
+                    "{}: annotation {}: {e}",
+                    config.display(),
+                    behavior::ANNOTATION
+                )),
+            )
+        })?;
+        let required = rules.required;
+        self.guard(identity, &spec, bundle, rules.clone())
+            .map_err(|e| (required, e))?;
+        Ok(Some(rules))
+    }
+
+    fn guard(
+        &self,
+        identity: &Identity,
+        spec: &Value,
+        bundle: &Path,
+        rules: Compiled,
+    ) -> Result<(), GuardError> {
+        let pid = identity
+            .pid
+            .ok_or_else(|| err("the container has no pid to guard"))?;
+        let mntns = crate::procfs::ns_inode(pid, "mnt")
+            .map_err(|e| err(format!("mount namespace of pid {pid}: {e}")))?;
+        if Some(mntns) == self.host_mntns {
+            return Err(err(
+                "the container shares the host's mount namespace: its processes cannot be told from the host's",
+            ));
+        }
+        let root = spec
+            .pointer("/root/path")
+            .and_then(Value::as_str)
+            .ok_or_else(|| err("config.json has no root.path"))?;
+        let root = bundle.join(root);
+        let meta = std::fs::metadata(&root).map_err(|e| err(format!("{}: {e}", root.display())))?;
+        let parent = root
+            .parent()
+            .map(std::fs::metadata)
+            .transpose()
+            .map_err(|e| err(format!("{}: {e}", root.display())))?;
+        if parent.is_some_and(|p| p.dev() == meta.dev()) {
+            return Err(err(format!(
+                "rootfs {} is not a filesystem of its own (engines mount an overlay per container): the guard would have to watch every exec on the host's filesystem",
+                root.display()
+            )));
+        }
+        self.fan
+            .mark(
+                MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_FILESYSTEM,
+                MaskFlags::FAN_OPEN_EXEC_PERM,
+                None,
+                Some(&root),
+            )
+            .map_err(|e| err(format!("fanotify mark of rootfs {}: {e}", root.display())))?;
+        let mut marks = Vec::new();
+        if rules.protect_secrets {
+            let mut sources: Vec<PathBuf> = ociguard_policy::apparmor::secret_mounts(spec)
+                .into_iter()
+                .filter(|(_, src)| src.starts_with('/'))
+                .map(|(_, src)| PathBuf::from(src))
+                .collect();
+            for p in &rules.secrets {
+                // Secrets of the image itself (not mounts): under the rootfs, not followed out.
+                let inside = root.join(p.trim_start_matches('/'));
+                if let Ok(real) = inside.canonicalize() {
+                    if real.starts_with(&root) {
+                        sources.push(real);
+                    }
+                }
+            }
+            for src in sources {
+                if let Err(e) = self.mark_secret(&src, &mut marks) {
+                    for m in &marks {
+                        let _ = self.unmark(m);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        // The kernel stamps ctime from a coarse clock (up to a tick, 4 ms at HZ=250, behind):
+        // a file dropped right after this must still count as new.
+        let start_ns = now.as_nanos() as i128 - 5_000_000;
+        let g = Arc::new(Guarded {
+            key: identity.key(),
+            rules,
+            root,
+            start_ns,
+            marks,
+            limiter: Mutex::new(HashMap::new()),
+        });
+        let old = self
+            .by_mntns
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(mntns, g);
+        if let Some(old) = old {
+            self.release(&old);
+        }
+        log::info!(
+            "guard: {} (mnt ns {mntns}) under policy {:?}",
+            identity.id,
+            identity.policy.as_ref().map(|p| p.name.as_ref())
+        );
+        Ok(())
+    }
+
+    fn mark_secret(&self, src: &Path, marks: &mut Vec<PathBuf>) -> Result<(), GuardError> {
+        let mut stack = vec![(src.to_path_buf(), 0usize)];
+        while let Some((p, depth)) = stack.pop() {
+            if marks.len() >= MAX_SECRET_MARKS {
+                return Err(err(format!(
+                    "secret mount {} has more than {MAX_SECRET_MARKS} entries",
+                    src.display()
+                )));
+            }
+            let meta = std::fs::symlink_metadata(&p)
+                .map_err(|e| err(format!("secret {}: {e}", p.display())))?;
+            if meta.file_type().is_symlink() {
+                continue; // its target is marked where it lies inside the mount
+            }
+            let mask = if meta.is_dir() {
+                MaskFlags::FAN_OPEN_PERM | MaskFlags::FAN_EVENT_ON_CHILD | MaskFlags::FAN_ONDIR
+            } else {
+                MaskFlags::FAN_OPEN_PERM
+            };
+            self.fan
+                .mark(
+                    MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_DONT_FOLLOW,
+                    mask,
+                    None,
+                    Some(&p),
+                )
+                .map_err(|e| err(format!("fanotify mark of secret {}: {e}", p.display())))?;
+            marks.push(p.clone());
+            if meta.is_dir() && depth < 8 {
+                let entries = std::fs::read_dir(&p)
+                    .map_err(|e| err(format!("secret {}: {e}", p.display())))?;
+                for e in entries.flatten() {
+                    stack.push((e.path(), depth + 1));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn unmark(&self, p: &Path) -> nix::Result<()> {
+        self.fan.mark(
+            MarkFlags::FAN_MARK_REMOVE | MarkFlags::FAN_MARK_DONT_FOLLOW,
+            MaskFlags::FAN_OPEN_PERM | MaskFlags::FAN_EVENT_ON_CHILD | MaskFlags::FAN_ONDIR,
+            None,
+            Some(p),
+        )
+    }
+
+    fn release(&self, g: &Guarded) {
+        for m in &g.marks {
+            let _ = self.unmark(m);
+        }
+        // The rootfs mark goes with its filesystem; removed here too for a rootfs that stays.
+        let _ = self.fan.mark(
+            MarkFlags::FAN_MARK_REMOVE | MarkFlags::FAN_MARK_FILESYSTEM,
+            MaskFlags::FAN_OPEN_EXEC_PERM,
+            None,
+            Some(&g.root),
+        );
+    }
+
+    /// Stop guarding the container `key` (it exited or was forgotten).
+    pub fn remove(&self, key: &Key) {
+        let mut map = self.by_mntns.write().unwrap_or_else(|p| p.into_inner());
+        let gone: Vec<u64> = map
+            .iter()
+            .filter(|(_, g)| &g.key == key)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gone {
+            if let Some(g) = map.remove(&k) {
+                self.release(&g);
+                log::info!("guard: {} released", key.id);
+            }
+        }
+    }
+
+    /// Stop guarding every container `alive` says is gone (exited without a poststop hook).
+    pub fn prune(&self, alive: impl Fn(&Key) -> bool) {
+        let gone: Vec<Key> = self
+            .by_mntns
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|g| !alive(&g.key))
+            .map(|g| g.key.clone())
+            .collect();
+        for k in gone {
+            self.remove(&k);
+        }
+    }
+
+    /// Containers guarded now.
+    pub fn len(&self) -> usize {
+        self.by_mntns.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Answer permission events until the group fails.
+    pub fn run(self: Arc<Guard>) {
+        loop {
+            let events = match self.fan.read_events() {
+                Ok(ev) => ev,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    log::error!("guard: reading fanotify events: {e}: no longer guarding");
+                    return;
+                }
+            };
+            for ev in events {
+                let Some(fd) = ev.fd() else {
+                    log::error!("guard: fanotify queue overflow");
+                    continue;
+                };
+                let allow = self.decide(ev.pid(), ev.mask(), fd);
+                let response = if allow {
+                    Response::FAN_ALLOW
+                } else {
+                    Response::FAN_DENY
+                };
+                if let Err(e) = self.fan.write_response(FanotifyResponse::new(fd, response)) {
+                    log::error!("guard: answering pid {}: {e}", ev.pid());
+                }
+            }
+        }
+    }
+
+    fn guarded(&self, pid: i32) -> Option<Arc<Guarded>> {
+        let pid = u32::try_from(pid).ok()?;
+        let map = self.by_mntns.read().ok()?;
+        if map.is_empty() {
+            return None;
+        }
+        let ns = crate::procfs::ns_inode(pid, "mnt").ok()?;
+        map.get(&ns).cloned()
+    }
+
+    fn decide(&self, pid: i32, mask: MaskFlags, fd: BorrowedFd<'_>) -> bool {
+        let Some(g) = self.guarded(pid) else {
+            return true;
+        };
+        let resolved = inside(&g.root, &fd_path(fd));
+        if mask.contains(MaskFlags::FAN_OPEN_EXEC_PERM) {
+            let exec = read_exec(pid);
+            let stdio: Vec<String> = (0..3)
+                .map(|n| link(&format!("/proc/{pid}/fd/{n}")))
+                .collect();
+            let not_in_image = nix::sys::stat::fstat(fd.as_raw_fd())
+                .map(|st| {
+                    st.st_nlink == 0
+                        || (st.st_ctime as i128) * 1_000_000_000 + st.st_ctime_nsec as i128
+                            >= g.start_ns
+                })
+                .unwrap_or(true);
+            let mut asked = exec.path.clone();
+            // A multi-call binary run by its own name: the applet is argv[1].
+            if asked.ends_with("/busybox") || resolved.ends_with("/busybox") {
+                if let Some(applet) = exec.argv.first().filter(|a| !a.ends_with("busybox")) {
+                    asked = format!("/bin/{}", applet.rsplit('/').next().unwrap_or(applet));
+                } else if let Some(applet) = exec.argv.get(1) {
+                    asked = format!("/bin/{}", applet.rsplit('/').next().unwrap_or(applet));
+                }
+            }
+            let facts = ExecFacts {
+                asked: &asked,
+                resolved: &resolved,
+                socket_stdio: stdio.iter().any(|l| l.starts_with("socket:")),
+                interactive: behavior::interactive(&exec.argv),
+                stdin_tty: stdio.first().is_some_and(|l| is_tty(l)),
+                not_in_image,
+            };
+            match g.rules.decide_exec(&facts) {
+                None => true,
+                Some((rule, action)) => {
+                    let detail = json!({
+                        "hook": "exec",
+                        "asked": exec.path,
+                        "path": resolved,
+                        "argv": exec.argv,
+                        "stdio": stdio,
+                        "not_in_image": not_in_image,
+                    });
+                    self.act(&g, pid, rule, action, detail)
+                }
+            }
+        } else {
+            let exe = inside(&g.root, &link(&format!("/proc/{pid}/exe")));
+            match g.rules.decide_secret(&exe) {
+                None => true,
+                Some((rule, action)) => {
+                    let detail = json!({"hook": "open", "path": fd_path(fd), "exe": exe});
+                    self.act(&g, pid, rule, action, detail)
+                }
+            }
+        }
+    }
+
+    /// Report (rate-limited) and carry out `action`; true to allow.
+    fn act(&self, g: &Guarded, pid: i32, rule: Rule, action: Action, mut detail: Value) -> bool {
+        if action == Action::Kill {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        }
+        let count = {
+            let mut lim = g.limiter.lock().unwrap_or_else(|p| p.into_inner());
+            let w = lim.entry(rule).or_default();
+            let now = Instant::now();
+            if w.start
+                .is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1))
+            {
+                w.start = Some(now);
+                w.sent = 0;
+            }
+            if w.sent >= EVENTS_PER_SECOND {
+                w.suppressed += 1;
+                None
+            } else {
+                w.sent += 1;
+                Some(std::mem::take(&mut w.suppressed) + 1)
+            }
+        };
+        if let Some(count) = count {
+            let ppid = crate::procfs::read_small(&format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| crate::procfs::parse_stat(&s))
+                .map(|s| s.ppid);
+            if let Value::Object(m) = &mut detail {
+                m.insert("rule".into(), rule.as_str().into());
+                m.insert("action".into(), action.as_str().into());
+                m.insert("pid".into(), pid.into());
+                m.insert("count".into(), count.into());
+                m.insert("policy".into(), g.rules.policy.clone().into());
+                m.insert("policy_digest".into(), g.rules.policy_digest.clone().into());
+                m.insert(
+                    "exe".into(),
+                    inside(&g.root, &link(&format!("/proc/{pid}/exe"))).into(),
+                );
+                if let Some(ppid) = ppid {
+                    m.insert("ppid".into(), ppid.into());
+                    m.insert(
+                        "parent_exe".into(),
+                        inside(&g.root, &link(&format!("/proc/{ppid}/exe"))).into(),
+                    );
+                }
+            }
+            let store = self.store.read().unwrap_or_else(|p| p.into_inner());
+            let rec = store.get(&g.key).cloned().unwrap_or_else(|| Identity {
+                id: g.key.id.clone(),
+                bundle: g.key.bundle.clone(),
+                ..Identity::default()
+            });
+            drop(store);
+            if let Value::Object(m) = &mut detail {
+                m.insert("image".into(), rec.image.name.as_deref().into());
+                m.insert("image_digest".into(), rec.image.digest.as_deref().into());
+                m.insert(
+                    "service_account".into(),
+                    rec.kubernetes
+                        .as_ref()
+                        .and_then(|k| k.service_account.as_deref())
+                        .into(),
+                );
+            }
+            let kind = if action == Action::Audit {
+                EventKind::BehaviorAudit
+            } else {
+                EventKind::BehaviorDenied
+            };
+            self.hub.publish(kind, &rec, Some(detail.to_string()));
+        }
+        action == Action::Audit
+    }
+}
+
+/// Does the container `identity` registers carry `required` rules (for a monitor without a
+/// guard, which must then refuse it)? An unreadable config counts as yes.
+pub fn requires_guard(identity: &Identity) -> bool {
+    let config = Path::new(&identity.bundle).join("config.json");
+    if is_missing(&config) {
+        return false;
+    }
+    match read_config(&config) {
+        Err(_) => true,
+        Ok(spec) => spec
+            .pointer("/annotations")
+            .and_then(|a| a.get(behavior::ANNOTATION))
+            .and_then(Value::as_str)
+            .is_some_and(|t| serde_json::from_str::<Compiled>(t).map_or(true, |c| c.required)),
+    }
+}
+
+fn is_missing(path: &Path) -> bool {
+    matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// config.json of a bundle: a regular file, not a symlink.
+fn read_config(path: &Path) -> Result<Value, GuardError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| err(format!("{}: {e}", path.display())))?;
+    if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        return Err(err(format!("{}: not a regular file", path.display())));
+    }
+    let mut bytes = Vec::new();
+    f.by_ref()
+        .take(64 << 20)
+        .read_to_end(&mut bytes)
+        .map_err(|e| err(format!("{}: {e}", path.display())))?;
+    serde_json::from_slice(&bytes).map_err(|e| err(format!("{}: {e}", path.display())))
+}
+
+fn link(p: &str) -> String {
+    std::fs::read_link(p)
+        .map(|l| l.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn fd_path(fd: BorrowedFd<'_>) -> String {
+    link(&format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+}
+
+/// A host path as the container sees it: below its rootfs, or as the kernel printed it for a
+/// mount this process cannot reach (already relative to the container's root).
+fn inside(root: &Path, path: &str) -> String {
+    match Path::new(path).strip_prefix(root) {
+        Ok(rest) => format!("/{}", rest.display()),
+        Err(_) => path.to_owned(),
+    }
+}
+
+fn is_tty(link: &str) -> bool {
+    link.starts_with("/dev/pts/") || link.starts_with("/dev/tty") || link == "/dev/console"
+}
+
+#[derive(Debug, Default)]
+struct ExecCall {
+    path: String,
+    argv: Vec<String>,
+}
+
+/// What a process blocked in execve asked for: `/proc/PID/syscall` names the call and its
+/// arguments; the strings are read from the process's memory (it cannot run meanwhile, but
+/// another of its threads could change them: the path is what the kernel resolved already).
+fn read_exec(pid: i32) -> ExecCall {
+    let Ok(line) = crate::procfs::read_small(&format!("/proc/{pid}/syscall")) else {
+        return ExecCall::default();
+    };
+    let mut it = line.split_whitespace();
+    let nr: i64 = it.next().and_then(|n| n.parse().ok()).unwrap_or(-1);
+    let args: Vec<u64> = it
+        .map(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).unwrap_or(0))
+        .collect();
+    let (path_at, argv_at) = match nr {
+        n if n == libc::SYS_execve => (args.first(), args.get(1)),
+        n if n == libc::SYS_execveat => (args.get(1), args.get(2)),
+        _ => return ExecCall::default(),
+    };
+    let pid = Pid::from_raw(pid);
+    let path = path_at
+        .map(|&a| read_string(pid, a, 4096))
+        .unwrap_or_default();
+    let mut argv = Vec::new();
+    if let Some(&base) = argv_at {
+        let mut ptrs = [0u8; 8 * MAX_ARGS];
+        if read_mem(pid, base, &mut ptrs) {
+            let mut total = 0;
+            for chunk in ptrs.chunks_exact(8) {
+                let p = u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8]));
+                if p == 0 || total >= MAX_ARGV {
+                    break;
+                }
+                let s = read_string(pid, p, 256);
+                total += s.len();
+                argv.push(s);
+            }
+        }
+    }
+    ExecCall { path, argv }
+}
+
+fn read_mem(pid: Pid, addr: u64, buf: &mut [u8]) -> bool {
+    let len = buf.len();
+    let remote = [RemoteIoVec {
+        base: addr as usize,
+        len,
+    }];
+    process_vm_readv(pid, &mut [IoSliceMut::new(buf)], &remote).is_ok_and(|n| n > 0)
+}
+
+/// A NUL-terminated string at `addr`, at most `max` bytes, read page by page (a string may
+/// end just before an unmapped page).
+fn read_string(pid: Pid, addr: u64, max: usize) -> String {
+    let mut out = Vec::new();
+    let mut at = addr;
+    while out.len() < max {
+        let to_page = 4096 - (at % 4096) as usize;
+        let mut buf = vec![0u8; to_page.min(max - out.len())];
+        if !read_mem(pid, at, &mut buf) {
+            break;
+        }
+        if let Some(end) = buf.iter().position(|&b| b == 0) {
+            out.extend_from_slice(&buf[..end]);
+            break;
+        }
+        at += buf.len() as u64;
+        out.extend_from_slice(&buf);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_shown_as_the_container_sees_them() {
+        assert_eq!(
+            inside(Path::new("/b/rootfs"), "/b/rootfs/bin/sh"),
+            "/bin/sh"
+        );
+        assert_eq!(
+            inside(Path::new("/b/rootfs"), "/bin/busybox"),
+            "/bin/busybox"
+        );
+        assert!(is_tty("/dev/pts/3"));
+        assert!(!is_tty("pipe:[123]"));
+    }
+
+    #[test]
+    fn exec_arguments_of_a_process_blocked_in_execve_are_read_from_its_memory() {
+        // This process's own memory stands in for the blocked one.
+        let s = std::ffi::CString::new("/bin/sh").unwrap();
+        let got = read_string(Pid::this(), s.as_ptr() as u64, 4096);
+        assert_eq!(got, "/bin/sh");
+    }
+}

@@ -1,0 +1,131 @@
+//! `[behavior]` at `create`: compile the policy's rules for this bundle into the
+//! `org.ociguard.behavior` annotation ociguardd's guard reads at createRuntime, and make the
+//! container's scratch filesystems `noexec` under `drop_exec` (the guard watches the rootfs;
+//! a tmpfs mounted by the runtime is held by the kernel this way).
+//!
+//! Pure edits of the document; the identity hook (made `required` by a `required` rule set,
+//! see `crate::identity`) is what hands the container to the guard before it runs.
+
+use ociguard_policy::annotations;
+use ociguard_policy::behavior::{self, Compiled};
+use ociguard_policy::model::Mode;
+use ociguard_policy::rewrite::Change;
+use ociguard_policy::{LoadedPolicy, Rewritten};
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BehaviorError {
+    #[error("policy {policy:?} requires [behavior] rule {rule} ({reason}), which no enforcer on this node can hold")]
+    NotHeld {
+        policy: String,
+        rule: &'static str,
+        reason: &'static str,
+    },
+}
+
+/// Rules of `policy` as names, for the decision.
+fn names(c: &Compiled) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |on: bool, s: &str| {
+        if on {
+            out.push(s.to_owned());
+        }
+    };
+    add(!c.deny_exec.is_empty(), "exec-denied");
+    add(!c.allowed_exec.is_empty(), "exec-not-allowed");
+    add(c.deny_shells, "shell");
+    add(c.reverse_shell, "reverse-shell");
+    add(c.drop_exec, "drop-exec");
+    add(c.protect_secrets, "secret");
+    out
+}
+
+pub fn prepare(policy: &LoadedPolicy, rewritten: &mut Rewritten) -> Result<(), BehaviorError> {
+    let doc = &mut rewritten.document;
+    let Some(compiled) = Compiled::from_policy(&policy.policy, &policy.digest, doc) else {
+        annotations::set(doc, behavior::ANNOTATION, None);
+        return Ok(());
+    };
+    let not_held = policy.policy.behavior.unenforced();
+    if compiled.required {
+        if let Some((rule, reason)) = not_held.first() {
+            return Err(BehaviorError::NotHeld {
+                policy: policy.name().to_owned(),
+                rule: rule.as_str(),
+                reason,
+            });
+        }
+    }
+    let mut noexec = Vec::new();
+    if compiled.drop_exec && policy.policy.mode == Mode::Enforce {
+        noexec = noexec_scratch_mounts(doc);
+    }
+    // Serialising a struct of strings and bools cannot fail.
+    let text = serde_json::to_string(&compiled).unwrap_or_default();
+    annotations::set(doc, behavior::ANNOTATION, Some(&text));
+    rewritten.decision.changes.push(Change::Behavior {
+        enforcer: "ociguardd guard (fanotify)".to_owned(),
+        rules: names(&compiled),
+        not_held: not_held
+            .iter()
+            .map(|(r, why)| format!("{}: {why}", r.as_str()))
+            .collect(),
+        noexec,
+    });
+    Ok(())
+}
+
+/// Add `noexec` to the spec's tmpfs mounts (`/dev`, `/dev/shm`, a tmpfs `/tmp`...): nothing
+/// in an image is on them, so whatever is executed there was written after start.
+fn noexec_scratch_mounts(doc: &mut Value) -> Vec<String> {
+    let mut changed = Vec::new();
+    let Some(mounts) = doc.get_mut("mounts").and_then(Value::as_array_mut) else {
+        return changed;
+    };
+    for m in mounts {
+        if m.get("type").and_then(Value::as_str) != Some("tmpfs") {
+            continue;
+        }
+        let dest = m
+            .get("destination")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let Some(obj) = m.as_object_mut() else {
+            continue;
+        };
+        let opts = obj
+            .entry("options")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Some(list) = opts.as_array_mut() {
+            let has = |o: &str| list.iter().any(|v| v.as_str() == Some(o));
+            if !has("noexec") {
+                if has("exec") {
+                    list.retain(|v| v.as_str() != Some("exec"));
+                }
+                list.push(Value::String("noexec".to_owned()));
+                changed.push(dest);
+            }
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tmpfs_mounts_become_noexec_once() {
+        let mut doc = json!({"mounts": [
+            {"destination": "/dev", "type": "tmpfs", "options": ["nosuid"]},
+            {"destination": "/tmp", "type": "tmpfs", "options": ["exec"]},
+            {"destination": "/proc", "type": "proc"},
+            {"destination": "/dev/shm", "type": "tmpfs", "options": ["noexec"]}
+        ]});
+        assert_eq!(noexec_scratch_mounts(&mut doc), vec!["/dev", "/tmp"]);
+        assert_eq!(doc["mounts"][1]["options"], json!(["noexec"]));
+        assert!(noexec_scratch_mounts(&mut doc).is_empty());
+    }
+}

@@ -1,0 +1,349 @@
+//! `[behavior]` end to end: real crun containers through ociguard, on an overlay rootfs as
+//! engines mount one, registered by ociguard-hook with a real ociguardd whose guard answers
+//! the kernel's fanotify permission events. Each case checks that the operation was blocked
+//! (or, in audit mode, went ahead) and that the event names the container and the rule.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::monitor::{bins, ctl, Bins, Monitor};
+use common::*;
+use serde_json::{json, Value};
+
+macro_rules! require_guard {
+    () => {{
+        if let Some(why) = common::cannot_run_containers() {
+            eprintln!("skip: {}", why);
+            return;
+        }
+        bins()
+    }};
+}
+
+const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.secret-token";
+const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+const READER: &str = "/usr/local/bin/busybox";
+
+/// An overlay rootfs: the busybox image (plus a second busybox at READER, the one allowed
+/// secret reader) as the lower layer, a writable upper layer; unmounted when dropped.
+struct Overlay {
+    merged: PathBuf,
+}
+
+impl Overlay {
+    fn new(w: &World, name: &str) -> Overlay {
+        let base = w.path().join(format!("ovl-{name}"));
+        let (lower, upper, work, merged) = (
+            base.join("lower"),
+            base.join("upper"),
+            base.join("work"),
+            base.join("merged"),
+        );
+        for d in [&upper, &work, &merged] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let cp = Command::new("cp")
+            .arg("-a")
+            .arg(rootfs())
+            .arg(&lower)
+            .status()
+            .unwrap();
+        assert!(cp.success());
+        std::fs::create_dir_all(lower.join("usr/local/bin")).unwrap();
+        std::fs::copy(lower.join("bin/busybox"), lower.join(&READER[1..])).unwrap();
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        let st = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(&merged)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount overlay");
+        // An image is unpacked well before its container starts: what the copy just wrote
+        // must not look as if it had been written after start (drop-exec compares ctimes).
+        std::thread::sleep(Duration::from_millis(50));
+        Overlay { merged }
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.merged).status();
+    }
+}
+
+fn world(b: &Bins, behavior: &str, mode: &str) -> World {
+    let w = World::new();
+    w.write_config(&format!(
+        "runtime = \"/usr/bin/crun\"\nhook_path = \"{}\"\nmonitor_socket = \"{}\"\nspool_dir = \"{}\"\n",
+        b.hook.display(),
+        w.path().join("run/monitor.sock").display(),
+        w.path().join("spool").display()
+    ));
+    w.policy(
+        "guard.toml",
+        &format!(
+            "name = \"guard\"\nmode = \"{mode}\"\n[match]\nannotations = {{ \"org.example.guard\" = \"on\" }}\n[behavior]\nmode = \"required\"\n{behavior}\n"
+        ),
+    );
+    w
+}
+
+/// A spec on `ovl` running `args`, with a service-account token mounted.
+fn guarded_spec(w: &World, ovl: &Overlay, args: &[&str]) -> Value {
+    let mut s = spec("true");
+    s["process"]["args"] = json!(args);
+    s["root"] = json!({"path": ovl.merged, "readonly": false});
+    s["annotations"]["org.example.guard"] = json!("on");
+    let secret = w.path().join("sa");
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::write(secret.join("token"), TOKEN).unwrap();
+    s["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": SA_DIR, "type": "bind", "source": secret, "options": ["rbind", "ro"]}));
+    s
+}
+
+/// `ociguard run` to completion: (exit code, stdout + stderr).
+fn run(w: &World, id: &str, spec: &Value) -> (i32, String) {
+    let b = w.bundle(id, spec);
+    let out = w.ociguard(&["run", "--bundle", b.to_str().unwrap(), id]);
+    let _ = w.crun(&["delete", "-f", id]);
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{}{}", stdout(&out), stderr(&out)),
+    )
+}
+
+/// The behavior events of container `id`, waiting up to 5 s for at least `want`.
+fn events(w: &World, b: &Bins, id: &str, want: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = ctl(w, b, &["events", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let got: Vec<Value> = stdout(&out)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["id"] == id && e["kind"].as_str().unwrap_or("").starts_with("behavior"))
+            .map(|mut e| {
+                let d: Value = serde_json::from_str(e["detail"].as_str().unwrap_or("{}")).unwrap();
+                e["detail"] = d;
+                e
+            })
+            .collect();
+        if got.len() >= want || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn one(evs: &[Value], rule: &str) -> Value {
+    evs.iter()
+        .find(|e| e["detail"]["rule"] == rule)
+        .unwrap_or_else(|| panic!("no {rule} event in {evs:#?}"))
+        .clone()
+}
+
+const ALL: &str = "deny_shells = false\nreverse_shell = true\ndrop_exec = true\nprotect_secrets = true\nsecret_readers = [\"/usr/local/bin/busybox\"]\ndeny_exec = [\"/bin/telnet\"]";
+
+#[test]
+fn a_shell_spawned_by_the_entrypoint_and_one_exec_d_into_the_container_are_blocked() {
+    let b = require_guard!();
+    let w = world(&b, "deny_shells = true", "enforce");
+    let _m = Monitor::started(&w, &b, &[]);
+    let ovl = Overlay::new(&w, "sh");
+    let (code, out) = run(
+        &w,
+        "bh-sh",
+        &guarded_spec(&w, &ovl, &["/bin/env", "/bin/sh", "-c", "echo SHELL-RAN"]),
+    );
+    assert!(!out.contains("SHELL-RAN"), "{out}");
+    assert_ne!(code, 0, "{out}");
+    let evs = events(&w, &b, "bh-sh", 1);
+    let e = one(&evs, "shell");
+    assert_eq!(e["kind"], "behavior-denied");
+    assert_eq!(e["detail"]["asked"], "/bin/sh");
+    assert_eq!(e["detail"]["policy"], "guard");
+    assert!(e["detail"]["policy_digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    assert_eq!(
+        e["detail"]["argv"],
+        json!(["/bin/sh", "-c", "echo SHELL-RAN"])
+    );
+
+    // ociguard exec ID sh, into a running container.
+    let spec = guarded_spec(&w, &ovl, &["/bin/sleep", "30"]);
+    let bundle = w.bundle("bh-exec", &spec);
+    let out = w.ociguard_detached(&["create", "--bundle", bundle.to_str().unwrap(), "bh-exec"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(w.ociguard(&["start", "bh-exec"]).status.success());
+    let out = w.ociguard(&["exec", "bh-exec", "/bin/sh", "-c", "echo EXEC-RAN"]);
+    assert!(!stdout(&out).contains("EXEC-RAN"));
+    assert!(!out.status.success());
+    // An allowed tool still runs.
+    let out = w.ociguard(&["exec", "bh-exec", "/bin/echo", "ECHO-RAN"]);
+    assert!(stdout(&out).contains("ECHO-RAN"), "{}", stderr(&out));
+    let _ = w.crun(&["delete", "-f", "bh-exec"]);
+    let e = one(&events(&w, &b, "bh-exec", 1), "shell");
+    assert_eq!(e["detail"]["asked"], "/bin/sh");
+}
+
+#[test]
+fn reverse_shells_over_a_socket_and_a_fifo_pipe_do_not_start() {
+    let b = require_guard!();
+    let w = world(&b, ALL, "enforce");
+    let _m = Monitor::started(&w, &b, &[]);
+    let ovl = Overlay::new(&w, "rs");
+    // The connection itself is allowed (loopback in the container's namespace); the shell
+    // nc would run with the socket as its terminal is not.
+    let script = "ip link set lo up 2>/dev/null; nc -l -p 9000 >/dev/null </dev/null & sleep 0.3; \
+                  nc 127.0.0.1 9000 -e /bin/sh; echo nc=$?; \
+                  nc -l -p 9001 >/dev/null </dev/null & sleep 0.3; mkfifo /tmp/f; \
+                  cat /tmp/f | /bin/sh -i 2>&1 | nc 127.0.0.1 9001 >/tmp/f; echo fifo=done";
+    let (_, out) = run(
+        &w,
+        "bh-rs",
+        &guarded_spec(&w, &ovl, &["/bin/sh", "-c", script]),
+    );
+    assert!(out.contains("fifo=done"), "{out}");
+    let evs = events(&w, &b, "bh-rs", 2);
+    let rs: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["detail"]["rule"] == "reverse-shell")
+        .collect();
+    assert!(rs.len() >= 2, "{evs:#?}");
+    assert!(rs[0]["detail"]["stdio"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("socket:"));
+    assert_eq!(rs[1]["detail"]["argv"], json!(["/bin/sh", "-i"]));
+    assert!(rs.iter().all(|e| e["kind"] == "behavior-denied"));
+}
+
+#[test]
+fn a_mounted_token_is_read_only_by_its_reader_and_a_dropped_binary_does_not_run() {
+    let b = require_guard!();
+    let w = world(&b, ALL, "enforce");
+    let _m = Monitor::started(&w, &b, &[]);
+    let ovl = Overlay::new(&w, "sec");
+    let script = format!(
+        "cat {SA_DIR}/token; echo cat=$?; {READER} cat {SA_DIR}/token; echo; echo reader=$?; \
+         cp /bin/busybox /apache; /apache sh -c 'echo DROPPED'; echo drop=$?"
+    );
+    let (_, out) = run(
+        &w,
+        "bh-sec",
+        &guarded_spec(&w, &ovl, &["/bin/sh", "-c", &script]),
+    );
+    assert!(out.contains("cat=1"), "{out}");
+    assert_eq!(out.matches(TOKEN).count(), 1, "{out}");
+    assert!(out.contains("reader=0"), "{out}");
+    assert!(!out.contains("DROPPED"), "{out}");
+    let evs = events(&w, &b, "bh-sec", 2);
+    let s = one(&evs, "secret");
+    assert_eq!(s["detail"]["exe"], "/bin/busybox");
+    let d = one(&evs, "drop-exec");
+    assert_eq!(d["detail"]["asked"], "/apache");
+    assert_eq!(d["detail"]["not_in_image"], true);
+}
+
+#[test]
+fn benign_work_makes_no_event_and_audit_reports_without_blocking() {
+    let b = require_guard!();
+    let w = world(&b, ALL, "enforce");
+    let _m = Monitor::started(&w, &b, &[]);
+    let ovl = Overlay::new(&w, "ok");
+    // An httpd serving files, fetched in a loop of allowed tools (with a secret reader doing
+    // its job): no reverse shell, no stray secret read, nothing dropped.
+    let script = format!(
+        "ip link set lo up; httpd -p 127.0.0.1:8080 -h /etc; \
+         for i in 1 2 3 4 5 6 7 8; do wget -q -O- http://127.0.0.1:8080/passwd >/dev/null || echo wget-failed; \
+         ls / >/dev/null; cat /etc/hostname >/dev/null; {READER} cat {SA_DIR}/token >/dev/null; done; echo benign-ok"
+    );
+    let (code, out) = run(
+        &w,
+        "bh-ok",
+        &guarded_spec(&w, &ovl, &["/bin/sh", "-c", &script]),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("benign-ok") && !out.contains("wget-failed"),
+        "{out}"
+    );
+    let ovl2 = Overlay::new(&w, "loop");
+    let tools = [
+        "/bin/find",
+        "/etc",
+        "-maxdepth",
+        "1",
+        "-exec",
+        "/bin/ls",
+        "-d",
+        "{}",
+        ";",
+    ];
+    let (code, out) = run(&w, "bh-loop", &guarded_spec(&w, &ovl2, &tools));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("/etc/passwd"), "{out}");
+    assert!(events(&w, &b, "bh-ok", 0).is_empty());
+    assert!(events(&w, &b, "bh-loop", 0).is_empty());
+
+    // Audit: the same shell runs, and is reported.
+    let w2 = world(&b, "deny_shells = true", "audit");
+    let _m2 = Monitor::started(&w2, &b, &[]);
+    let ovl3 = Overlay::new(&w2, "audit");
+    let (_, out) = run(
+        &w2,
+        "bh-audit",
+        &guarded_spec(&w2, &ovl3, &["/bin/env", "/bin/sh", "-c", "echo SHELL-RAN"]),
+    );
+    assert!(out.contains("SHELL-RAN"), "{out}");
+    let e = one(&events(&w2, &b, "bh-audit", 1), "shell");
+    assert_eq!(e["kind"], "behavior-audit");
+}
+
+#[test]
+fn what_cannot_be_held_is_refused_under_required_and_without_the_guard() {
+    let b = require_guard!();
+    // environ: procfs refuses fanotify permission events, and this kernel refuses BPF LSM
+    // programs: a required rule set naming it never starts.
+    let w = world(&b, "environ = true", "enforce");
+    let _m = Monitor::started(&w, &b, &[]);
+    let ovl = Overlay::new(&w, "env");
+    let (code, out) = run(&w, "bh-env", &guarded_spec(&w, &ovl, &["/bin/true"]));
+    assert_ne!(code, 0);
+    assert!(out.contains("requires [behavior] rule environ"), "{out}");
+    assert!(!w.crun(&["state", "bh-env"]).status.success());
+
+    // A monitor without its guard cannot hold required rules: refused by the hook.
+    let w = world(&b, "deny_shells = true", "enforce");
+    let _m = Monitor::started(&w, &b, &["--no-guard"]);
+    let ovl = Overlay::new(&w, "noguard");
+    let spec = guarded_spec(&w, &ovl, &["/bin/true"]);
+    let (code, out) = run(&w, "bh-noguard", &spec);
+    assert_ne!(code, 0, "a required rule set ran without a guard: {out}");
+    assert!(out.contains("error executing hook"), "{out}");
+    assert!(!w.crun(&["state", "bh-noguard"]).status.success());
+
+    // A rootfs that is not a filesystem of its own (a plain directory on the host's).
+    let w = world(&b, "deny_shells = true", "enforce");
+    let _m = Monitor::started(&w, &b, &[]);
+    let mut s = guarded_spec(&w, &ovl, &["/bin/true"]);
+    s["root"] = json!({"path": rootfs(), "readonly": true});
+    let (code, out) = run(&w, "bh-dir", &s);
+    assert_ne!(code, 0);
+    assert!(out.contains("is not a filesystem of its own"), "{out}");
+}
