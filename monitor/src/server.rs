@@ -442,10 +442,12 @@ pub fn answer(req: Request, peer: &Peer, shared: &Shared) -> Response {
                     crate::protocol::Lifecycle::Created => match guard.add(&identity) {
                         Ok(_) => {}
                         Err((true, e)) => {
-                            return Response::error(format!(
+                            let msg = format!(
                                 "the behavior rules of container {:?} cannot be held: {e}",
                                 identity.id
-                            ))
+                            );
+                            log::error!("guard: refused: {msg}");
+                            return Response::error(msg);
                         }
                         Err((false, e)) => log::warn!(
                             "guard: container {:?} runs without its behavior rules (if-available): {e}",

@@ -340,10 +340,14 @@ fn what_cannot_be_held_is_refused_under_required_and_without_the_guard() {
 
     // A rootfs that is not a filesystem of its own (a plain directory on the host's).
     let w = world(&b, "deny_shells = true", "enforce");
-    let _m = Monitor::started(&w, &b, &[]);
+    let m = Monitor::started(&w, &b, &[]);
     let mut s = guarded_spec(&w, &ovl, &["/bin/true"]);
     s["root"] = json!({"path": rootfs(), "readonly": true});
     let (code, out) = run(&w, "bh-dir", &s);
     assert_ne!(code, 0);
-    assert!(out.contains("is not a filesystem of its own"), "{out}");
+    assert!(
+        m.log().contains("is not a filesystem of its own"),
+        "{out}\n{}",
+        m.log()
+    );
 }
