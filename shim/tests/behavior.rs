@@ -351,3 +351,22 @@ fn what_cannot_be_held_is_refused_under_required_and_without_the_guard() {
         m.log()
     );
 }
+
+#[test]
+fn nothing_stays_guarded_after_many_containers_come_and_go() {
+    let b = require_guard!();
+    let w = world(&b, ALL, "enforce");
+    let m = Monitor::started(&w, &b, &[]);
+    let ovl = Overlay::new(&w, "many");
+    let spec = guarded_spec(&w, &ovl, &["/bin/true"]);
+    const N: usize = 200;
+    for i in 0..N {
+        let (code, out) = run(&w, &format!("bh-many-{i}"), &spec);
+        assert_eq!(code, 0, "{out}");
+    }
+    let log = m.log();
+    let added = log.matches("under policy Some(\"guard\")").count();
+    let released = log.matches(" released").count();
+    assert_eq!(added, N, "{log}");
+    assert_eq!(released, N, "every guard entry and its secret marks are released: {log}");
+}
