@@ -368,5 +368,8 @@ fn nothing_stays_guarded_after_many_containers_come_and_go() {
     let added = log.matches("under policy Some(\"guard\")").count();
     let released = log.matches(" released").count();
     assert_eq!(added, N, "{log}");
-    assert_eq!(released, N, "every guard entry and its secret marks are released: {log}");
+    assert_eq!(
+        released, N,
+        "every guard entry and its secret marks are released: {log}"
+    );
 }
