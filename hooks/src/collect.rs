@@ -41,21 +41,9 @@ pub struct Collected {
 /// `config.json`, read with one `read(2)` into a buffer of its size. Like the shim, never
 /// through a symlink (a bundle's config.json linked to another file is not the container's).
 fn read_config(path: &Path) -> Result<Vec<u8>, String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let fail = |e: std::io::Error| format!("read {}: {e}", path.display());
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path)
-        .map_err(fail)?;
-    if !f.metadata().map_err(fail)?.is_file() {
-        return Err(format!("read {}: not a regular file", path.display()));
-    }
-    let size = f.metadata().map_err(fail)?.len().min(MAX_CONFIG);
-    // One byte more than the size, so that the read that finds the end is not a second buffer.
-    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
-    f.take(MAX_CONFIG).read_to_end(&mut bytes).map_err(fail)?;
-    Ok(bytes)
+    ociguard_policy::spec::read_regular(path, MAX_CONFIG)
+        .map(|(bytes, _)| bytes)
+        .map_err(|e| format!("read {}: {e}", path.display()))
 }
 
 /// The parts of `config.json` the record is made of. The rest is skipped by the parser without

@@ -535,21 +535,9 @@ fn is_missing(path: &Path) -> bool {
     matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
-/// config.json of a bundle: a regular file, not a symlink.
+/// config.json of a bundle (a regular file, not a symlink), parsed.
 fn read_config(path: &Path) -> Result<Value, GuardError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| err(format!("{}: {e}", path.display())))?;
-    if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
-        return Err(err(format!("{}: not a regular file", path.display())));
-    }
-    let mut bytes = Vec::new();
-    f.by_ref()
-        .take(64 << 20)
-        .read_to_end(&mut bytes)
+    let (bytes, _) = ociguard_policy::spec::read_regular(path, 64 << 20)
         .map_err(|e| err(format!("{}: {e}", path.display())))?;
     serde_json::from_slice(&bytes).map_err(|e| err(format!("{}: {e}", path.display())))
 }

@@ -5,9 +5,54 @@
 //! column before anything is decided. The document that is edited and written back is the
 //! order-preserving JSON tree, so fields oci-spec does not model survive untouched.
 
+use std::io::Read as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+
+/// Why a bundle file could not be read by [`read_regular`].
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("is a symbolic link; a bundle's files must be regular files in the bundle")]
+    Symlink,
+    #[error("not a regular file")]
+    NotRegular,
+    #[error("larger than {0} bytes")]
+    TooLarge(u64),
+}
+
+/// Read `path`, which must be a regular file of at most `max` bytes and not a symlink
+/// (O_NOFOLLOW: the check and the read are one open, no window between them; O_NONBLOCK: a
+/// fifo planted in its place cannot block the reader). Also returns the file's metadata.
+pub fn read_regular(path: &Path, max: u64) -> Result<(Vec<u8>, std::fs::Metadata), ReadError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ELOOP) => ReadError::Symlink,
+            _ => ReadError::Io(e),
+        })?;
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    if !meta.is_file() {
+        return Err(ReadError::NotRegular);
+    }
+    if meta.len() > max {
+        return Err(ReadError::TooLarge(max));
+    }
+    // One byte more than the size, so that the read that finds the end is not a second buffer.
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0) + 1);
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > max {
+        return Err(ReadError::TooLarge(max));
+    }
+    Ok((bytes, meta))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {

@@ -53,42 +53,18 @@ pub fn config_path(bundle: &Path) -> PathBuf {
 /// Read `path`, which must be a regular file and not a symlink (O_NOFOLLOW: the check and the
 /// read are one open, no window between them).
 pub fn read(path: &Path) -> Result<BundleFile, BundleError> {
-    let read_err = |source| BundleError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let file = fs::OpenOptions::new()
-        .read(true)
-        // O_NONBLOCK: a fifo planted as config.json must not block the engine's create.
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => BundleError::Symlink {
-                path: path.to_owned(),
-            },
-            _ => read_err(e),
-        })?;
-    let meta = file.metadata().map_err(read_err)?;
-    if !meta.is_file() {
-        return Err(BundleError::NotRegular {
-            path: path.to_owned(),
-        });
+    use ociguard_policy::spec::{read_regular, ReadError};
+    let path_buf = || path.to_owned();
+    match read_regular(path, MAX_FILE) {
+        Ok((bytes, meta)) => Ok(BundleFile { bytes, meta }),
+        Err(ReadError::Io(source)) => Err(BundleError::Read {
+            path: path_buf(),
+            source,
+        }),
+        Err(ReadError::Symlink) => Err(BundleError::Symlink { path: path_buf() }),
+        Err(ReadError::NotRegular) => Err(BundleError::NotRegular { path: path_buf() }),
+        Err(ReadError::TooLarge(_)) => Err(BundleError::TooLarge { path: path_buf() }),
     }
-    if meta.len() > MAX_FILE {
-        return Err(BundleError::TooLarge {
-            path: path.to_owned(),
-        });
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0) + 1);
-    file.take(MAX_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
-    if bytes.len() as u64 > MAX_FILE {
-        return Err(BundleError::TooLarge {
-            path: path.to_owned(),
-        });
-    }
-    Ok(BundleFile { bytes, meta })
 }
 
 /// Replace `path` (read earlier as `original`) with `bytes` so that a reader sees either the old
