@@ -7,7 +7,6 @@
 //! monitor keeps what it learnt earlier.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 use ociguard_monitor::procfs;

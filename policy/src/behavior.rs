@@ -4,9 +4,11 @@
 //! decision for one exec or open, shared by every enforcer.
 //!
 //! The rules are written once; the enforcer is whatever the node has (see
-//! `ociguard_monitor::guard`): today ociguardd's fanotify guard (exec and open permission
-//! events, answered before the kernel lets the operation proceed). What an enforcer cannot
-//! hold is reported by [`BehaviorRules::unenforced`], never silently dropped.
+//! `ociguard_monitor::guard` and `ociguard_monitor::bpf`): ociguardd's fanotify guard (exec
+//! and open permission events, answered before the kernel lets the operation proceed) and its
+//! BPF enforcer (tracepoint programs that kill, pinned so they hold while ociguardd is down).
+//! [`Rule::enforcers`] says which can hold what; a rule no enforcer on the node holds is
+//! reported, and refuses the container under `required`, never silently dropped.
 //!
 //! The shim puts the container's [`Compiled`] rules in the `org.ociguard.behavior` annotation
 //! of the rewritten `config.json` (never taken from the engine's input: the shim sets or
@@ -31,6 +33,32 @@ pub const ANNOTATION: &str = "org.ociguard.behavior";
 pub const DEFAULT_SHELLS: &[&str] = &[
     "{/usr,/usr/local,}/{bin,sbin}/{sh,ash,bash,dash,zsh,ksh,ksh93,mksh,lksh,pdksh,fish,csh,tcsh,yash,rbash,hush}",
 ];
+
+/// Dynamic loaders by file name. Run as a program (`ld.so /bin/sh`), a loader maps the
+/// program itself and no exec of that program happens: under any exec rule, the loader may
+/// only be the interpreter the kernel starts for a dynamic executable, never the program asked
+/// for.
+pub const LOADERS: &[&str] = &[
+    "ld-linux-x86-64.so.2",
+    "ld-linux.so.2",
+    "ld-linux-aarch64.so.1",
+    "ld-linux-armhf.so.3",
+    "ld-musl-x86_64.so.1",
+    "ld-musl-aarch64.so.1",
+    "ld64.so.1",
+    "ld64.so.2",
+    "ld.so",
+];
+
+/// Is `path` (by its last component) a dynamic loader?
+pub fn is_loader(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    LOADERS.contains(&name)
+}
+
+/// Multi-call binaries: the program they run is named by argv[0] (or argv[1] when argv[0]
+/// is the binary's own name).
+pub const MULTI_CALL: &[&str] = &["busybox", "toybox"];
 
 /// What happens when a rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize, Serialize)]
@@ -66,6 +94,7 @@ pub enum Rule {
     DropExec,
     Secret,
     Environ,
+    Loader,
 }
 
 impl Rule {
@@ -78,6 +107,7 @@ impl Rule {
             Rule::DropExec => "drop-exec",
             Rule::Secret => "secret",
             Rule::Environ => "environ",
+            Rule::Loader => "loader",
         }
     }
 }
@@ -143,17 +173,80 @@ impl BehaviorRules {
             self.action
         }
     }
+}
 
-    /// Rules this policy asks for that the guard cannot hold, with the reason.
-    pub fn unenforced(&self) -> Vec<(Rule, &'static str)> {
-        let mut out = Vec::new();
-        if self.environ {
-            out.push((
-                Rule::Environ,
-                "procfs refuses fanotify permission events and the kernel refused BPF LSM programs",
-            ));
+/// The enforcers a node may have; see `ociguard_monitor::guard` and `ociguard_monitor::bpf`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Enforcer {
+    /// ociguardd's fanotify permission events: the operation fails with EPERM before it
+    /// happens (or the process is killed under `kill`). Holds nothing while ociguardd is down.
+    Fanotify,
+    /// ociguardd's BPF programs on BTF tracepoints, pinned: they hold while ociguardd is down,
+    /// but a tracepoint cannot fail an operation, so every enforced match is a kill.
+    Bpf,
+}
+
+impl Enforcer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enforcer::Fanotify => "fanotify",
+            Enforcer::Bpf => "bpf",
         }
-        out
+    }
+}
+
+/// What ociguardd found on this node when it started: `enforcers.json` beside its socket,
+/// written atomically by ociguardd and read by `ociguard create` (one small read, no
+/// connection) to name in its decision which enforcer holds each rule, and to refuse a
+/// `required` rule that none holds. Absent (ociguardd never ran): the registration decides.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEnforcers {
+    pub enforcers: Vec<Enforcer>,
+    /// Why an enforcer is missing (the kernel refused a program, no BTF...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl NodeEnforcers {
+    pub const FILE: &'static str = "enforcers.json";
+
+    pub fn path(monitor_socket: &std::path::Path) -> std::path::PathBuf {
+        monitor_socket
+            .parent()
+            .unwrap_or(std::path::Path::new("/"))
+            .join(Self::FILE)
+    }
+
+    /// `None` when the file is absent, unreadable or not ours.
+    pub fn read(monitor_socket: &std::path::Path) -> Option<NodeEnforcers> {
+        let (bytes, _) = crate::spec::read_regular(&Self::path(monitor_socket), 64 << 10).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+impl Rule {
+    /// Which enforcers can hold this rule, the first the one that answers first.
+    pub fn enforcers(self) -> &'static [Enforcer] {
+        match self {
+            // Names and globs over the whole path, decided by ociguardd.
+            Rule::ExecDenied | Rule::ExecNotAllowed | Rule::Secret => &[Enforcer::Fanotify],
+            Rule::Shell | Rule::ReverseShell | Rule::DropExec | Rule::Loader => {
+                &[Enforcer::Fanotify, Enforcer::Bpf]
+            }
+            // procfs has no fanotify permission events; ptrace has none at all.
+            Rule::Environ => &[Enforcer::Bpf],
+        }
+    }
+
+    /// Of `available`, the enforcers that hold this rule (empty: nothing on the node can).
+    pub fn held_by(self, available: &[Enforcer]) -> Vec<Enforcer> {
+        self.enforcers()
+            .iter()
+            .copied()
+            .filter(|e| available.contains(e))
+            .collect()
     }
 }
 
@@ -204,6 +297,64 @@ impl BehaviorRules {
             && !self.protect_secrets
             && !self.environ
     }
+}
+
+/// The alternatives of a glob's `{a,b}` groups, nested or not (`/{usr/,}bin/{sh,ash}` →
+/// four globs), at most 4096 of them; other glob syntax is left as it is.
+pub fn expand_braces(glob: &str) -> Vec<String> {
+    const MAX: usize = 4096;
+    let mut out = Vec::new();
+    let mut todo = vec![glob.to_owned()];
+    while let Some(g) = todo.pop() {
+        let Some((open, close)) = first_group(&g) else {
+            out.push(g);
+            if out.len() >= MAX {
+                break;
+            }
+            continue;
+        };
+        let (head, body, tail) = (&g[..open], &g[open + 1..close], &g[close + 1..]);
+        let mut depth = 0;
+        let mut start = 0;
+        let mut alts = Vec::new();
+        for (i, c) in body.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    alts.push(&body[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        alts.push(&body[start..]);
+        for alt in alts.into_iter().rev() {
+            if todo.len() + out.len() < MAX {
+                todo.push(format!("{head}{alt}{tail}"));
+            }
+        }
+    }
+    out
+}
+
+/// The first `{`...`}` group at depth 0 (byte offsets of both braces).
+fn first_group(g: &str) -> Option<(usize, usize)> {
+    let open = g.find('{')?;
+    let mut depth = 0;
+    for (i, c) in g[open..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some((open, open + i));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// A glob: absolute, printable, no `..` component, at most 1 KiB.
@@ -258,6 +409,10 @@ pub struct Compiled {
     pub reverse_shell: bool,
     pub drop_exec: bool,
     pub protect_secrets: bool,
+    /// Another process's environ or memory (`/proc/PID/environ`, `/proc/PID/mem`, ptrace,
+    /// process_vm_readv).
+    #[serde(default)]
+    pub environ: bool,
     /// Secret paths inside the container (mount destinations and `secret_paths`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
@@ -301,6 +456,7 @@ impl Compiled {
             reverse_shell: b.reverse_shell,
             drop_exec: b.drop_exec,
             protect_secrets: b.protect_secrets,
+            environ: b.environ,
             secrets,
             secret_readers: strings(&b.secret_readers),
             kill: b.kill.clone(),
@@ -308,7 +464,8 @@ impl Compiled {
         })
     }
 
-    fn action(&self, rule: Rule) -> Action {
+    /// What a match of `rule` does for this container (`audit` overrides every action).
+    pub fn action_of(&self, rule: Rule) -> Action {
         if self.audit {
             Action::Audit
         } else if self.kill.contains(&rule) {
@@ -316,6 +473,33 @@ impl Compiled {
         } else {
             self.action
         }
+    }
+
+    /// Any rule about what may be executed.
+    pub fn guards_exec(&self) -> bool {
+        self.deny_shells
+            || self.reverse_shell
+            || !self.deny_exec.is_empty()
+            || !self.allowed_exec.is_empty()
+    }
+
+    /// The rules these compiled rules hold, as [`BehaviorRules::rules`] names them.
+    pub fn rules(&self) -> Vec<Rule> {
+        let mut out = Vec::new();
+        let mut add = |on: bool, r: Rule| {
+            if on {
+                out.push(r);
+            }
+        };
+        add(!self.deny_exec.is_empty(), Rule::ExecDenied);
+        add(!self.allowed_exec.is_empty(), Rule::ExecNotAllowed);
+        add(self.deny_shells, Rule::Shell);
+        add(self.reverse_shell, Rule::ReverseShell);
+        add(self.drop_exec, Rule::DropExec);
+        add(self.protect_secrets, Rule::Secret);
+        add(self.environ, Rule::Environ);
+        add(self.guards_exec(), Rule::Loader);
+        out
     }
 
     fn any(globs: &[String], paths: &[&str]) -> bool {
@@ -330,19 +514,22 @@ impl Compiled {
         let names = [e.asked, e.resolved];
         let shell = Self::any(&self.shells, &names);
         if self.reverse_shell && shell && (e.socket_stdio || (e.interactive && !e.stdin_tty)) {
-            return Some((Rule::ReverseShell, self.action(Rule::ReverseShell)));
+            return Some((Rule::ReverseShell, self.action_of(Rule::ReverseShell)));
         }
         if self.drop_exec && e.not_in_image {
-            return Some((Rule::DropExec, self.action(Rule::DropExec)));
+            return Some((Rule::DropExec, self.action_of(Rule::DropExec)));
+        }
+        if self.guards_exec() && is_loader(e.asked) {
+            return Some((Rule::Loader, self.action_of(Rule::Loader)));
         }
         if Self::any(&self.deny_exec, &names) {
-            return Some((Rule::ExecDenied, self.action(Rule::ExecDenied)));
+            return Some((Rule::ExecDenied, self.action_of(Rule::ExecDenied)));
         }
         if self.deny_shells && shell {
-            return Some((Rule::Shell, self.action(Rule::Shell)));
+            return Some((Rule::Shell, self.action_of(Rule::Shell)));
         }
         if !self.allowed_exec.is_empty() && !Self::any(&self.allowed_exec, &names) {
-            return Some((Rule::ExecNotAllowed, self.action(Rule::ExecNotAllowed)));
+            return Some((Rule::ExecNotAllowed, self.action_of(Rule::ExecNotAllowed)));
         }
         None
     }
@@ -368,7 +555,7 @@ impl Compiled {
         if !self.protect_secrets || Self::any(&self.secret_readers, &[exe]) {
             return None;
         }
-        Some((Rule::Secret, self.action(Rule::Secret)))
+        Some((Rule::Secret, self.action_of(Rule::Secret)))
     }
 }
 
@@ -532,6 +719,60 @@ mod tests {
         assert!(!interactive(&v(&["sh", "-c", "echo -i"])));
         assert!(!interactive(&v(&["-i"])));
         assert!(!interactive(&v(&["grep", "--ignore-case"])));
+    }
+
+    #[test]
+    fn braces_expand_in_order_nested_and_empty() {
+        assert_eq!(
+            expand_braces("/{usr/,}bin/{sh,ash}"),
+            vec!["/usr/bin/sh", "/usr/bin/ash", "/bin/sh", "/bin/ash"]
+        );
+        assert_eq!(
+            expand_braces("/a/{b,{c,d}e}"),
+            vec!["/a/b", "/a/ce", "/a/de"]
+        );
+        assert_eq!(expand_braces("/bin/*"), vec!["/bin/*"]);
+        let all = expand_braces(DEFAULT_SHELLS[0]);
+        assert!(all.contains(&"/usr/local/sbin/hush".to_owned()));
+        assert!(all.contains(&"/bin/sh".to_owned()));
+        assert_eq!(all.len(), 3 * 2 * 16);
+    }
+
+    #[test]
+    fn the_loader_is_a_rule_of_its_own_under_exec_rules() {
+        let mut c = compiled();
+        let ld = ExecFacts {
+            asked: "/lib64/ld-linux-x86-64.so.2",
+            resolved: "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+            ..Default::default()
+        };
+        assert_eq!(c.decide_exec(&ld), Some((Rule::Loader, Action::Deny)));
+        // The kernel opening the interpreter of /bin/dash: asked is the program.
+        let interp = ExecFacts {
+            asked: "/bin/dash",
+            resolved: "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+            ..Default::default()
+        };
+        assert_eq!(c.decide_exec(&interp), None);
+        c.deny_exec.clear();
+        c.reverse_shell = false;
+        assert_eq!(
+            c.decide_exec(&ld),
+            None,
+            "no exec rule: the loader is not one"
+        );
+    }
+
+    #[test]
+    fn rules_are_held_by_the_enforcers_the_node_has() {
+        let fan = [Enforcer::Fanotify];
+        assert_eq!(Rule::Environ.held_by(&fan), vec![]);
+        assert_eq!(
+            Rule::Environ.held_by(&[Enforcer::Fanotify, Enforcer::Bpf]),
+            vec![Enforcer::Bpf]
+        );
+        assert_eq!(Rule::Shell.held_by(&fan), vec![Enforcer::Fanotify]);
+        assert_eq!(Rule::Secret.held_by(&[Enforcer::Bpf]), vec![]);
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //! container's scratch filesystems `noexec` under `drop_exec` (the guard watches the rootfs;
 //! a tmpfs mounted by the runtime is held by the kernel this way).
 //!
-//! Pure edits of the document; the identity hook (made `required` by a `required` rule set,
+//! Edits of the document, and one read of ociguardd's `enforcers.json` to say which enforcer
+//! holds each rule (see [`NodeEnforcers`]); the identity hook (made `required` by a `required` rule set,
 //! see `crate::identity`) is what hands the container to the guard before it runs.
 
 use ociguard_policy::annotations;
-use ociguard_policy::behavior::{self, Compiled};
+use std::path::Path;
+
+use ociguard_policy::behavior::{self, Compiled, Enforcer, NodeEnforcers};
 use ociguard_policy::model::Mode;
 use ociguard_policy::rewrite::Change;
 use ociguard_policy::{LoadedPolicy, Rewritten};
@@ -15,45 +18,51 @@ use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BehaviorError {
-    #[error("policy {policy:?} requires [behavior] rule {rule} ({reason}), which no enforcer on this node can hold")]
+    #[error("policy {policy:?} requires [behavior] rule {rule}, which only the {needs} enforcer holds and this node has none of ({reason})")]
     NotHeld {
         policy: String,
         rule: &'static str,
-        reason: &'static str,
+        needs: String,
+        reason: String,
     },
 }
 
-/// Rules of `policy` as names, for the decision.
-fn names(c: &Compiled) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut add = |on: bool, s: &str| {
-        if on {
-            out.push(s.to_owned());
-        }
-    };
-    add(!c.deny_exec.is_empty(), "exec-denied");
-    add(!c.allowed_exec.is_empty(), "exec-not-allowed");
-    add(c.deny_shells, "shell");
-    add(c.reverse_shell, "reverse-shell");
-    add(c.drop_exec, "drop-exec");
-    add(c.protect_secrets, "secret");
-    out
-}
-
-pub fn prepare(policy: &LoadedPolicy, rewritten: &mut Rewritten) -> Result<(), BehaviorError> {
+pub fn prepare(
+    policy: &LoadedPolicy,
+    monitor_socket: &Path,
+    rewritten: &mut Rewritten,
+) -> Result<(), BehaviorError> {
     let doc = &mut rewritten.document;
     let Some(compiled) = Compiled::from_policy(&policy.policy, &policy.digest, doc) else {
         annotations::set(doc, behavior::ANNOTATION, None);
         return Ok(());
     };
-    let not_held = policy.policy.behavior.unenforced();
-    if compiled.required {
-        if let Some((rule, reason)) = not_held.first() {
-            return Err(BehaviorError::NotHeld {
-                policy: policy.name().to_owned(),
-                rule: rule.as_str(),
-                reason,
-            });
+    let node = NodeEnforcers::read(monitor_socket);
+    let mut rules = Vec::new();
+    let mut not_held = Vec::new();
+    for rule in compiled.rules() {
+        let held = match &node {
+            Some(n) => rule.held_by(&n.enforcers),
+            // ociguardd has not said what it has: its registration decides.
+            None => rule.enforcers().to_vec(),
+        };
+        if held.is_empty() {
+            let reason = node
+                .as_ref()
+                .map(|n| n.notes.join("; "))
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "no enforcer on this node holds it".to_owned());
+            if compiled.required {
+                return Err(BehaviorError::NotHeld {
+                    policy: policy.name().to_owned(),
+                    rule: rule.as_str(),
+                    needs: enforcer_names(rule.enforcers()),
+                    reason,
+                });
+            }
+            not_held.push(format!("{}: {reason}", rule.as_str()));
+        } else {
+            rules.push(format!("{}: {}", rule.as_str(), enforcer_names(&held)));
         }
     }
     let mut noexec = Vec::new();
@@ -64,15 +73,20 @@ pub fn prepare(policy: &LoadedPolicy, rewritten: &mut Rewritten) -> Result<(), B
     let text = serde_json::to_string(&compiled).unwrap_or_default();
     annotations::set(doc, behavior::ANNOTATION, Some(&text));
     rewritten.decision.changes.push(Change::Behavior {
-        enforcer: "ociguardd guard (fanotify)".to_owned(),
-        rules: names(&compiled),
-        not_held: not_held
-            .iter()
-            .map(|(r, why)| format!("{}: {why}", r.as_str()))
-            .collect(),
+        enforcer: match &node {
+            Some(n) => format!("ociguardd ({})", enforcer_names(&n.enforcers)),
+            None => "ociguardd (its enforcers are not known yet: it has not run here)".to_owned(),
+        },
+        rules,
+        not_held,
         noexec,
     });
     Ok(())
+}
+
+fn enforcer_names(list: &[Enforcer]) -> String {
+    let names: Vec<&str> = list.iter().map(|e| e.as_str()).collect();
+    names.join("+")
 }
 
 /// Add `noexec` to the spec's tmpfs mounts (`/dev`, `/dev/shm`, a tmpfs `/tmp`...): nothing

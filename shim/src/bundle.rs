@@ -4,9 +4,9 @@
 //! `/etc/shadow`, say) is refused rather than followed, so ociguard never reads, rewrites or
 //! copies into an error message a file outside the bundle, and never replaces a link's target.
 
-use std::fs::{self, File, Metadata};
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::fs::{File, Metadata};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Far larger than any real config.json (a seccomp profile and its precompiled filter are ~30 KiB;
@@ -111,6 +111,7 @@ pub fn write_atomic(path: &Path, original: &Metadata, bytes: &[u8]) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

@@ -216,7 +216,7 @@ pub fn plan(ctx: &Context<'_>, id: &str, bundle_dir: &Path) -> Result<Option<Pla
     let Some(egress) = audit_tolerant(ctx, id, mode, egress)? else {
         return Ok(None);
     };
-    crate::behavior::prepare(policy, &mut rewritten)?;
+    crate::behavior::prepare(policy, &ctx.config.monitor_socket, &mut rewritten)?;
     crate::identity::prepare(ctx, policy, &mut rewritten)?;
     Ok(Some(Plan {
         config_path,
