@@ -4,8 +4,10 @@
 # Usage: scripts/host-setup.sh [demo|test]...   (default: test)
 #
 #   demo  crun busybox-static, and the build's needs: libseccomp-dev (ociguard links
-#         libseccomp to precompile filters), protobuf-compiler (containerd API), gcc
+#         libseccomp to precompile filters), protobuf-compiler (containerd API), gcc,
+#         clang (ociguardd's BPF enforcer), libelf-dev zlib1g-dev (libbpf)
 #   test  the above plus runc nftables apparmor jq podman containerd docker.io uidmap iproute2
+#         bpftool (the tests read the enforcer's pinned maps)
 #
 # What it does, each step only when needed (a run on a ready host is a no-op
 # and takes a few milliseconds):
@@ -42,9 +44,11 @@ want=()
 want_podman_conf=0
 for g in "${groups[@]}"; do
     case "$g" in
-        demo) want+=(crun busybox-static libseccomp-dev protobuf-compiler gcc pkg-config) ;;
+        demo) want+=(crun busybox-static libseccomp-dev protobuf-compiler gcc pkg-config
+                     clang libelf-dev zlib1g-dev) ;;
         test) want+=(crun runc busybox-static nftables apparmor libseccomp-dev jq
-                     podman containerd docker.io uidmap iproute2 gcc protobuf-compiler pkg-config)
+                     podman containerd docker.io uidmap iproute2 gcc protobuf-compiler pkg-config
+                     clang libelf-dev zlib1g-dev bpftool)
               want_podman_conf=1 ;;
     esac
 done

@@ -54,6 +54,10 @@ pub struct Options {
     pub egress_events: bool,
     /// Hold `[behavior]` rules with fanotify permission events (the guard).
     pub guard: bool,
+    /// Also hold them with the BPF enforcer (`bpf`) when the kernel takes its programs.
+    pub bpf: bool,
+    /// Where the enforcer's maps and programs are pinned (one directory per ociguardd).
+    pub bpf_pin_dir: PathBuf,
     /// The NFLOG group of the egress rulesets' log rule (`egress.nflog_group` of config.toml).
     pub nflog_group: u16,
     /// Follow containerd at this socket for `image_of` (`labels.containerd_socket`).
@@ -75,6 +79,8 @@ impl Default for Options {
             exit_events: true,
             egress_events: true,
             guard: true,
+            bpf: true,
+            bpf_pin_dir: PathBuf::from(crate::bpf::PIN_ROOT),
             nflog_group: nflog::DEFAULT_GROUP,
             containerd_socket: None,
         }
@@ -262,6 +268,67 @@ fn reconcile(shared: &Shared) {
     }
 }
 
+/// The guard, with the BPF enforcer when `opts.bpf` and the kernel takes it; what the node
+/// has is written to `enforcers.json` beside the socket for `ociguard create`.
+fn start_guard(
+    opts: &Options,
+    store: &Arc<RwLock<Store>>,
+    hub: &Arc<Hub>,
+) -> Result<Option<Arc<crate::guard::Guard>>, DaemonError> {
+    let mut notes = Vec::new();
+    let kernel = if opts.bpf {
+        match crate::bpf::Enforcer::open(&opts.bpf_pin_dir) {
+            Ok(k) => {
+                log::info!(
+                    "bpf: enforcer {} under {}",
+                    if k.reused {
+                        "kept running (pinned by an earlier ociguardd)"
+                    } else {
+                        "loaded and pinned"
+                    },
+                    opts.bpf_pin_dir.display()
+                );
+                Some(Arc::new(k))
+            }
+            Err(e) => {
+                log::warn!("bpf: enforcer unavailable: {e}");
+                notes.push(format!("BPF enforcer unavailable: {e}"));
+                None
+            }
+        }
+    } else {
+        notes.push("BPF enforcer turned off (--no-bpf)".to_owned());
+        None
+    };
+    notes.extend(crate::bpf::lsm_note());
+    let guard = match crate::guard::Guard::new(Arc::clone(store), Arc::clone(hub), kernel.clone()) {
+        Ok(g) => {
+            let run = Arc::clone(&g);
+            spawn("ociguardd-guard", move || run.run())?;
+            log::info!("guard: fanotify backend ({})", crate::guard::LIMITS);
+            Some(g)
+        }
+        Err(e) => {
+            log::warn!("guard unavailable: {e}: [behavior] rules cannot be held here");
+            notes.push(format!("fanotify guard unavailable: {e}"));
+            None
+        }
+    };
+    let node = ociguard_policy::behavior::NodeEnforcers {
+        enforcers: guard.as_ref().map(|g| g.enforcers()).unwrap_or_default(),
+        notes,
+    };
+    let path = ociguard_policy::behavior::NodeEnforcers::path(&opts.socket);
+    let text = serde_json::to_string(&node).unwrap_or_default();
+    // The socket's directory (root-only, as `bind` makes it), which may not exist yet.
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    if let Err(e) = make_dir(dir, 0o700).and_then(|()| crate::imagemap::write_atomic(&path, &text))
+    {
+        log::warn!("{}: {e}", path.display());
+    }
+    Ok(guard)
+}
+
 /// Run the monitor until `stop` delivers (or its sender is gone).
 pub fn run(opts: &Options, stop: &Receiver<()>) -> Result<(), DaemonError> {
     crate::sys::limit_malloc_arenas();
@@ -339,18 +406,7 @@ pub fn run(opts: &Options, stop: &Receiver<()>) -> Result<(), DaemonError> {
     }
 
     let guard = if opts.guard {
-        match crate::guard::Guard::new(Arc::clone(&store), Arc::clone(&hub)) {
-            Ok(g) => {
-                let run = Arc::clone(&g);
-                spawn("ociguardd-guard", move || run.run())?;
-                log::info!("guard: fanotify backend ({})", crate::guard::LIMITS);
-                Some(g)
-            }
-            Err(e) => {
-                log::warn!("guard unavailable: {e}: [behavior] rules cannot be held here");
-                None
-            }
-        }
+        start_guard(opts, &store, &hub)?
     } else {
         None
     };
@@ -372,6 +428,15 @@ pub fn run(opts: &Options, stop: &Receiver<()>) -> Result<(), DaemonError> {
     });
 
     ingest_spool(&shared, &opts.spool_dir);
+    if let Some(guard) = &shared.guard {
+        // Before reconciling, which drops the kernel entries of containers not guarded.
+        guard.restore();
+        // After the restore: events that waited in the ring buffer while ociguardd was down
+        // then find the container they belong to.
+        if let Some(read) = guard.kernel_events() {
+            spawn("ociguardd-bpf", read)?;
+        }
+    }
     reconcile(&shared);
     if opts.egress_events {
         // After reconciliation: only containers that are still alive get a socket.

@@ -14,10 +14,16 @@
 //! A container is guarded from its createRuntime registration, before its process runs its
 //! entrypoint, until it exits. Every other process passes after one `stat` of its mount
 //! namespace. What this backend cannot do: see [`LIMITS`]; while ociguardd is down nothing is
-//! held (the kernel drops a closed group's marks and lets pending operations proceed).
+//! held by it (the kernel drops a closed group's marks and lets pending operations proceed).
+//!
+//! With the BPF enforcer (`crate::bpf`), the guard also writes each container's kernel rules
+//! (same key: the mount namespace) and turns the enforcer's events into events naming the
+//! container: the enforcer holds what fanotify cannot (another process's environ or memory,
+//! memfd execs) and keeps holding shells, reverse shells, dropped binaries and the loader
+//! while ociguardd is down.
 
 use std::collections::HashMap;
-use std::io::{IoSliceMut, Read as _};
+use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -29,16 +35,17 @@ use nix::sys::fanotify::{
 };
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::unistd::Pid;
-use ociguard_policy::behavior::{self, Action, Compiled, ExecFacts, Rule};
+use ociguard_policy::behavior::{self, Action, Compiled, Enforcer, ExecFacts, Rule};
 use serde_json::{json, Value};
 
+use crate::bpf::{KernelEvent, Plan};
 use crate::events::Hub;
 use crate::protocol::EventKind;
 use crate::record::{Identity, Key};
 use crate::store::Store;
 
 /// What the fanotify backend cannot hold, for `explain` and the decision.
-pub const LIMITS: &str = "fanotify guard: no /proc/PID/environ rule (procfs refuses permission events), no mmap-exec rule (ld.so FILE), exec from other filesystems than the rootfs is not seen unless they are noexec; nothing is held while ociguardd is down";
+pub const LIMITS: &str = "fanotify guard: no /proc/PID/environ rule (procfs refuses permission events; the BPF enforcer holds it), exec from other filesystems than the rootfs (memfd) is not seen unless they are noexec; nothing is held by it while ociguardd is down";
 
 /// Events per container and rule per second before they are counted instead of sent.
 const EVENTS_PER_SECOND: u32 = 20;
@@ -59,6 +66,7 @@ pub enum GuardError {
 #[derive(Debug)]
 struct Guarded {
     key: Key,
+    mntns: u64,
     rules: Compiled,
     /// The container's rootfs on the host, as config.json names it.
     root: PathBuf,
@@ -79,6 +87,7 @@ struct Window {
 #[derive(Debug)]
 pub struct Guard {
     fan: Fanotify,
+    kernel: Option<Arc<crate::bpf::Enforcer>>,
     by_mntns: RwLock<HashMap<u64, Arc<Guarded>>>,
     host_mntns: Option<u64>,
     store: Arc<RwLock<Store>>,
@@ -90,7 +99,11 @@ fn err(what: impl std::fmt::Display) -> GuardError {
 }
 
 impl Guard {
-    pub fn new(store: Arc<RwLock<Store>>, hub: Arc<Hub>) -> Result<Arc<Guard>, GuardError> {
+    pub fn new(
+        store: Arc<RwLock<Store>>,
+        hub: Arc<Hub>,
+        kernel: Option<Arc<crate::bpf::Enforcer>>,
+    ) -> Result<Arc<Guard>, GuardError> {
         let fan = Fanotify::init(
             InitFlags::FAN_CLASS_CONTENT
                 | InitFlags::FAN_CLOEXEC
@@ -101,11 +114,21 @@ impl Guard {
         .map_err(GuardError::Init)?;
         Ok(Arc::new(Guard {
             fan,
+            kernel,
             by_mntns: RwLock::new(HashMap::new()),
             host_mntns: crate::procfs::ns_inode(std::process::id(), "mnt").ok(),
             store,
             hub,
         }))
+    }
+
+    /// The enforcers this guard has.
+    pub fn enforcers(&self) -> Vec<Enforcer> {
+        let mut out = vec![Enforcer::Fanotify];
+        if self.kernel.is_some() {
+            out.push(Enforcer::Bpf);
+        }
+        out
     }
 
     /// Guard the container `identity` registers, if its config.json carries rules. `Ok(None)`:
@@ -158,31 +181,54 @@ impl Guard {
                 "the container shares the host's mount namespace: its processes cannot be told from the host's",
             ));
         }
+        let have = self.enforcers();
+        let not_held: Vec<&str> = rules
+            .rules()
+            .into_iter()
+            .filter(|r| r.held_by(&have).is_empty())
+            .map(Rule::as_str)
+            .collect();
+        if !not_held.is_empty() {
+            let msg = format!(
+                "rule(s) {} need the BPF enforcer, which this ociguardd does not have (see its log)",
+                not_held.join(", ")
+            );
+            if rules.required {
+                return Err(err(msg));
+            }
+            log::warn!("guard: {}: {msg}", identity.id);
+        }
         let root = spec
             .pointer("/root/path")
             .and_then(Value::as_str)
             .ok_or_else(|| err("config.json has no root.path"))?;
         let root = bundle.join(root);
-        let meta = std::fs::metadata(&root).map_err(|e| err(format!("{}: {e}", root.display())))?;
-        let parent = root
-            .parent()
-            .map(std::fs::metadata)
-            .transpose()
-            .map_err(|e| err(format!("{}: {e}", root.display())))?;
-        if parent.is_some_and(|p| p.dev() == meta.dev()) {
-            return Err(err(format!(
-                "rootfs {} is not a filesystem of its own (engines mount an overlay per container): the guard would have to watch every exec on the host's filesystem",
-                root.display()
-            )));
+        // Exec permission events cost a round trip to ociguardd per exec in the container:
+        // only where a rule needs them (an EPERM answer, or globs over whole paths).
+        let exec_mark = self.needs_exec_mark(&rules);
+        if exec_mark {
+            let meta =
+                std::fs::metadata(&root).map_err(|e| err(format!("{}: {e}", root.display())))?;
+            let parent = root
+                .parent()
+                .map(std::fs::metadata)
+                .transpose()
+                .map_err(|e| err(format!("{}: {e}", root.display())))?;
+            if parent.is_some_and(|p| p.dev() == meta.dev()) {
+                return Err(err(format!(
+                    "rootfs {} is not a filesystem of its own (engines mount an overlay per container): the guard would have to watch every exec on the host's filesystem",
+                    root.display()
+                )));
+            }
+            self.fan
+                .mark(
+                    MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_FILESYSTEM,
+                    MaskFlags::FAN_OPEN_EXEC_PERM,
+                    None,
+                    Some(&root),
+                )
+                .map_err(|e| err(format!("fanotify mark of rootfs {}: {e}", root.display())))?;
         }
-        self.fan
-            .mark(
-                MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_FILESYSTEM,
-                MaskFlags::FAN_OPEN_EXEC_PERM,
-                None,
-                Some(&root),
-            )
-            .map_err(|e| err(format!("fanotify mark of rootfs {}: {e}", root.display())))?;
         let mut marks = Vec::new();
         if rules.protect_secrets {
             let mut sources: Vec<PathBuf> = ociguard_policy::apparmor::secret_mounts(spec)
@@ -214,8 +260,20 @@ impl Guard {
         // The kernel stamps ctime from a coarse clock (up to a tick, 4 ms at HZ=250, behind):
         // a file dropped right after this must still count as new.
         let start_ns = now.as_nanos() as i128 - 5_000_000;
+        if let Some(kernel) = &self.kernel {
+            if let Err(e) = self.hold_in_kernel(kernel, pid, mntns, &rules, start_ns) {
+                if rules.required {
+                    for m in &marks {
+                        let _ = self.unmark(m);
+                    }
+                    return Err(e);
+                }
+                log::warn!("guard: {}: BPF enforcer: {e}", identity.id);
+            }
+        }
         let g = Arc::new(Guarded {
             key: identity.key(),
+            mntns,
             rules,
             root,
             start_ns,
@@ -236,6 +294,41 @@ impl Guard {
             identity.policy.as_ref().map(|p| p.name.as_ref())
         );
         Ok(())
+    }
+
+    /// Does any exec rule of `rules` need fanotify's exec permission events? Not when the
+    /// BPF enforcer holds every one and none answers with EPERM (`kill` and `audit` it does
+    /// in the kernel, at no cost per exec).
+    fn needs_exec_mark(&self, rules: &Compiled) -> bool {
+        rules.rules().into_iter().any(|r| {
+            let exec = !matches!(r, Rule::Secret | Rule::Environ);
+            exec && (self.kernel.is_none()
+                || !r.enforcers().contains(&Enforcer::Bpf)
+                || rules.action_of(r) == Action::Deny)
+        })
+    }
+
+    fn hold_in_kernel(
+        &self,
+        kernel: &crate::bpf::Enforcer,
+        pid: u32,
+        mntns: u64,
+        rules: &Compiled,
+        start_ns: i128,
+    ) -> Result<(), GuardError> {
+        let plan = Plan::new(rules);
+        if plan.is_empty() {
+            return Ok(());
+        }
+        for glob in &plan.unmatched {
+            log::warn!("guard: shell pattern {glob:?} is matched by the fanotify guard only (the kernel matches file names)");
+        }
+        let pidns = std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+            .map_err(|e| err(format!("pid namespace of pid {pid}: {e}")))?;
+        let start_ns = u64::try_from(start_ns).unwrap_or(0);
+        kernel
+            .add(mntns, start_ns, (pidns.dev(), pidns.ino()), &plan)
+            .map_err(|e| err(format!("BPF enforcer: {e}")))
     }
 
     fn mark_secret(&self, src: &Path, marks: &mut Vec<PathBuf>) -> Result<(), GuardError> {
@@ -287,6 +380,9 @@ impl Guard {
     }
 
     fn release(&self, g: &Guarded) {
+        if let Some(kernel) = &self.kernel {
+            kernel.remove(g.mntns);
+        }
         for m in &g.marks {
             let _ = self.unmark(m);
         }
@@ -327,6 +423,35 @@ impl Guard {
             .collect();
         for k in gone {
             self.remove(&k);
+        }
+        if let Some(kernel) = &self.kernel {
+            // What an earlier ociguardd held for containers that have gone since.
+            let held = self.by_mntns.read().unwrap_or_else(|p| p.into_inner());
+            let dropped = kernel.retain(|ns| held.contains_key(&ns));
+            if dropped > 0 {
+                log::info!("bpf: {dropped} entr(ies) of containers that are gone removed");
+            }
+        }
+    }
+
+    /// Guard again the containers that were running when ociguardd stopped (their records are
+    /// in the store): fanotify's marks died with the old process; the BPF enforcer's entries
+    /// did not, and keep their start time.
+    pub fn restore(&self) {
+        let live: Vec<Identity> = self
+            .store
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|r| r.status != crate::record::Status::Exited && r.pid.is_some())
+            .cloned()
+            .collect();
+        for identity in live {
+            match self.add(&identity) {
+                Ok(Some(_)) => log::info!("guard: {} guarded again after a restart", identity.id),
+                Ok(None) => {}
+                Err((_, e)) => log::warn!("guard: {} not guarded again: {e}", identity.id),
+            }
         }
     }
 
@@ -414,6 +539,12 @@ impl Guard {
             };
             match g.rules.decide_exec(&facts) {
                 None => true,
+                // The BPF enforcer sees this exec too and reports it.
+                Some((rule, Action::Audit))
+                    if self.kernel.is_some() && rule.enforcers().contains(&Enforcer::Bpf) =>
+                {
+                    true
+                }
                 Some((rule, action)) => {
                     let detail = json!({
                         "hook": "exec",
@@ -443,36 +574,12 @@ impl Guard {
         if action == Action::Kill {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
         }
-        let count = {
-            let mut lim = g.limiter.lock().unwrap_or_else(|p| p.into_inner());
-            let w = lim.entry(rule).or_default();
-            let now = Instant::now();
-            if w.start
-                .map_or(true, |s| now.duration_since(s) >= Duration::from_secs(1))
-            {
-                w.start = Some(now);
-                w.sent = 0;
-            }
-            if w.sent >= EVENTS_PER_SECOND {
-                w.suppressed += 1;
-                None
-            } else {
-                w.sent += 1;
-                Some(std::mem::take(&mut w.suppressed) + 1)
-            }
-        };
-        if let Some(count) = count {
+        if let Some(count) = g.admit(rule) {
             let ppid = crate::procfs::read_small(&format!("/proc/{pid}/stat"))
                 .ok()
                 .and_then(|s| crate::procfs::parse_stat(&s))
                 .map(|s| s.ppid);
             if let Value::Object(m) = &mut detail {
-                m.insert("rule".into(), rule.as_str().into());
-                m.insert("action".into(), action.as_str().into());
-                m.insert("pid".into(), pid.into());
-                m.insert("count".into(), count.into());
-                m.insert("policy".into(), g.rules.policy.clone().into());
-                m.insert("policy_digest".into(), g.rules.policy_digest.clone().into());
                 m.insert(
                     "exe".into(),
                     inside(&g.root, &link(&format!("/proc/{pid}/exe"))).into(),
@@ -485,33 +592,182 @@ impl Guard {
                     );
                 }
             }
-            let store = self.store.read().unwrap_or_else(|p| p.into_inner());
-            let rec = store.get(&g.key).cloned().unwrap_or_else(|| Identity {
-                id: g.key.id.clone(),
-                bundle: g.key.bundle.clone(),
-                ..Identity::default()
-            });
-            drop(store);
-            if let Value::Object(m) = &mut detail {
-                m.insert("image".into(), rec.image.name.as_deref().into());
-                m.insert("image_digest".into(), rec.image.digest.as_deref().into());
-                m.insert(
-                    "service_account".into(),
-                    rec.kubernetes
-                        .as_ref()
-                        .and_then(|k| k.service_account.as_deref())
-                        .into(),
-                );
-            }
-            let kind = if action == Action::Audit {
-                EventKind::BehaviorAudit
-            } else {
-                EventKind::BehaviorDenied
-            };
-            self.hub.publish(kind, &rec, Some(detail.to_string()));
+            self.publish(g, pid, rule, action, count, Enforcer::Fanotify, detail);
         }
         action == Action::Audit
     }
+
+    /// An event of the BPF enforcer (which has already killed, or only reported under
+    /// `audit`): the container's identity added, rate-limited like the guard's own.
+    pub fn kernel_event(&self, ev: KernelEvent) {
+        let g = self
+            .by_mntns
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&ev.mntns)
+            .cloned();
+        let Some(g) = g else {
+            log::warn!(
+                "bpf: {} by pid {} ({}) in mount namespace {}, which no guarded container has now",
+                ev.rule.as_str(),
+                ev.pid,
+                ev.comm,
+                ev.mntns
+            );
+            return;
+        };
+        let action = if ev.audit {
+            Action::Audit
+        } else {
+            Action::Kill
+        };
+        let Some(count) = g.admit(ev.rule) else {
+            return;
+        };
+        let alive_or = |path: String, or: &str| {
+            let p = inside(&g.root, &link(&path));
+            if p.is_empty() {
+                or.to_owned()
+            } else {
+                p
+            }
+        };
+        let path = match ev.hook {
+            "open" => format!("/proc/{}/{}", ns_pid(ev.target), ev.path),
+            _ => ev.path.clone(),
+        };
+        let exe_fallback = if ev.hook == "exec" {
+            &ev.path
+        } else {
+            &ev.comm
+        };
+        let detail = json!({
+            "hook": ev.hook,
+            "path": path,
+            "argv": ev.argv,
+            "comm": ev.comm,
+            "exe": alive_or(format!("/proc/{}/exe", ev.pid), exe_fallback),
+            "ppid": ev.ppid,
+            "parent_comm": ev.parent_comm,
+            "parent_exe": alive_or(format!("/proc/{}/exe", ev.ppid), &ev.parent_comm),
+            "target_pid": (ev.target != 0).then_some(ev.target),
+            "socket_stdio": ev.socket_stdio,
+            "interactive": ev.interactive,
+            "not_in_image": ev.not_in_image,
+        });
+        self.publish(
+            &g,
+            i32::try_from(ev.pid).unwrap_or(0),
+            ev.rule,
+            action,
+            count,
+            Enforcer::Bpf,
+            detail,
+        );
+    }
+
+    /// The loop that reads the BPF enforcer's events into [`Guard::kernel_event`], to run on
+    /// a thread of its own; `None` without the enforcer.
+    pub fn kernel_events(self: &Arc<Self>) -> Option<impl FnOnce() + Send + 'static> {
+        let kernel = Arc::clone(self.kernel.as_ref()?);
+        let guard = Arc::clone(self);
+        Some(move || {
+            let lost = Arc::clone(&guard);
+            if let Err(e) = kernel.run(|ev| guard.kernel_event(ev), |n| lost.kernel_lost(n)) {
+                log::error!("bpf: {e}: its events are no longer read (the programs still hold)");
+            }
+        })
+    }
+
+    /// The BPF enforcer's ring buffer had no room for `n` events.
+    pub fn kernel_lost(&self, n: u64) {
+        log::warn!("bpf: {n} event(s) lost (the ring buffer was full)");
+        self.hub.publish(
+            EventKind::BehaviorLost,
+            &Identity::default(),
+            Some(json!({"enforcer": "bpf", "lost": n}).to_string()),
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn publish(
+        &self,
+        g: &Guarded,
+        pid: i32,
+        rule: Rule,
+        action: Action,
+        count: u64,
+        enforcer: Enforcer,
+        mut detail: Value,
+    ) {
+        let store = self.store.read().unwrap_or_else(|p| p.into_inner());
+        let rec = store.get(&g.key).cloned().unwrap_or_else(|| Identity {
+            id: g.key.id.clone(),
+            bundle: g.key.bundle.clone(),
+            ..Identity::default()
+        });
+        drop(store);
+        if let Value::Object(m) = &mut detail {
+            m.insert("rule".into(), rule.as_str().into());
+            m.insert("action".into(), action.as_str().into());
+            m.insert("enforcer".into(), enforcer.as_str().into());
+            m.insert("pid".into(), pid.into());
+            m.insert("count".into(), count.into());
+            m.insert("policy".into(), g.rules.policy.clone().into());
+            m.insert("policy_digest".into(), g.rules.policy_digest.clone().into());
+            m.insert("image".into(), rec.image.name.as_deref().into());
+            m.insert("image_digest".into(), rec.image.digest.as_deref().into());
+            m.insert(
+                "service_account".into(),
+                rec.kubernetes
+                    .as_ref()
+                    .and_then(|k| k.service_account.as_deref())
+                    .into(),
+            );
+        }
+        let kind = if action == Action::Audit {
+            EventKind::BehaviorAudit
+        } else {
+            EventKind::BehaviorDenied
+        };
+        self.hub.publish(kind, &rec, Some(detail.to_string()));
+    }
+}
+
+impl Guarded {
+    /// Count one match of `rule`: `Some(n)` to report it (n: it and the ones suppressed
+    /// since the last report), `None` past [`EVENTS_PER_SECOND`].
+    fn admit(&self, rule: Rule) -> Option<u64> {
+        let mut lim = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        let w = lim.entry(rule).or_default();
+        let now = Instant::now();
+        if w.start
+            .map_or(true, |s| now.duration_since(s) >= Duration::from_secs(1))
+        {
+            w.start = Some(now);
+            w.sent = 0;
+        }
+        if w.sent >= EVENTS_PER_SECOND {
+            w.suppressed += 1;
+            None
+        } else {
+            w.sent += 1;
+            Some(std::mem::take(&mut w.suppressed) + 1)
+        }
+    }
+}
+
+/// A host pid as its own pid namespace numbers it (the last of `NSpid`), or the host pid
+/// when the process has gone.
+fn ns_pid(pid: u32) -> u32 {
+    crate::procfs::read_small(&format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|l| l.split_whitespace().last().and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(pid)
 }
 
 /// Does the container `identity` registers carry `required` rules (for a monitor without a

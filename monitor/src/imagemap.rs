@@ -37,7 +37,8 @@ fn plain(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
+/// Replace `path` by a file holding `text` (a temp file in the same directory, renamed).
+pub(crate) fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     io::Write::write_all(&mut tmp, text.as_bytes())?;

@@ -9,6 +9,8 @@
 //! never execs anything: it only records and answers. Nothing it is told by a peer decides what
 //! that peer may do; only the kernel's credentials for the socket do.
 
+#[cfg(feature = "daemon")]
+pub mod bpf;
 pub mod client;
 #[cfg(feature = "containerd")]
 pub mod containerd;

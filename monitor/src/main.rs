@@ -60,6 +60,13 @@ struct Args {
     /// them are then refused.
     #[arg(long)]
     no_guard: bool,
+    /// Do not load the BPF enforcer: the fanotify guard alone holds [behavior] rules (rules
+    /// only the BPF enforcer holds, like `environ`, are then refused when required).
+    #[arg(long)]
+    no_bpf: bool,
+    /// bpffs directory of the BPF enforcer's pinned maps and programs; one per ociguardd.
+    #[arg(long, default_value = ociguard_monitor::bpf::PIN_ROOT)]
+    bpf_pin_dir: PathBuf,
     /// containerd's socket, followed to answer `ociguard create`'s image lookups (default:
     /// `labels.containerd_socket` of the ociguard config).
     #[arg(long)]
@@ -108,6 +115,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         exit_events: !args.no_exit_events,
         egress_events: !args.no_egress_events,
         guard: !args.no_guard,
+        bpf: !args.no_bpf,
+        bpf_pin_dir: args.bpf_pin_dir,
         nflog_group: args.nflog_group.unwrap_or(config.egress.nflog_group),
         containerd_socket: (!args.no_containerd).then(|| {
             args.containerd_socket

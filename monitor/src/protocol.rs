@@ -202,6 +202,10 @@ pub enum EventKind {
     /// What the guard would have refused under an `audit` policy; the operation went ahead.
     #[serde(rename = "behavior-audit")]
     BehaviorAudit,
+    /// The BPF enforcer's ring buffer was full: `detail` says how many events were lost (the
+    /// operations were still held). Not about one container: `id` is empty.
+    #[serde(rename = "behavior-lost")]
+    BehaviorLost,
 }
 
 impl EventKind {
@@ -215,6 +219,7 @@ impl EventKind {
             EventKind::EgressDenied => "egress-denied",
             EventKind::BehaviorDenied => "behavior-denied",
             EventKind::BehaviorAudit => "behavior-audit",
+            EventKind::BehaviorLost => "behavior-lost",
         }
     }
 }

@@ -556,7 +556,8 @@ fn a_served_socket_is_never_taken_over_or_removed_by_another_monitor() {
             .arg("--state-dir")
             .arg(other.path().join("state"))
             .arg("--spool-dir")
-            .arg(other.path().join("spool"));
+            .arg(other.path().join("spool"))
+            .arg("--no-bpf");
         c
     };
     let out = second(&first.socket()).output().unwrap();

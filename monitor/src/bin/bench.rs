@@ -77,6 +77,7 @@ fn start(bin: &Path, work: &Path) -> Result<Daemon> {
         .arg(work.join("state"))
         .arg("--spool-dir")
         .arg(work.join("spool"))
+        .arg("--no-bpf")
         .args(["--log-level", "warn", "--compact-after", "1000000"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
