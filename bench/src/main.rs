@@ -518,6 +518,7 @@ impl Monitor {
             .arg(dir.join("state"))
             .arg("--spool-dir")
             .arg(dir.join("spool"))
+            .arg("--no-bpf")
             .arg("--containerd-socket")
             .arg(containerd)
             .args([

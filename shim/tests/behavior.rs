@@ -37,6 +37,36 @@ struct Overlay {
 
 impl Overlay {
     fn new(w: &World, name: &str) -> Overlay {
+        Overlay::with(w, name, |_| {})
+    }
+
+    /// With a dynamic loader, the C library and dash of the host in the image, as
+    /// distribution images have them: `ld.so /bin/dash` runs a shell without exec'ing it.
+    fn with_loader(w: &World, name: &str) -> Overlay {
+        Overlay::with(w, name, |lower| {
+            for (from, to) in [
+                ("/lib64/ld-linux-x86-64.so.2", "lib64/ld-linux-x86-64.so.2"),
+                (
+                    "/lib/x86_64-linux-gnu/libc.so.6",
+                    "lib/x86_64-linux-gnu/libc.so.6",
+                ),
+                ("/bin/dash", "bin/dash"),
+            ] {
+                let to = lower.join(to);
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                // cp -L: the host's loader path is a symlink into /lib/x86_64-linux-gnu.
+                let st = Command::new("cp")
+                    .arg("-L")
+                    .arg(from)
+                    .arg(&to)
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "copy {from}");
+            }
+        })
+    }
+
+    fn with(w: &World, name: &str, extra: impl Fn(&std::path::Path)) -> Overlay {
         let base = w.path().join(format!("ovl-{name}"));
         let (lower, upper, work, merged) = (
             base.join("lower"),
@@ -56,6 +86,7 @@ impl Overlay {
         assert!(cp.success());
         std::fs::create_dir_all(lower.join("usr/local/bin")).unwrap();
         std::fs::copy(lower.join("bin/busybox"), lower.join(&READER[1..])).unwrap();
+        extra(&lower);
         let opts = format!(
             "lowerdir={},upperdir={},workdir={}",
             lower.display(),
@@ -318,14 +349,19 @@ fn benign_work_makes_no_event_and_audit_reports_without_blocking() {
 #[test]
 fn what_cannot_be_held_is_refused_under_required_and_without_the_guard() {
     let b = require_guard!();
-    // environ: procfs refuses fanotify permission events, and this kernel refuses BPF LSM
-    // programs: a required rule set naming it never starts.
+    // environ: procfs refuses fanotify permission events; only the BPF enforcer holds it.
+    // With the fanotify backend forced, a required rule set naming it never starts, and
+    // ociguard says so from what ociguardd wrote of the node's enforcers.
     let w = world(&b, "environ = true", "enforce");
-    let _m = Monitor::started(&w, &b, &[]);
+    let _m = Monitor::started(&w, &b, &["--no-bpf"]);
     let ovl = Overlay::new(&w, "env");
     let (code, out) = run(&w, "bh-env", &guarded_spec(&w, &ovl, &["/bin/true"]));
     assert_ne!(code, 0);
-    assert!(out.contains("requires [behavior] rule environ"), "{out}");
+    assert!(
+        out.contains("requires [behavior] rule environ, which only the bpf enforcer holds"),
+        "{out}"
+    );
+    assert!(out.contains("--no-bpf"), "{out}");
     assert!(!w.crun(&["state", "bh-env"]).status.success());
 
     // A monitor without its guard cannot hold required rules: refused by the hook.
@@ -352,14 +388,143 @@ fn what_cannot_be_held_is_refused_under_required_and_without_the_guard() {
     );
 }
 
+/// Entries of a pinned BPF map (`bpftool map dump`).
+fn map_entries(pins: &std::path::Path, map: &str) -> usize {
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(pins.join(map))
+        .output()
+        .expect("bpftool (scripts/host-setup.sh installs it)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice::<Vec<Value>>(&out.stdout)
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn another_process_s_environment_is_not_read_its_reader_is_killed_in_the_kernel() {
+    let b = require_guard!();
+    let w = world(&b, "environ = true", "enforce");
+    let m = Monitor::started(&w, &b, &[]);
+    assert!(
+        m.log().contains("bpf: enforcer loaded and pinned"),
+        "{}",
+        m.log()
+    );
+    let ovl = Overlay::new(&w, "environ");
+    // PID 1 (this sh) holds the variable; cat is another process. Its own environ is its own.
+    let script = "cat /proc/1/environ; echo cat=$?; \
+                  cat /proc/self/environ | grep -c HARVEST; echo own=$?";
+    let mut spec = guarded_spec(&w, &ovl, &["/bin/sh", "-c", script]);
+    spec["process"]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("HARVEST_ME=s3cr3t-env-value"));
+    let (_, out) = run(&w, "bh-environ", &spec);
+    assert!(!out.contains("s3cr3t-env-value"), "{out}");
+    assert!(out.contains("cat=137"), "killed before it read: {out}");
+    assert!(out.contains("own=0"), "{out}");
+    let e = one(&events(&w, &b, "bh-environ", 1), "environ");
+    assert_eq!(e["kind"], "behavior-denied");
+    let d = &e["detail"];
+    assert_eq!(d["enforcer"], "bpf");
+    assert_eq!(d["action"], "kill");
+    assert_eq!(d["hook"], "open");
+    assert_eq!(d["path"], "/proc/1/environ");
+    assert_eq!(d["comm"], "cat");
+    assert_eq!(d["argv"], json!(["cat", "/proc/1/environ"]));
+    assert_eq!(d["policy"], "guard");
+    assert!(d["policy_digest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(d["parent_comm"], "sh");
+
+    // Audit: the same read goes ahead and is reported.
+    let w2 = world(&b, "environ = true", "audit");
+    let _m2 = Monitor::started(&w2, &b, &[]);
+    let ovl2 = Overlay::new(&w2, "environ-audit");
+    let mut spec = guarded_spec(
+        &w2,
+        &ovl2,
+        &["/bin/sh", "-c", "cat /proc/1/environ; echo; echo cat=$?"],
+    );
+    spec["process"]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("HARVEST_ME=s3cr3t-env-value"));
+    let (_, out) = run(&w2, "bh-environ-audit", &spec);
+    assert!(
+        out.contains("s3cr3t-env-value") && out.contains("cat=0"),
+        "{out}"
+    );
+    let e = one(&events(&w2, &b, "bh-environ-audit", 1), "environ");
+    assert_eq!(e["kind"], "behavior-audit");
+    assert_eq!(e["detail"]["action"], "audit");
+}
+
+#[test]
+fn the_loader_is_no_way_around_and_the_kernel_holds_while_ociguardd_is_down() {
+    let b = require_guard!();
+    let w = world(&b, "deny_shells = true", "enforce");
+    let mut m = Monitor::started(&w, &b, &[]);
+    let ovl = Overlay::with_loader(&w, "ld");
+    let ld = "/lib64/ld-linux-x86-64.so.2";
+    let (code, out) = run(
+        &w,
+        "bh-ld",
+        &guarded_spec(&w, &ovl, &[ld, "/bin/dash", "-c", "echo LOADER-RAN"]),
+    );
+    assert!(!out.contains("LOADER-RAN"), "{out}");
+    assert_ne!(code, 0, "{out}");
+    let e = one(&events(&w, &b, "bh-ld", 1), "loader");
+    assert_eq!(e["detail"]["enforcer"], "fanotify");
+    assert_eq!(e["detail"]["asked"], ld);
+
+    // ociguardd goes away, and its fanotify group with it; the pinned programs still hold.
+    let spec = guarded_spec(&w, &ovl, &["/bin/sleep", "30"]);
+    let bundle = w.bundle("bh-down", &spec);
+    let out = w.ociguard_detached(&["create", "--bundle", bundle.to_str().unwrap(), "bh-down"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(w.ociguard(&["start", "bh-down"]).status.success());
+    m.kill9();
+    let out = w.ociguard(&["exec", "bh-down", "/bin/sh", "-c", "echo DOWN-SHELL-RAN"]);
+    assert!(!stdout(&out).contains("DOWN-SHELL-RAN"), "{}", stderr(&out));
+    assert!(!out.status.success());
+    let out = w.ociguard(&["exec", "bh-down", ld, "/bin/dash", "-c", "echo DOWN-LD-RAN"]);
+    assert!(!stdout(&out).contains("DOWN-LD-RAN"), "{}", stderr(&out));
+    let out = w.ociguard(&["exec", "bh-down", "/bin/echo", "DOWN-ECHO-RAN"]);
+    assert!(stdout(&out).contains("DOWN-ECHO-RAN"), "{}", stderr(&out));
+
+    // Back up: it keeps the programs, guards the container again, and the events that
+    // waited in the ring buffer name it.
+    m.start();
+    let evs = events(&w, &b, "bh-down", 2);
+    let _ = w.crun(&["delete", "-f", "bh-down"]);
+    assert!(
+        m.log()
+            .contains("kept running (pinned by an earlier ociguardd)"),
+        "{}",
+        m.log()
+    );
+    let shell = one(&evs, "shell");
+    assert_eq!(shell["detail"]["enforcer"], "bpf");
+    assert_eq!(shell["detail"]["action"], "kill");
+    assert_eq!(shell["detail"]["path"], "/bin/sh");
+    assert_eq!(
+        shell["detail"]["argv"],
+        json!(["/bin/sh", "-c", "echo DOWN-SHELL-RAN"])
+    );
+    let loader = one(&evs, "loader");
+    assert_eq!(loader["detail"]["enforcer"], "bpf");
+    assert_eq!(loader["detail"]["path"], ld);
+}
+
 #[test]
 fn nothing_stays_guarded_after_many_containers_come_and_go() {
     let b = require_guard!();
-    let w = world(&b, ALL, "enforce");
+    let w = world(&b, &format!("{ALL}\nenviron = true"), "enforce");
     let m = Monitor::started(&w, &b, &[]);
     let ovl = Overlay::new(&w, "many");
     let spec = guarded_spec(&w, &ovl, &["/bin/true"]);
-    const N: usize = 200;
+    const N: usize = 1000;
     for i in 0..N {
         let (code, out) = run(&w, &format!("bh-many-{i}"), &spec);
         assert_eq!(code, 0, "{out}");
@@ -372,4 +537,7 @@ fn nothing_stays_guarded_after_many_containers_come_and_go() {
         released, N,
         "every guard entry and its secret marks are released: {log}"
     );
+    // And nothing of theirs is left in the kernel enforcer's maps.
+    assert_eq!(map_entries(m.bpf_pins(), "og_containers"), 0);
+    assert_eq!(map_entries(m.bpf_pins(), "og_names"), 0);
 }

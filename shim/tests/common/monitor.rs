@@ -57,6 +57,9 @@ pub fn ping(sock: &Path) -> bool {
 pub struct Monitor {
     bin: PathBuf,
     root: PathBuf,
+    /// The BPF enforcer's pins (bpffs): the test's own, removed on drop, which detaches its
+    /// programs (they outlive ociguardd by design).
+    bpf_pins: PathBuf,
     config: PathBuf,
     extra: Vec<String>,
     child: Option<Child>,
@@ -64,8 +67,14 @@ pub struct Monitor {
 
 impl Monitor {
     pub fn new(w: &World, b: &Bins, extra: &[&str]) -> Monitor {
+        let name = w
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Monitor {
             bin: b.ociguardd.clone(),
+            bpf_pins: PathBuf::from(format!("/sys/fs/bpf/ociguard-test-{name}")),
             root: w.path().to_owned(),
             config: w.config(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -78,6 +87,10 @@ impl Monitor {
         let mut m = Monitor::new(w, b, extra);
         m.start();
         m
+    }
+
+    pub fn bpf_pins(&self) -> &Path {
+        &self.bpf_pins
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -100,6 +113,8 @@ impl Monitor {
                 .env("OCIGUARD_CONFIG", &self.config)
                 .arg("--state-dir")
                 .arg(self.root.join("monitor-state"))
+                .arg("--bpf-pin-dir")
+                .arg(&self.bpf_pins)
                 .args(&self.extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -138,5 +153,6 @@ impl Monitor {
 impl Drop for Monitor {
     fn drop(&mut self) {
         self.kill9();
+        let _ = std::fs::remove_dir_all(&self.bpf_pins);
     }
 }
