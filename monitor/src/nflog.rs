@@ -84,6 +84,13 @@ const KERNEL_BUFFER: u32 = 16 * 1024;
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Full comparison of records and sockets (events trigger one sooner for the records they name).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+/// A departed container's socket is read for this long after it exits before it is closed:
+/// the kernel flushes what it batched within [`FLUSH_TIMEOUT`] (our socket keeps the namespace
+/// alive meanwhile), so a container that lived 5 ms still has its denials reported.
+const CLOSE_GRACE: Duration = Duration::from_millis(300);
+/// How long a registration waits for its container's namespace to be watched (the hook's
+/// answer, and so the container's start, waits with it).
+pub const WATCH_WAIT: Duration = Duration::from_secs(1);
 /// The reader wakes at least this often to publish summaries whose window ended.
 const TICK: Duration = Duration::from_millis(250);
 /// Datagrams read from one socket before the others get their turn.
@@ -553,6 +560,8 @@ struct Member {
     /// The record when attached: published with the event if the store lost it since.
     rec: Identity,
     limiter: Limiter,
+    /// Exited or deregistered: read until then, then removed.
+    leaving: Option<Instant>,
 }
 
 /// One network namespace's socket and the containers in it.
@@ -621,46 +630,70 @@ fn lock(w: &Mutex<Watches>) -> MutexGuard<'_, Watches> {
 #[derive(Debug, Default)]
 struct Watches {
     by_netns: HashMap<u64, Watch>,
+    /// Containers the binder could not watch (for a registration waiting on it).
+    failed: HashSet<Key>,
 }
 
 impl Watches {
+    /// Containers watched now (not those leaving).
     fn attached(&self) -> HashMap<Key, (u32, u64)> {
         self.by_netns
             .values()
-            .flat_map(|w| w.members.iter().map(|m| (m.key.clone(), m.process)))
+            .flat_map(|w| w.members.iter())
+            .filter(|m| m.leaving.is_none())
+            .map(|m| (m.key.clone(), m.process))
             .collect()
     }
 
-    /// Remove `key`; returns the socket to close when it was the namespace's last container
-    /// (closed by the caller after removing it from epoll) and a final summary if one is owed.
-    fn detach(&mut self, key: &Key) -> (Option<(u64, Watch)>, Option<Outgoing>) {
-        let Some((&ns, watch)) = self
-            .by_netns
-            .iter_mut()
-            .find(|(_, w)| w.members.iter().any(|m| m.key == *key))
-        else {
-            return (None, None);
-        };
-        let mut out = None;
-        if let Some(i) = watch.members.iter().position(|m| m.key == *key) {
-            let mut m = watch.members.swap_remove(i);
+    /// Mark `key` as leaving: its socket is still read for [`CLOSE_GRACE`], then
+    /// [`Watches::reap`] removes it.
+    fn detach(&mut self, key: &Key, now: Instant) {
+        for w in self.by_netns.values_mut() {
+            for m in w.members.iter_mut().filter(|m| m.key == *key) {
+                m.leaving.get_or_insert(now + CLOSE_GRACE);
+            }
+        }
+    }
+
+    /// Namespaces with a member whose grace has ended.
+    fn due(&self, now: Instant) -> Vec<u64> {
+        self.by_netns
+            .iter()
+            .filter(|(_, w)| {
+                w.members
+                    .iter()
+                    .any(|m| m.leaving.is_some_and(|t| t <= now))
+            })
+            .map(|(ns, _)| *ns)
+            .collect()
+    }
+
+    /// Remove the members of `ns` whose grace ended (the caller read the socket a last time);
+    /// returns the socket to close when they were the namespace's last (closed by the caller
+    /// after removing it from epoll), and the final summaries owed.
+    fn reap(&mut self, ns: u64, now: Instant, out: &mut Vec<Outgoing>) -> Option<Watch> {
+        let watch = self.by_netns.get_mut(&ns)?;
+        let (gone, stay): (Vec<Member>, Vec<Member>) = std::mem::take(&mut watch.members)
+            .into_iter()
+            .partition(|m| m.leaving.is_some_and(|t| t <= now));
+        watch.members = stay;
+        for mut m in gone {
             log::info!(
                 "egress denials of container {}: no longer watched ({} denied while watched)",
                 m.key.id,
                 m.limiter.total()
             );
-            out = m.limiter.drain().map(|n| Outgoing {
+            out.extend(m.limiter.drain().map(|n| Outgoing {
                 detail: summary_text(n, m.limiter.total()),
                 key: m.key,
                 fallback: m.rec,
-            });
+            }));
         }
-        let closed = if watch.members.is_empty() {
-            self.by_netns.remove(&ns).map(|w| (ns, w))
+        if watch.members.is_empty() {
+            self.by_netns.remove(&ns)
         } else {
             None
-        };
-        (closed, out)
+        }
     }
 }
 
@@ -708,9 +741,10 @@ impl fmt::Debug for Binder {
     }
 }
 
-/// The denial counts, for `inspect` (a handle on the threads' shared state).
+/// The denial counts, for `inspect`, and the wait of a registration (a handle on the threads'
+/// shared state).
 #[derive(Clone)]
-pub struct Counts(Arc<Mutex<Watches>>);
+pub struct Counts(Arc<Mutex<Watches>>, u64);
 
 impl fmt::Debug for Counts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -719,6 +753,42 @@ impl fmt::Debug for Counts {
 }
 
 impl Counts {
+    /// Wait (at most `timeout`) until the binder watches the namespace of the container `rec`
+    /// registers, or could not: its denials are then reported from its first packet on, even
+    /// if it lives 5 ms. True when watched. Returns at once for a record without a ruleset.
+    pub fn wait_watched(&self, rec: &Identity, timeout: Duration) -> bool {
+        if target(rec, self.1, None).is_none() {
+            return false;
+        }
+        let key = rec.key();
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let w = lock(&self.0);
+                if w.failed.contains(&key) {
+                    return false;
+                }
+                let watched = w.by_netns.values().any(|watch| {
+                    watch
+                        .members
+                        .iter()
+                        .any(|m| m.key == key && m.leaving.is_none())
+                });
+                if watched {
+                    return true;
+                }
+            }
+            if Instant::now() >= deadline {
+                log::warn!(
+                    "container {}: its namespace was not watched within {timeout:?}: its first egress denials may go unreported",
+                    key.id
+                );
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+
     /// Denied packets attributed to `key` since the monitor began watching it (reported one
     /// by one or in summaries alike); `None` while it is not watched. Memory only: a restart
     /// starts again at 0 (the ruleset's nft counter has the container's whole count).
@@ -790,7 +860,7 @@ pub fn open(
 impl Binder {
     /// A handle for reading the counts while the threads run.
     pub fn counts(&self) -> Counts {
-        Counts(Arc::clone(&self.watches))
+        Counts(Arc::clone(&self.watches), self.home_inode)
     }
 
     /// Follow the records forever: at once for those an event names, all of them every
@@ -859,6 +929,8 @@ impl Binder {
                 .collect();
             self.failed
                 .retain(|k, p| !in_scope(k) || want(k) == Some(*p));
+            let kept: HashSet<Key> = self.failed.keys().cloned().collect();
+            lock(&self.watches).failed.retain(|k| kept.contains(k));
             // Only records not watched yet are copied (a sweep passes over every record).
             let failed = &self.failed;
             let fresh = |r: &&Identity| {
@@ -891,19 +963,15 @@ impl Binder {
                     "container {}: egress denials will not be reported: {e}",
                     key.id
                 );
+                lock(&self.watches).failed.insert(key.clone());
                 self.failed.insert(key, process);
             }
         }
     }
 
+    /// The reader closes the socket once what the kernel still batches has arrived.
     fn detach(&mut self, key: &Key) {
-        let (closed, out) = lock(&self.watches).detach(key);
-        if let Some((ns, w)) = closed {
-            let _ = self.epoll.delete(&w.sock);
-            log::debug!("nflog: netns {ns}: socket closed");
-            // `w.sock` is closed here.
-        }
-        publish(out.into_iter().collect(), &self.store, &self.hub);
+        lock(&self.watches).detach(key, Instant::now());
     }
 
     fn attach(&mut self, rec: Identity) -> Result<(), NflogError> {
@@ -920,6 +988,7 @@ impl Binder {
             created: rec.created,
             rec,
             limiter: Limiter::new(RATE_PER_SEC),
+            leaving: None,
         };
         {
             let mut w = lock(&self.watches);
@@ -997,6 +1066,14 @@ impl Reader {
                     self.drain(&mut w, ev.data(), &mut buf, now, &mut global, &mut out);
                 }
                 if now.saturating_duration_since(last_tick) >= TICK {
+                    for ns in w.due(now) {
+                        // A last read with the departed container still attached.
+                        self.drain(&mut w, ns, &mut buf, now, &mut global, &mut out);
+                        if let Some(closed) = w.reap(ns, now, &mut out) {
+                            let _ = self.epoll.delete(&closed.sock);
+                            log::debug!("nflog: netns {ns}: socket closed");
+                        }
+                    }
                     due_summaries(&mut w, now, &mut out);
                     last_tick = now;
                 }
@@ -1457,6 +1534,7 @@ mod tests {
             created: r.created,
             rec: r,
             limiter: Limiter::new(RATE_PER_SEC),
+            leaving: None,
         }
     }
 
@@ -1514,19 +1592,27 @@ mod tests {
         for _ in 0..12 {
             m.limiter.admit(t0, &mut global);
         }
-        let (closed, out) = w.detach(&rec("app", 5).key());
-        assert!(closed.is_none());
-        assert!(out.unwrap().detail.starts_with("2 more denied"));
+        // Leaving: still attributed to (its late packets are its own) until its grace ends.
+        w.detach(&rec("app", 5).key(), t0);
+        assert!(!w.attached().contains_key(&rec("app", 5).key()));
+        assert!(w.due(t0).is_empty());
+        let later = t0 + CLOSE_GRACE;
+        assert_eq!(w.due(later), vec![4000]);
+        let mut out = Vec::new();
+        assert!(w.reap(4000, later, &mut out).is_none());
+        assert!(out[0].detail.starts_with("2 more denied"), "{out:?}");
         assert_eq!(
             w.by_netns.get_mut(&4000).unwrap().newest().unwrap().key.id,
             "side"
         );
-        assert!(w.detach(&rec("side", 3).key()).0.is_none());
-        let (closed, out) = w.detach(&rec("pause", 1).key());
-        assert_eq!(closed.map(|c| c.0), Some(4000));
-        assert!(out.is_none());
+        w.detach(&rec("side", 3).key(), later);
+        w.detach(&rec("pause", 1).key(), later);
+        let mut out = Vec::new();
+        let closed = w.reap(4000, later + CLOSE_GRACE, &mut out);
+        assert!(closed.is_some());
+        assert!(out.is_empty());
         assert!(w.by_netns.is_empty());
-        assert_eq!(w.detach(&rec("pause", 1).key()).0.map(|c| c.0), None);
+        assert!(w.reap(4000, later + CLOSE_GRACE, &mut out).is_none());
     }
 
     #[test]

@@ -465,11 +465,19 @@ pub fn answer(req: Request, peer: &Peer, shared: &Shared) -> Response {
                     identity.id
                 ));
             }
+            // Egress denials are read from the container's namespace before its process runs.
+            let watch = (event == crate::protocol::Lifecycle::Created)
+                .then(|| shared.egress.get().cloned())
+                .flatten()
+                .map(|counts| (counts, identity.clone()));
             let r = shared.commit(|reply| Op::Register {
                 event,
                 identity: Box::new(identity),
                 reply: Some(reply),
             });
+            if let (Ok(_), Some((counts, rec))) = (&r, watch) {
+                counts.wait_watched(&rec, crate::nflog::WATCH_WAIT);
+            }
             committed(r)
         }
         Request::Deregister { id, bundle } => {

@@ -236,6 +236,45 @@ fn denied_connections_become_monitor_events() {
 }
 
 #[test]
+fn a_container_that_lives_milliseconds_has_its_denial_reported() {
+    let b = match cannot_run() {
+        Ok(b) => b,
+        Err(why) => {
+            eprintln!("skip: {why}");
+            return;
+        }
+    };
+    let (net, w, mon) = setup(&b, "nfs");
+    let host = &net.hosts[0].addr;
+    let id = "it-egress-short";
+    let container = create(&w, &net, id, &format!("nc -w 1 {host} 4444 </dev/null"));
+    // No waiting here: `create` returns only once ociguardd listens in the namespace (the
+    // registration waits for it), so the process cannot run before.
+    let needle = format!("egress denials of container {id}: listening");
+    assert!(mon.log().contains(&needle), "{}", mon.log());
+    let started = Instant::now();
+    start(&w, id);
+    let lived = mon.wait_for("the container to exit", || {
+        let out = w.ociguard(&["state", id]);
+        stdout(&out)
+            .contains("\"stopped\"")
+            .then(|| started.elapsed())
+    });
+    eprintln!("the container lived less than {lived:?}");
+    let e = mon.wait_for("the denial of a container that has gone", || {
+        denials(&w, &b, id).into_iter().find(|e| {
+            e["detail"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with(&format!("tcp {host}:4444 "))
+        })
+    });
+    assert_eq!(e["detail"], format!("tcp {host}:4444 uid 0"), "{e}");
+    drop(container);
+    no_longer_watched(&mon, id, 1);
+}
+
+#[test]
 fn containers_sharing_a_namespace_share_one_socket() {
     let b = match cannot_run() {
         Ok(b) => b,
