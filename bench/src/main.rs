@@ -12,9 +12,12 @@
 //!
 //! Then the in-process cost of decision + rewrite on a bundle carrying Podman's full default
 //! profile, and of the whole create interception (policy load, read, decide, atomic write,
-//! container record, decision log).
+//! container record, decision log); the egress hook; and what `[behavior]`'s enforcers cost
+//! the work inside a container (`behavior`).
 
 #![allow(clippy::print_stdout)] // a report: stdout is its output (the runtime crates deny it)
+
+mod behavior;
 
 // The same private containerd the integration tests start.
 #[path = "../../shim/tests/common/containerd.rs"]
@@ -158,7 +161,25 @@ fn main() -> Result<()> {
 
     in_process(&args, &repo, w)?;
     egress_hook(&args, w)?;
+    match hook_path(&args) {
+        Some(hook) => behavior::run(&behavior::Setup {
+            ociguard: &args.ociguard,
+            hook: &hook,
+            crun: &args.crun,
+            rootfs: &rootfs,
+            work: w,
+        })?,
+        None => println!("[behavior]: skip: ociguard-hook not found"),
+    }
     Ok(())
+}
+
+/// `--hook`, else the ociguard-hook next to `--ociguard`, if it exists.
+fn hook_path(args: &Args) -> Option<PathBuf> {
+    args.hook
+        .clone()
+        .or_else(|| args.ociguard.parent().map(|d| d.join("ociguard-hook")))
+        .filter(|p| p.exists())
 }
 
 /// What the egress hook adds to `create`: `ociguard-hook egress` run as crun runs it (state on
@@ -167,11 +188,7 @@ fn main() -> Result<()> {
 fn egress_hook(args: &Args, w: &Path) -> Result<()> {
     use ociguard_policy::egress::{render, Resolution};
     use std::io::Write as _;
-    let hook = args
-        .hook
-        .clone()
-        .or_else(|| args.ociguard.parent().map(|d| d.join("ociguard-hook")))
-        .filter(|p| p.exists());
+    let hook = hook_path(args);
     println!("egress (nftables ruleset installed by ociguard-hook at createRuntime):");
     let Some(hook) = hook else {
         println!(

@@ -1,0 +1,367 @@
+//! `[behavior]` inside a container: what the enforcers cost the container's own work.
+//!
+//! The same container (busybox on an overlay, as engines mount one) runs two workloads under
+//! three policies, interleaved round by round so that drift hits all alike:
+//! - `none`: no `[behavior]` (identity and seccomp as in the others);
+//! - `kernel`: reverse shells, dropped binaries, environ, the loader, `action = "kill"`: held
+//!   by the BPF enforcer alone (no fanotify exec mark);
+//! - `fanotify`: the same rules with `action = "deny"` (EPERM): fanotify's exec permission
+//!   events in front, the BPF enforcer behind.
+//!
+//! Workloads, timed inside the container by busybox `time -p`: 10,000 fork+exec of
+//! `/bin/true`, and 200,000 open+close of an ordinary file (a shell redirection, no fork).
+//! Then the kernel maps' and ociguardd's memory per guarded container, and the event decoder.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::{json, Value};
+
+const EXECS: u32 = 10_000;
+const OPENS: u32 = 200_000;
+const ROUNDS: usize = 5;
+const VARIANTS: [&str; 3] = ["none", "kernel", "fanotify"];
+const RULES: &str = "reverse_shell = true\ndrop_exec = true\nenviron = true\n";
+
+pub struct Setup<'a> {
+    pub ociguard: &'a Path,
+    pub hook: &'a Path,
+    pub crun: &'a Path,
+    pub rootfs: &'a Path,
+    pub work: &'a Path,
+}
+
+pub fn run(s: &Setup<'_>) -> Result<()> {
+    let w = s.work.join("behavior");
+    let ociguardd = s.ociguard.with_file_name("ociguardd");
+    if !ociguardd.exists() {
+        bail!("{} not built (make build)", ociguardd.display());
+    }
+    let policies = w.join("policies");
+    std::fs::create_dir_all(&policies)?;
+    for v in VARIANTS {
+        let behavior = match v {
+            "none" => String::new(),
+            "kernel" => format!("[behavior]\nmode = \"required\"\naction = \"kill\"\n{RULES}"),
+            _ => format!("[behavior]\nmode = \"required\"\naction = \"deny\"\n{RULES}"),
+        };
+        std::fs::write(
+            policies.join(format!("{v}.toml")),
+            format!("name = \"{v}\"\n[match]\nannotations = {{ \"org.example.beh\" = \"{v}\" }}\n{behavior}"),
+        )?;
+    }
+    let socket = w.join("run/monitor.sock");
+    let config = w.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "runtime = \"{}\"\npolicy_dir = \"{}\"\ndecision_log = \"{}\"\nstate_dir = \"{}\"\nhook_path = \"{}\"\nmonitor_socket = \"{}\"\nspool_dir = \"{}\"\n",
+            s.crun.display(),
+            policies.display(),
+            w.join("decisions.jsonl").display(),
+            w.join("state").display(),
+            s.hook.display(),
+            socket.display(),
+            w.join("spool").display(),
+        ),
+    )?;
+    let pins = PathBuf::from(format!("/sys/fs/bpf/ociguard-bench-{}", std::process::id()));
+    let monitor = Monitor::start(&ociguardd, &config, &w, &pins, &socket)?;
+    let ovl = Overlay::mount(s.rootfs, &w)?;
+
+    println!(
+        "\n[behavior] inside one container, median of {ROUNDS} interleaved rounds (busybox `time -p`):"
+    );
+    let exec_script = format!("i=0; while [ $i -lt {EXECS} ]; do /bin/true; i=$((i+1)); done");
+    let open_script =
+        format!("i=0; while [ $i -lt {OPENS} ]; do : </etc/hostname; i=$((i+1)); done");
+    for (what, script, target) in [
+        (
+            format!("{EXECS} fork+exec of /bin/true"),
+            &exec_script,
+            1.05,
+        ),
+        (format!("{OPENS} open+close"), &open_script, 1.03),
+    ] {
+        let mut samples: [Vec<f64>; 3] = Default::default();
+        for round in 0..ROUNDS + 1 {
+            for k in 0..VARIANTS.len() {
+                let v = (round + k) % VARIANTS.len();
+                let id = format!("beh-{round}-{v}");
+                let secs = timed(
+                    s.ociguard,
+                    &config,
+                    &w,
+                    &ovl.merged,
+                    VARIANTS[v],
+                    &id,
+                    script,
+                )?;
+                if round > 0 {
+                    samples[v].push(secs); // the first round warms caches
+                }
+            }
+        }
+        let med: Vec<f64> = samples.iter_mut().map(|x| median(x)).collect();
+        println!("  {what}:");
+        for (k, v) in VARIANTS.iter().enumerate() {
+            println!("    {v:<9} {:>8.3} s", med[k]);
+        }
+        println!(
+            "    kernel / none   = {:.3}x   (target <= {target}x)",
+            med[1] / med[0]
+        );
+        println!(
+            "    fanotify / none = {:.3}x   (EPERM answers: a round trip to ociguardd per exec)",
+            med[2] / med[0]
+        );
+    }
+
+    memory(s.ociguard, &config, &w, &ovl.merged, &pins, monitor.pid())?;
+    decode_rate();
+    drop(ovl);
+    drop(monitor);
+    Ok(())
+}
+
+/// The container's own time for `script`, in seconds.
+fn timed(
+    ociguard: &Path,
+    config: &Path,
+    w: &Path,
+    rootfs: &Path,
+    variant: &str,
+    id: &str,
+    script: &str,
+) -> Result<f64> {
+    let bundle = w.join("bundle");
+    std::fs::create_dir_all(&bundle)?;
+    let spec = spec(
+        rootfs,
+        variant,
+        &["/bin/busybox", "time", "-p", "/bin/sh", "-c", script],
+    );
+    std::fs::write(bundle.join("config.json"), serde_json::to_vec(&spec)?)?;
+    let out = Command::new(ociguard)
+        .env("OCIGUARD_CONFIG", config)
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .output()?;
+    let _ = Command::new(ociguard)
+        .env("OCIGUARD_CONFIG", config)
+        .args(["delete", "-f", id])
+        .output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("{variant}: ociguard run: {err}");
+    }
+    err.lines()
+        .find_map(|l| l.strip_prefix("real "))
+        .and_then(|t| t.trim().parse().ok())
+        .with_context(|| format!("{variant}: no `real` time in {err:?}"))
+}
+
+/// Bytes the kernel maps hold, and ociguardd's resident memory, per guarded container.
+fn memory(
+    ociguard: &Path,
+    config: &Path,
+    w: &Path,
+    rootfs: &Path,
+    pins: &Path,
+    monitor: u32,
+) -> Result<()> {
+    const K: usize = 50;
+    let before = (map_bytes(pins)?, rss_kib(monitor)?);
+    let mut ids = Vec::new();
+    for i in 0..K {
+        let id = format!("beh-mem-{i}");
+        let bundle = w.join(format!("bundle-{id}"));
+        std::fs::create_dir_all(&bundle)?;
+        let spec = spec(rootfs, "kernel", &["/bin/sleep", "60"]);
+        std::fs::write(bundle.join("config.json"), serde_json::to_vec(&spec)?)?;
+        let out = Command::new(ociguard)
+            .env("OCIGUARD_CONFIG", config)
+            .args(["run", "-d", "--bundle"])
+            .arg(&bundle)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            bail!("run -d {id}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        ids.push(id);
+    }
+    let after = (map_bytes(pins)?, rss_kib(monitor)?);
+    for id in &ids {
+        let _ = Command::new(ociguard)
+            .env("OCIGUARD_CONFIG", config)
+            .args(["delete", "-f", id])
+            .output();
+    }
+    println!(
+        "  memory per guarded container ({K} running): kernel maps {:.0} bytes (bpftool's memlock of og_containers + og_names), ociguardd {:.1} KiB RSS",
+        (after.0.saturating_sub(before.0)) as f64 / K as f64,
+        (after.1.saturating_sub(before.1)) as f64 / K as f64
+    );
+    Ok(())
+}
+
+fn map_bytes(pins: &Path) -> Result<u64> {
+    let mut total = 0;
+    for map in ["og_containers", "og_names"] {
+        let out = Command::new("bpftool")
+            .args(["-j", "map", "show", "pinned"])
+            .arg(pins.join(map))
+            .output()
+            .context("bpftool (scripts/host-setup.sh test installs it)")?;
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("bpftool map show {map}"))?;
+        total += v["bytes_memlock"].as_u64().unwrap_or(0);
+    }
+    Ok(total)
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("VmRSS")
+}
+
+/// How fast ociguardd decodes the enforcer's ring-buffer records (one core, in process).
+fn decode_rate() {
+    use ociguard_monitor::bpf::{KernelEvent, EVENT_LEN};
+    let mut rec = vec![0u8; EVENT_LEN];
+    rec[28..32].copy_from_slice(&8u32.to_ne_bytes()); // environ
+    rec[36..40].copy_from_slice(&2u32.to_ne_bytes()); // open
+    rec[40..44].copy_from_slice(&16u32.to_ne_bytes());
+    rec[48..51].copy_from_slice(b"cat");
+    rec[80..87].copy_from_slice(b"environ");
+    rec[336..352].copy_from_slice(b"cat\0/proc/1/envi");
+    const N: u32 = 1_000_000;
+    let t = Instant::now();
+    let mut n = 0u64;
+    for i in 0..N {
+        rec[16..20].copy_from_slice(&i.to_ne_bytes());
+        if let Some(ev) = KernelEvent::decode(std::hint::black_box(&rec)) {
+            n += u64::from(ev.pid & 1);
+        }
+    }
+    let rate = f64::from(N) / t.elapsed().as_secs_f64();
+    println!(
+        "  ring-buffer records decoded: {:.0}/s on one core (target >= 100,000/s){}",
+        rate,
+        if n == 0 { " (none decoded!)" } else { "" }
+    );
+}
+
+fn spec(rootfs: &Path, variant: &str, args: &[&str]) -> Value {
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {"terminal": false, "user": {"uid": 0, "gid": 0}, "args": args,
+            "env": ["PATH=/bin"], "cwd": "/",
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}]},
+        "root": {"path": rootfs, "readonly": false},
+        "hostname": "bench",
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                   {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]}],
+        "annotations": {"org.example.beh": variant},
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]}
+    })
+}
+
+fn median(x: &mut [f64]) -> f64 {
+    x.sort_by(f64::total_cmp);
+    x.get(x.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// A private ociguardd with its own BPF pins, removed (programs detached) when dropped.
+struct Monitor {
+    child: Child,
+    pins: PathBuf,
+}
+
+impl Monitor {
+    fn start(bin: &Path, config: &Path, w: &Path, pins: &Path, socket: &Path) -> Result<Monitor> {
+        let log = std::fs::File::create(w.join("ociguardd.log"))?;
+        let child = Command::new(bin)
+            .env("OCIGUARD_CONFIG", config)
+            .arg("--state-dir")
+            .arg(w.join("monitor-state"))
+            .arg("--bpf-pin-dir")
+            .arg(pins)
+            .args(["--no-containerd", "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        let m = Monitor {
+            child,
+            pins: pins.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !socket.exists() {
+            if Instant::now() > deadline {
+                bail!(
+                    "ociguardd did not start: {}",
+                    w.join("ociguardd.log").display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(m)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.pins);
+    }
+}
+
+/// The busybox rootfs as an overlay's lower layer (fanotify marks a filesystem of its own).
+struct Overlay {
+    merged: PathBuf,
+}
+
+impl Overlay {
+    fn mount(lower: &Path, w: &Path) -> Result<Overlay> {
+        let (upper, work, merged) = (w.join("upper"), w.join("work"), w.join("merged"));
+        for d in [&upper, &work, &merged] {
+            std::fs::create_dir_all(d)?;
+        }
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        let st = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(&merged)
+            .status()?;
+        if !st.success() {
+            bail!("mount overlay at {}", merged.display());
+        }
+        Ok(Overlay { merged })
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.merged).status();
+    }
+}
