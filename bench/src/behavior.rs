@@ -35,6 +35,13 @@ pub struct Setup<'a> {
 
 pub fn run(s: &Setup<'_>) -> Result<()> {
     let w = s.work.join("behavior");
+    let abs = |p: &Path| p.canonicalize().with_context(|| p.display().to_string());
+    let (ociguard, hook) = (abs(s.ociguard)?, abs(s.hook)?);
+    let s = &Setup {
+        ociguard: &ociguard,
+        hook: &hook,
+        ..*s
+    };
     let ociguardd = s.ociguard.with_file_name("ociguardd");
     if !ociguardd.exists() {
         bail!("{} not built (make build)", ociguardd.display());
@@ -68,15 +75,15 @@ pub fn run(s: &Setup<'_>) -> Result<()> {
         ),
     )?;
     let pins = PathBuf::from(format!("/sys/fs/bpf/ociguard-bench-{}", std::process::id()));
-    let monitor = Monitor::start(&ociguardd, &config, &w, &pins, &socket)?;
+    let mut monitor = Monitor::start(&ociguardd, &config, &w, &pins, &socket)?;
     let ovl = Overlay::mount(s.rootfs, &w)?;
 
     println!(
-        "\n[behavior] inside one container, median of {ROUNDS} interleaved rounds (busybox `time -p`):"
+        "\n[behavior] inside one container, median of interleaved rounds (busybox `time -p`):"
     );
     let exec_script = format!("i=0; while [ $i -lt {EXECS} ]; do /bin/true; i=$((i+1)); done");
     let open_script =
-        format!("i=0; while [ $i -lt {OPENS} ]; do : </etc/hostname; i=$((i+1)); done");
+        format!("i=0; while [ $i -lt {OPENS} ]; do : </bin/busybox; i=$((i+1)); done");
     for (what, script, target) in [
         (
             format!("{EXECS} fork+exec of /bin/true"),
@@ -86,7 +93,13 @@ pub fn run(s: &Setup<'_>) -> Result<()> {
         (format!("{OPENS} open+close"), &open_script, 1.03),
     ] {
         let mut samples: [Vec<f64>; 3] = Default::default();
-        for round in 0..ROUNDS + 1 {
+        // Opens are quick: more rounds for the same confidence.
+        let rounds = if script == &open_script {
+            3 * ROUNDS
+        } else {
+            ROUNDS
+        };
+        for round in 0..rounds + 1 {
             for k in 0..VARIANTS.len() {
                 let v = (round + k) % VARIANTS.len();
                 let id = format!("beh-{round}-{v}");
@@ -119,6 +132,7 @@ pub fn run(s: &Setup<'_>) -> Result<()> {
         );
     }
 
+    host_cost(&mut monitor, &s.rootfs.join("bin/busybox"), &open_script)?;
     memory(s.ociguard, &config, &w, &ovl.merged, &pins, monitor.pid())?;
     decode_rate();
     drop(ovl);
@@ -165,6 +179,37 @@ fn timed(
         .with_context(|| format!("{variant}: no `real` time in {err:?}"))
 }
 
+/// What the enforcer's programs cost every process of the node, guarded or not: the open loop
+/// run on the host with the programs attached, and detached (their link pins removed),
+/// alternately.
+fn host_cost(monitor: &mut Monitor, busybox: &Path, script: &str) -> Result<()> {
+    let mut samples: [Vec<f64>; 2] = Default::default();
+    for round in 0..7 {
+        for k in 0..2 {
+            let attached = (round + k) % 2 == 0;
+            if attached {
+                monitor.restart()?;
+            } else {
+                monitor.detach_programs()?;
+            }
+            let t = Instant::now();
+            let st = Command::new(busybox).args(["sh", "-c", script]).status()?;
+            if !st.success() {
+                bail!("host open loop: {st}");
+            }
+            if round > 0 {
+                samples[usize::from(!attached)].push(t.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let (on, off) = (median(&mut samples[0]), median(&mut samples[1]));
+    println!(
+        "  on the host, not in any container: {OPENS} open+close with the programs attached {on:.3} s, detached {off:.3} s: {:.3}x",
+        on / off
+    );
+    monitor.restart()
+}
+
 /// Bytes the kernel maps hold, and ociguardd's resident memory, per guarded container.
 fn memory(
     ociguard: &Path,
@@ -178,21 +223,27 @@ fn memory(
     let before = (map_bytes(pins)?, rss_kib(monitor)?);
     let mut ids = Vec::new();
     for i in 0..K {
-        let id = format!("beh-mem-{i}");
+        let id = format!("beh-mem-{}-{i}", std::process::id());
         let bundle = w.join(format!("bundle-{id}"));
         std::fs::create_dir_all(&bundle)?;
         let spec = spec(rootfs, "kernel", &["/bin/sleep", "60"]);
         std::fs::write(bundle.join("config.json"), serde_json::to_vec(&spec)?)?;
-        let out = Command::new(ociguard)
+        // Not `output()`: the detached container keeps whatever stdio it is given.
+        let err = w.join(format!("{id}.err"));
+        let st = Command::new(ociguard)
             .env("OCIGUARD_CONFIG", config)
             .args(["run", "-d", "--bundle"])
             .arg(&bundle)
             .arg(&id)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .output()?;
-        if !out.status.success() {
-            bail!("run -d {id}: {}", String::from_utf8_lossy(&out.stderr));
+            .stderr(std::fs::File::create(&err)?)
+            .status()?;
+        if !st.success() {
+            bail!(
+                "run -d {id}: {}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
         }
         ids.push(id);
     }
@@ -285,43 +336,99 @@ fn median(x: &mut [f64]) -> f64 {
 /// A private ociguardd with its own BPF pins, removed (programs detached) when dropped.
 struct Monitor {
     child: Child,
+    cmd: Vec<std::ffi::OsString>,
+    bin: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
     pins: PathBuf,
+    socket: PathBuf,
 }
 
 impl Monitor {
     fn start(bin: &Path, config: &Path, w: &Path, pins: &Path, socket: &Path) -> Result<Monitor> {
-        let log = std::fs::File::create(w.join("ociguardd.log"))?;
-        let child = Command::new(bin)
-            .env("OCIGUARD_CONFIG", config)
-            .arg("--state-dir")
-            .arg(w.join("monitor-state"))
-            .arg("--bpf-pin-dir")
-            .arg(pins)
-            .args(["--no-containerd", "--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
+        let mut cmd: Vec<std::ffi::OsString> =
+            vec!["--state-dir".into(), w.join("monitor-state").into()];
+        cmd.extend(["--bpf-pin-dir".into(), pins.as_os_str().to_owned()]);
+        cmd.extend(["--no-containerd", "--log-level", "info"].map(Into::into));
+        let log = w.join("ociguardd.log");
+        let child = spawn(bin, config, &cmd, &log)?;
         let m = Monitor {
             child,
+            cmd,
+            bin: bin.to_owned(),
+            config: config.to_owned(),
+            log,
             pins: pins.to_owned(),
+            socket: socket.to_owned(),
         };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !socket.exists() {
-            if Instant::now() > deadline {
-                bail!(
-                    "ociguardd did not start: {}",
-                    w.join("ociguardd.log").display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        m.wait_until("its socket", || {
+            std::os::unix::net::UnixStream::connect(socket).is_ok()
+        })?;
+        m.wait_until("its programs", || m.attached())?;
         Ok(m)
+    }
+
+    fn attached(&self) -> bool {
+        std::fs::read_dir(&self.pins).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("prog-"))
+        })
+    }
+
+    /// Unpin the programs' links: the kernel detaches them (the maps stay).
+    fn detach_programs(&self) -> Result<()> {
+        for e in std::fs::read_dir(&self.pins)?.flatten() {
+            if e.file_name().to_string_lossy().starts_with("prog-") {
+                std::fs::remove_dir_all(e.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Kill and start again: the new ociguardd attaches the programs anew.
+    fn restart(&mut self) -> Result<()> {
+        if self.attached() {
+            return Ok(());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.bin, &self.config, &self.cmd, &self.log)?;
+        self.wait_until("its programs", || self.attached())?;
+        // And its socket answers (the old one's file is still there).
+        let socket = self.socket.clone();
+        self.wait_until("its socket", || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        })
+    }
+
+    fn wait_until(&self, what: &str, ok: impl Fn() -> bool) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !ok() {
+            if Instant::now() > deadline {
+                bail!("ociguardd: no {what}: see {}", self.log.display());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
     }
 
     fn pid(&self) -> u32 {
         self.child.id()
     }
+}
+
+fn spawn(bin: &Path, config: &Path, args: &[std::ffi::OsString], log: &Path) -> Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    Ok(Command::new(bin)
+        .env("OCIGUARD_CONFIG", config)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?)
 }
 
 impl Drop for Monitor {

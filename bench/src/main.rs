@@ -48,6 +48,9 @@ struct Args {
     /// The ociguard-hook binary (default: next to `--ociguard`).
     #[arg(long)]
     hook: Option<PathBuf>,
+    /// Only the `[behavior]` measurements.
+    #[arg(long)]
+    only_behavior: bool,
 }
 
 const POLICY: &str = r#"
@@ -113,6 +116,9 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&bundle)?;
     let root = w.join("root");
 
+    if args.only_behavior {
+        return behavior_section(&args, &rootfs, w);
+    }
     const N: usize = 4;
     eprintln!("bench: {} cycles x {N} variants, interleaved", args.cycles);
     let variants: [(&str, &Path, &Path); N] = [
@@ -161,17 +167,23 @@ fn main() -> Result<()> {
 
     in_process(&args, &repo, w)?;
     egress_hook(&args, w)?;
-    match hook_path(&args) {
+    behavior_section(&args, &rootfs, w)
+}
+
+fn behavior_section(args: &Args, rootfs: &Path, w: &Path) -> Result<()> {
+    match hook_path(args) {
         Some(hook) => behavior::run(&behavior::Setup {
             ociguard: &args.ociguard,
             hook: &hook,
             crun: &args.crun,
-            rootfs: &rootfs,
+            rootfs,
             work: w,
-        })?,
-        None => println!("[behavior]: skip: ociguard-hook not found"),
+        }),
+        None => {
+            println!("[behavior]: skip: ociguard-hook not found");
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 /// `--hook`, else the ociguard-hook next to `--ociguard`, if it exists.

