@@ -122,6 +122,26 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         writeln!(out, "config.json: already as ociguard would write it")?;
     }
+    for c in &d.changes {
+        if let ociguard_policy::rewrite::Change::Behavior {
+            enforcer,
+            rules,
+            not_held,
+            noexec,
+        } = c
+        {
+            writeln!(out, "behavior rules, held by {enforcer}:")?;
+            for r in rules {
+                writeln!(out, "  {r}")?;
+            }
+            for r in not_held {
+                writeln!(out, "  NOT HELD {r}")?;
+            }
+            if !noexec.is_empty() {
+                writeln!(out, "  noexec: {}", noexec.join(", "))?;
+            }
+        }
+    }
     if let Some(a) = &plan.apparmor {
         let status = if a.load { "applied" } else { "not applied" };
         writeln!(
