@@ -284,15 +284,6 @@ impl KernelEvent {
     }
 }
 
-/// Counters the programs keep (summed over CPUs).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Events the ring buffer had no room for.
-    pub lost: u64,
-    pub killed: u64,
-    pub audited: u64,
-}
-
 /// The loaded (or reused) enforcer.
 #[derive(Debug)]
 pub struct Enforcer {
@@ -406,27 +397,34 @@ impl Enforcer {
             }
         }
         let mut keys = Vec::with_capacity(plan.names.len());
-        for (name, bits) in &plan.names {
-            let k = name_key(mntns, name);
-            if let Err(source) = self.names.update(&k, &bits.to_ne_bytes(), MapFlags::ANY) {
-                self.delete_names(&keys);
-                return Err(BpfError::Write {
-                    map: MAP_NAMES,
-                    max: 262_144,
-                    source,
-                });
-            }
-            keys.push(k);
-        }
-        // The container entry last: the programs act on a namespace only once it is there,
-        // and by then its names are.
-        if let Err(source) = self.containers.update(&key, &cfg.to_bytes(), MapFlags::ANY) {
-            self.delete_names(&keys);
-            return Err(BpfError::Write {
-                map: MAP_CONTAINERS,
-                max: 16_384,
+        let written = plan
+            .names
+            .iter()
+            .try_for_each(|(name, bits)| {
+                let k = name_key(mntns, name);
+                self.names.update(&k, &bits.to_ne_bytes(), MapFlags::ANY)?;
+                keys.push(k);
+                Ok(())
+            })
+            .map_err(|source| BpfError::Write {
+                map: MAP_NAMES,
+                max: 262_144,
                 source,
+            })
+            // The container entry last: the programs act on a namespace only once it is
+            // there, and by then its names are.
+            .and_then(|()| {
+                self.containers
+                    .update(&key, &cfg.to_bytes(), MapFlags::ANY)
+                    .map_err(|source| BpfError::Write {
+                        map: MAP_CONTAINERS,
+                        max: 16_384,
+                        source,
+                    })
             });
+        if let Err(e) = written {
+            self.delete_names(&keys);
+            return Err(e);
         }
         self.held
             .lock()
@@ -475,37 +473,19 @@ impl Enforcer {
         dropped
     }
 
-    /// The namespaces held now (the map's keys).
-    pub fn namespaces(&self) -> Vec<u64> {
-        self.containers
-            .keys()
-            .filter_map(|k| Some(u64::from_ne_bytes(k.get(..8)?.try_into().ok()?)))
-            .collect()
-    }
-
-    /// Entries in (containers, names): both 0 once every container has gone.
-    pub fn entries(&self) -> (usize, usize) {
-        (self.containers.keys().count(), self.names.keys().count())
-    }
-
-    pub fn stats(&self) -> Stats {
-        let sum = |i: u32| -> u64 {
-            self.stats
-                .lookup_percpu(&i.to_ne_bytes(), MapFlags::ANY)
-                .ok()
-                .flatten()
-                .map(|cpus| {
-                    cpus.iter()
-                        .filter_map(|v| Some(u64::from_ne_bytes(v.get(..8)?.try_into().ok()?)))
-                        .sum()
-                })
-                .unwrap_or(0)
-        };
-        Stats {
-            lost: sum(0),
-            killed: sum(1),
-            audited: sum(2),
-        }
+    /// Events the ring buffer had no room for, since the maps were made (summed over CPUs;
+    /// the programs also count kills and audits, for `bpftool map dump`).
+    fn lost(&self) -> u64 {
+        self.stats
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .map(|cpus| {
+                cpus.iter()
+                    .filter_map(|v| Some(u64::from_ne_bytes(v.get(..8)?.try_into().ok()?)))
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 
     /// Hand every event to `on_event`, and every second the number lost since the last call
@@ -528,14 +508,14 @@ impl Enforcer {
         let ring = builder
             .build()
             .map_err(|e| BpfError::Setup(format!("ring buffer {MAP_EVENTS}: {e}")))?;
-        let mut lost = self.stats().lost;
+        let mut lost = self.lost();
         loop {
             match ring.poll(Duration::from_secs(1)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => {}
                 Err(e) => return Err(BpfError::Setup(format!("ring buffer {MAP_EVENTS}: {e}"))),
             }
-            let now = self.stats().lost;
+            let now = self.lost();
             if now > lost {
                 on_lost(now - lost);
                 lost = now;
@@ -599,15 +579,6 @@ fn forward_libbpf_log() {
         }
     }
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, print)));
-}
-
-/// Is the BPF LSM listed as active? (It is, here, and the kernel still refuses `lsm/`
-/// programs: the note says so rather than guessing.)
-pub fn lsm_note() -> Option<String> {
-    let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").ok()?;
-    lsm.split(',')
-        .any(|l| l.trim() == "bpf")
-        .then(|| "the BPF LSM is listed; ociguard's enforcer uses BTF tracepoints, which need no LSM (trampoline programs are refused on some kernels)".to_owned())
 }
 
 #[cfg(test)]

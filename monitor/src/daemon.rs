@@ -300,7 +300,6 @@ fn start_guard(
         notes.push("BPF enforcer turned off (--no-bpf)".to_owned());
         None
     };
-    notes.extend(crate::bpf::lsm_note());
     let guard = match crate::guard::Guard::new(Arc::clone(store), Arc::clone(hub), kernel.clone()) {
         Ok(g) => {
             let run = Arc::clone(&g);

@@ -753,26 +753,28 @@ impl fmt::Debug for Counts {
 }
 
 impl Counts {
-    /// Wait (at most `timeout`) until the binder watches the namespace of the container `rec`
-    /// registers, or could not: its denials are then reported from its first packet on, even
-    /// if it lives 5 ms. True when watched. Returns at once for a record without a ruleset.
-    pub fn wait_watched(&self, rec: &Identity, timeout: Duration) -> bool {
-        if target(rec, self.1, None).is_none() {
-            return false;
-        }
-        let key = rec.key();
+    /// The container the registration of `rec` should wait for (see [`Counts::wait_watched`]):
+    /// `None` for a record without a ruleset or in the node's own namespace.
+    pub fn to_watch(&self, rec: &Identity) -> Option<Key> {
+        target(rec, self.1, None).map(|_| rec.key())
+    }
+
+    /// Wait (at most `timeout`) until the binder watches the namespace of container `key`, or
+    /// could not: its denials are then reported from its first packet on, even if it lives
+    /// 5 ms. True when watched.
+    pub fn wait_watched(&self, key: &Key, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             {
                 let w = lock(&self.0);
-                if w.failed.contains(&key) {
+                if w.failed.contains(key) {
                     return false;
                 }
                 let watched = w.by_netns.values().any(|watch| {
                     watch
                         .members
                         .iter()
-                        .any(|m| m.key == key && m.leaving.is_none())
+                        .any(|m| m.key == *key && m.leaving.is_none())
                 });
                 if watched {
                     return true;

@@ -466,17 +466,18 @@ pub fn answer(req: Request, peer: &Peer, shared: &Shared) -> Response {
                 ));
             }
             // Egress denials are read from the container's namespace before its process runs.
-            let watch = (event == crate::protocol::Lifecycle::Created)
-                .then(|| shared.egress.get().cloned())
-                .flatten()
-                .map(|counts| (counts, identity.clone()));
+            let watch = shared
+                .egress
+                .get()
+                .filter(|_| event == crate::protocol::Lifecycle::Created)
+                .and_then(|counts| Some((counts, counts.to_watch(&identity)?)));
             let r = shared.commit(|reply| Op::Register {
                 event,
                 identity: Box::new(identity),
                 reply: Some(reply),
             });
-            if let (Ok(_), Some((counts, rec))) = (&r, watch) {
-                counts.wait_watched(&rec, crate::nflog::WATCH_WAIT);
+            if let (Ok(_), Some((counts, key))) = (&r, watch) {
+                counts.wait_watched(&key, crate::nflog::WATCH_WAIT);
             }
             committed(r)
         }

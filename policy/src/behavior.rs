@@ -483,7 +483,7 @@ impl Compiled {
             || !self.allowed_exec.is_empty()
     }
 
-    /// The rules these compiled rules hold, as [`BehaviorRules::rules`] names them.
+    /// The rules these compiled rules turn on, in the order `explain` shows them.
     pub fn rules(&self) -> Vec<Rule> {
         let mut out = Vec::new();
         let mut add = |on: bool, r: Rule| {
