@@ -175,6 +175,44 @@ impl BehaviorRules {
     }
 }
 
+/// What an action outside the learned profile does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnAnomaly {
+    /// No comparison with the profile.
+    #[default]
+    Off,
+    /// An `anomaly` event naming the identity, the image digest and the profile.
+    Report,
+    /// Reported, and the process that did it is killed (SIGKILL). An unexpected destination
+    /// is refused by the egress allowlist, not by a kill: a packet names no process.
+    Kill,
+}
+
+impl OnAnomaly {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnAnomaly::Off => "off",
+            OnAnomaly::Report => "report",
+            OnAnomaly::Kill => "kill",
+        }
+    }
+}
+
+/// `[profile]` as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileRules {
+    #[serde(default)]
+    pub on_anomaly: OnAnomaly,
+}
+
+impl ProfileRules {
+    pub fn is_off(&self) -> bool {
+        self.on_anomaly == OnAnomaly::Off
+    }
+}
+
 /// The enforcers a node may have; see `ociguard_monitor::guard` and `ociguard_monitor::bpf`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -421,13 +459,24 @@ pub struct Compiled {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kill: Vec<Rule>,
     pub action: Action,
+    /// `mode = "learn"`: record what the container does into its profile.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub learn: bool,
+    /// Compare what it does with its profile.
+    #[serde(default, skip_serializing_if = "is_off")]
+    pub on_anomaly: OnAnomaly,
+}
+
+fn is_off(a: &OnAnomaly) -> bool {
+    *a == OnAnomaly::Off
 }
 
 impl Compiled {
-    /// `None` when the policy has no `[behavior]`.
+    /// `None` when the policy has no `[behavior]`, does not learn and has no `[profile]`.
     pub fn from_policy(policy: &Policy, digest: &str, spec: &Value) -> Option<Compiled> {
         let b = &policy.behavior;
-        if b.is_off() {
+        let learn = policy.mode == Mode::Learn;
+        if b.is_off() && !learn && policy.profile.is_off() {
             return None;
         }
         let strings = |l: &[Spanned<String>]| -> Vec<String> {
@@ -447,7 +496,7 @@ impl Compiled {
         Some(Compiled {
             policy: policy.name.get_ref().clone(),
             policy_digest: digest.to_owned(),
-            audit: policy.mode == Mode::Audit,
+            audit: !policy.mode.enforces(),
             required: b.mode == AppArmorMode::Required && policy.mode == Mode::Enforce,
             deny_exec: strings(&b.deny_exec),
             allowed_exec: strings(&b.allowed_exec),
@@ -461,6 +510,8 @@ impl Compiled {
             secret_readers: strings(&b.secret_readers),
             kill: b.kill.clone(),
             action: b.action,
+            learn,
+            on_anomaly: policy.profile.on_anomaly,
         })
     }
 
@@ -473,6 +524,17 @@ impl Compiled {
         } else {
             self.action
         }
+    }
+
+    /// Does ociguardd watch what the container does (to learn its profile, or to compare
+    /// with it)?
+    pub fn observes(&self) -> bool {
+        self.learn || self.on_anomaly != OnAnomaly::Off
+    }
+
+    /// Must the guard see opens of the secrets (to refuse, record or compare them)?
+    pub fn watches_secrets(&self) -> bool {
+        !self.secrets.is_empty() && (self.protect_secrets || self.observes())
     }
 
     /// Any rule about what may be executed.
@@ -557,6 +619,24 @@ impl Compiled {
         }
         Some((Rule::Secret, self.action_of(Rule::Secret)))
     }
+}
+
+/// The program an exec runs, as rules and profiles name it: the path asked for, or for an
+/// applet of a multi-call binary ([`MULTI_CALL`]) `/bin/APPLET`, from `argv[0]` (or `argv[1]`
+/// when `argv[0]` names the binary itself: `busybox sh`).
+pub fn program_name(asked: &str, resolved: &str, argv: &[String]) -> String {
+    let base = |p: &str| -> String { p.rsplit('/').next().unwrap_or(p).to_owned() };
+    let multi = |p: &str| MULTI_CALL.contains(&base(p).as_str());
+    if multi(asked) || multi(resolved) {
+        let applet = match argv.first() {
+            Some(a0) if !multi(a0) => Some(a0),
+            _ => argv.get(1),
+        };
+        if let Some(a) = applet.map(|a| base(a)).filter(|a| !a.is_empty()) {
+            return format!("/bin/{a}");
+        }
+    }
+    asked.to_owned()
 }
 
 /// What the enforcer observed of one exec.
@@ -709,6 +789,22 @@ mod tests {
         assert!(!c.is_secret("/etc/passwd"));
         assert_eq!(c.decide_secret("/bin/busybox").unwrap().0, Rule::Secret);
         assert_eq!(c.decide_secret("/app/reader"), None);
+    }
+
+    #[test]
+    fn programs_are_named_as_the_guard_decides_on_them() {
+        let v = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(program_name("/bin/ls", "/bin/busybox", &v(&["ls", "-l"])), "/bin/ls");
+        assert_eq!(
+            program_name("/usr/bin/wget", "/bin/busybox", &v(&["wget", "x"])),
+            "/bin/wget"
+        );
+        assert_eq!(
+            program_name("/bin/busybox", "/bin/busybox", &v(&["busybox", "sh"])),
+            "/bin/sh"
+        );
+        assert_eq!(program_name("/app/server", "/app/server", &v(&["server"])), "/app/server");
+        assert_eq!(program_name("/bin/busybox", "/bin/busybox", &[]), "/bin/busybox");
     }
 
     #[test]

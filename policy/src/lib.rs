@@ -15,6 +15,7 @@ pub mod decision;
 pub mod digest;
 pub mod egress;
 pub mod excerpt;
+pub mod generate;
 pub mod identity;
 pub mod image_seccomp;
 pub mod kubernetes;
@@ -22,6 +23,7 @@ pub mod load;
 pub mod location;
 pub mod model;
 pub mod oci_hooks;
+pub mod profile;
 pub mod rewrite;
 pub mod seccomp;
 #[cfg(feature = "bpf")]

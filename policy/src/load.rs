@@ -328,6 +328,7 @@ pub fn builtin_default() -> LoadedPolicy {
         annotations: Default::default(),
         apparmor: Default::default(),
         behavior: Default::default(),
+        profile: Default::default(),
         identity: Default::default(),
         egress: Default::default(),
     };

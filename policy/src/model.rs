@@ -23,6 +23,9 @@ pub enum Mode {
     Enforce,
     /// Record what would be applied; only add logging (seccomp `SCMP_ACT_LOG`), never deny.
     Audit,
+    /// `audit`, and ociguardd records what the container does into the behaviour profile of
+    /// its image and service identity (`ociguardctl profile show`, `policy generate`).
+    Learn,
 }
 
 impl Mode {
@@ -30,6 +33,22 @@ impl Mode {
         match self {
             Mode::Enforce => "enforce",
             Mode::Audit => "audit",
+            Mode::Learn => "learn",
+        }
+    }
+
+    /// Does the policy block what it forbids (rather than only report it)?
+    pub fn enforces(self) -> bool {
+        self == Mode::Enforce
+    }
+
+    /// The mode named by `s` (an annotation ociguard wrote); anything else is `enforce`, the
+    /// strictest reading.
+    pub fn parse_or_enforce(s: &str) -> Mode {
+        match s {
+            "audit" => Mode::Audit,
+            "learn" => Mode::Learn,
+            _ => Mode::Enforce,
         }
     }
 }
@@ -79,6 +98,13 @@ pub struct Policy {
         skip_serializing_if = "crate::behavior::BehaviorRules::is_off"
     )]
     pub behavior: crate::behavior::BehaviorRules,
+    /// `[profile]`: compare what the container does with the learned profile of its image
+    /// and service identity. Left out of the canonical bytes when off.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::behavior::ProfileRules::is_off"
+    )]
+    pub profile: crate::behavior::ProfileRules,
     #[serde(default)]
     pub identity: IdentityRules,
     /// Left out of the canonical bytes when unrestricted, so adding the section to the model
