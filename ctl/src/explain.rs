@@ -49,6 +49,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let changed = plan.rewritten.to_bytes() != plan.original.bytes;
     let diff = json_diff(&before, after);
     let d = &plan.rewritten.decision;
+    let profile = profile_status(after, &d.facts, &config.monitor_socket);
     let mut out = std::io::stdout().lock();
     if args.json {
         let doc = json!({
@@ -71,6 +72,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 "text": e.ruleset.text,
                 "nft": serde_json::from_str::<Value>(&ociguard_policy::egress::nft_json(&e.ruleset.program)).unwrap_or(Value::Null),
             })),
+            "profile": profile,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(ExitCode::SUCCESS);
@@ -142,6 +144,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    if let Some(p) = &profile {
+        writeln!(
+            out,
+            "behaviour profile: {}",
+            p["summary"].as_str().unwrap_or("")
+        )?;
+    }
     if let Some(a) = &plan.apparmor {
         let status = if a.load { "applied" } else { "not applied" };
         writeln!(
@@ -164,6 +173,85 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Which learned profile the container would record into or be compared with, and how old it
+/// is; `None` when the chosen policy neither learns nor compares.
+fn profile_status(
+    doc: &Value,
+    facts: &ociguard_policy::select::Facts,
+    socket: &std::path::Path,
+) -> Option<Value> {
+    use ociguard_policy::behavior::{Compiled, OnAnomaly, ANNOTATION};
+    let compiled: Compiled = doc
+        .pointer("/annotations")
+        .and_then(|a| a.get(ANNOTATION))
+        .and_then(Value::as_str)
+        .and_then(|t| serde_json::from_str(t).ok())?;
+    if !compiled.observes() {
+        return None;
+    }
+    let role = if compiled.learn {
+        "learns into"
+    } else {
+        "is compared with"
+    };
+    // The digest as ociguardd records it: the engine's, else the one pinned in the name.
+    let digest = facts.image_digest.clone().or_else(|| {
+        facts
+            .image
+            .as_deref()
+            .and_then(|i| i.split_once('@'))
+            .map(|(_, d)| d.to_owned())
+    });
+    let subject = ociguard_policy::profile::Subject::of(
+        facts.image.as_deref(),
+        digest.as_deref(),
+        facts.kubernetes_namespace.as_deref(),
+        facts.service_account.as_deref(),
+    );
+    let Some(subject) = subject else {
+        return Some(json!({
+            "summary": "no image is known for this container: there is no profile to learn into or compare with",
+        }));
+    };
+    let id = subject.id();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let found = crate::profile_cmd::fetch(Some(socket), Some(&id));
+    let summary = match &found {
+        Ok((list, _)) => match list.iter().find(|p| p.subject.id() == id) {
+            Some(p) => format!(
+                "{role} {id} ({}, digest {}): {} container(s), age {}, last change {} ago; on_anomaly = {}",
+                subject.identity,
+                subject.digest.as_deref().unwrap_or("-"),
+                p.containers,
+                ociguard_policy::generate::span(now.saturating_sub(p.first_seen)),
+                ociguard_policy::generate::span(now.saturating_sub(p.last_seen)),
+                compiled.on_anomaly.as_str()
+            ),
+            None if compiled.learn => format!(
+                "{role} {id} ({}), which does not exist yet: the first container starts it",
+                subject.identity
+            ),
+            None => format!(
+                "{id} ({}) has not been learned: anomalies cannot be told (one `no-profile` event per container){}",
+                subject.identity,
+                if compiled.on_anomaly == OnAnomaly::Kill { "; nothing is killed" } else { "" }
+            ),
+        },
+        Err(e) => format!("{role} {id} ({}); ociguardd could not be asked: {e:#}", subject.identity),
+    };
+    Some(json!({
+        "id": id,
+        "identity": subject.identity,
+        "image_digest": subject.digest,
+        "learn": compiled.learn,
+        "on_anomaly": compiled.on_anomaly.as_str(),
+        "summary": summary,
+    }))
 }
 
 /// A path-level diff of two JSON documents: `+ path = value`, `- path = value`, `~ path: a -> b`.

@@ -5,6 +5,7 @@ mod apparmor_cmd;
 mod explain;
 mod monitor_cmds;
 mod policy_check;
+mod profile_cmd;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,9 @@ enum Cmd {
     /// Generated AppArmor profiles.
     #[command(subcommand)]
     Apparmor(AppArmorCmd),
+    /// Behaviour profiles ociguardd learned under `learn` policies.
+    #[command(subcommand)]
+    Profile(ProfileCmd),
     /// Container identity, from ociguardd.
     #[command(flatten)]
     Monitor(monitor_cmds::Cmd),
@@ -43,12 +47,24 @@ enum PolicyCmd {
     /// Validate every policy file in a directory, and that the config and the policies may be
     /// trusted (exit 0 if all are valid, 1 otherwise).
     Check(policy_check::Args),
+    /// Write a least-privilege policy from learned behaviour profiles.
+    Generate(profile_cmd::GenerateArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ProfileCmd {
+    /// One or more profiles, for people (or --json).
+    Show(profile_cmd::ShowArgs),
+    /// Every profile (`show` without a selector).
+    List(profile_cmd::ShowArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Policy(PolicyCmd::Check(args)) => policy_check::run(&args),
+        Cmd::Policy(PolicyCmd::Generate(args)) => profile_cmd::generate(&args),
+        Cmd::Profile(ProfileCmd::Show(args) | ProfileCmd::List(args)) => profile_cmd::show(&args),
         Cmd::Explain(args) => explain::run(&args),
         Cmd::Apparmor(AppArmorCmd::Render(args)) => apparmor_cmd::render(&args),
         Cmd::Monitor(cmd) => monitor_cmds::run(&cmd),

@@ -257,6 +257,9 @@ mod tests {
                 ports: vec![(443, 443), (8000, 8080)],
                 dns: false,
             }],
+            // The observing rule of `learn` policies goes through the same batch.
+            observe: true,
+            restricts: true,
         };
         let Some(listing) = in_new_netns(move || {
             let batch = netlink::batch(&program);
@@ -282,6 +285,12 @@ mod tests {
             "{listing}"
         );
         assert!(listing.contains("group 7\n\t\tdrop"), "{listing}");
+        assert!(
+            listing.contains(
+                "ct state new counter packets 0 bytes 0 log prefix \"ociguard-new \" group 7"
+            ),
+            "{listing}"
+        );
     }
 
     #[test]

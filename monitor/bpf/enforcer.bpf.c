@@ -41,6 +41,9 @@ char LICENSE[] SEC("license") = "GPL";
 #define R_DROP (1u << 2)
 #define R_ENVIRON (1u << 3)
 #define R_LOADER (1u << 4)
+/* Not a rule: report every exec (learning a profile, or comparing with one). An event with
+ * this bit is an observation, never a kill. */
+#define R_OBSERVE (1u << 5)
 
 /* og_names values */
 #define N_SHELL 1u
@@ -59,6 +62,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define STAT_LOST 0
 #define STAT_KILLED 1
 #define STAT_AUDITED 2
+#define STAT_OBSERVED 3
 #define STAT_N 4
 
 #define NR_open 2
@@ -105,6 +109,7 @@ struct event {
 	char pcomm[16];
 	char path[PATH_LEN];
 	char argv[ARGV_LEN];
+	char file[NAME_LEN]; /* exec: the name of the file it resolved to */
 };
 
 struct {
@@ -306,10 +311,10 @@ static __always_inline bool interactive(struct event *e)
 static __always_inline void report(struct cfg *c, struct event *e, struct task_struct *t, __u64 ns,
 				   __u32 rule, __u32 hook)
 {
-	__u32 audit = c->audit;
+	__u32 audit = c->audit || rule == R_OBSERVE;
 	if (!audit)
 		bpf_send_signal(9);
-	stat_add(audit ? STAT_AUDITED : STAT_KILLED);
+	stat_add(rule == R_OBSERVE ? STAT_OBSERVED : audit ? STAT_AUDITED : STAT_KILLED);
 	struct task_struct *parent = BPF_CORE_READ(t, real_parent);
 	e->mntns = ns;
 	e->ktime_ns = bpf_ktime_get_ns();
@@ -340,6 +345,7 @@ static __always_inline struct event *scratch(void)
 		e->flags = 0;
 		e->target = 0;
 		e->argv_len = 0;
+		e->file[0] = 0;
 	}
 	return e;
 }
@@ -366,6 +372,7 @@ int BPF_PROG(og_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	struct file *f = BPF_CORE_READ(bprm, file);
 	__builtin_memset(k.name, 0, NAME_LEN);
 	bpf_probe_read_kernel_str(k.name, NAME_LEN, BPF_CORE_READ(f, f_path.dentry, d_name.name));
+	__builtin_memcpy(e->file, k.name, NAME_LEN);
 	bits |= name_bits(ns, &k);
 	if (bits & N_MULTI) {
 		__builtin_memset(k.name, 0, NAME_LEN);
@@ -399,11 +406,12 @@ int BPF_PROG(og_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 		if (sock || ((e->flags & EV_INTERACTIVE) && !tty))
 			rule = R_REVERSE;
 	}
-	if (!rule && (c->rules & R_DROP)) {
+	if (!rule && (c->rules & (R_DROP | R_OBSERVE))) {
 		struct inode *ino = BPF_CORE_READ(f, f_inode);
 		if (BPF_CORE_READ(ino, __i_nlink) == 0 || ctime_ns(ino) >= (__s64)c->start_ns) {
 			e->flags |= EV_NOT_IN_IMAGE;
-			rule = R_DROP;
+			if (c->rules & R_DROP)
+				rule = R_DROP;
 		}
 	}
 	if (!rule && (c->rules & R_SHELL) && shell)
@@ -412,6 +420,8 @@ int BPF_PROG(og_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 		rule = R_LOADER;
 	if (rule)
 		report(c, e, p, ns, rule, HOOK_EXEC);
+	else if (c->rules & R_OBSERVE)
+		report(c, e, p, ns, R_OBSERVE, HOOK_EXEC);
 	return 0;
 }
 

@@ -49,6 +49,8 @@ const R_REVERSE: u32 = 1 << 1;
 const R_DROP: u32 = 1 << 2;
 const R_ENVIRON: u32 = 1 << 3;
 const R_LOADER: u32 = 1 << 4;
+/// Not a rule: every exec is reported (to learn or compare a profile).
+const R_OBSERVE: u32 = 1 << 5;
 // og_names values.
 const N_SHELL: u32 = 1;
 const N_LOADER: u32 = 2;
@@ -61,8 +63,8 @@ const EV_INTERACTIVE: u32 = 4;
 const NAME_LEN: usize = 32;
 const NAME_KEY_LEN: usize = 8 + NAME_LEN;
 const CFG_LEN: usize = 32;
-/// `struct event`: 48 bytes of numbers, comm[16], pcomm[16], path[256], argv[256].
-pub const EVENT_LEN: usize = 48 + 16 + 16 + 256 + 256;
+/// `struct event`: 48 bytes of numbers, comm[16], pcomm[16], path[256], argv[256], file[32].
+pub const EVENT_LEN: usize = 48 + 16 + 16 + 256 + 256 + NAME_LEN;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
@@ -129,6 +131,7 @@ impl Plan {
         on(c.drop_exec, R_DROP);
         on(c.environ, R_ENVIRON);
         on(c.guards_exec(), R_LOADER);
+        on(c.observes(), R_OBSERVE);
         let mut names: HashMap<String, u32> = HashMap::new();
         if c.deny_shells || c.reverse_shell {
             for glob in &c.shells {
@@ -216,7 +219,8 @@ pub struct KernelEvent {
     /// The other process (environ, ptrace, process_vm): the host's pid for an open, the
     /// caller's namespace pid for ptrace and process_vm_*.
     pub target: u32,
-    pub rule: Rule,
+    /// `None`: not a rule's match but an exec observed for a profile.
+    pub rule: Option<Rule>,
     pub audit: bool,
     pub hook: &'static str,
     pub socket_stdio: bool,
@@ -227,6 +231,8 @@ pub struct KernelEvent {
     /// exec: the path asked for; open: `environ` or `mem`.
     pub path: String,
     pub argv: Vec<String>,
+    /// exec: the name of the file it resolved to.
+    pub file: String,
 }
 
 fn c_str(b: &[u8]) -> String {
@@ -242,11 +248,12 @@ impl KernelEvent {
         }
         let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
         let rule = match u32_at(28) {
-            R_SHELL => Rule::Shell,
-            R_REVERSE => Rule::ReverseShell,
-            R_DROP => Rule::DropExec,
-            R_ENVIRON => Rule::Environ,
-            R_LOADER => Rule::Loader,
+            R_SHELL => Some(Rule::Shell),
+            R_REVERSE => Some(Rule::ReverseShell),
+            R_DROP => Some(Rule::DropExec),
+            R_ENVIRON => Some(Rule::Environ),
+            R_LOADER => Some(Rule::Loader),
+            R_OBSERVE => None,
             _ => return None,
         };
         let hook = match u32_at(36) {
@@ -280,6 +287,7 @@ impl KernelEvent {
             parent_comm: c_str(&b[64..80]),
             path: c_str(&b[80..336]),
             argv,
+            file: c_str(&b[592..592 + NAME_LEN]),
         })
     }
 }
@@ -659,12 +667,17 @@ mod tests {
         let ev = KernelEvent::decode(&b).unwrap();
         assert_eq!(ev.mntns, 5);
         assert_eq!(ev.pid, 100);
-        assert_eq!(ev.rule, Rule::ReverseShell);
+        assert_eq!(ev.rule, Some(Rule::ReverseShell));
         assert_eq!(ev.hook, "exec");
         assert!(ev.socket_stdio && !ev.not_in_image);
         assert_eq!(ev.path, "/bin/sh");
         assert_eq!(ev.argv, vec!["sh", "-i"]);
         assert_eq!(KernelEvent::decode(&b[..100]), None);
+        // An observed exec: no rule, the resolved file's name.
+        b[28..32].copy_from_slice(&R_OBSERVE.to_ne_bytes());
+        b[592..599].copy_from_slice(b"busybox");
+        let ev = KernelEvent::decode(&b).unwrap();
+        assert_eq!((ev.rule, ev.file.as_str()), (None, "busybox"));
         b[28..32].copy_from_slice(&0u32.to_ne_bytes());
         assert_eq!(KernelEvent::decode(&b), None);
     }

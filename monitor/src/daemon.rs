@@ -23,6 +23,7 @@ use crate::exitwatch;
 use crate::journal::{Journal, JournalError};
 use crate::nflog;
 use crate::procfs::{self, ProcView, Real};
+use crate::profiles::Profiles;
 use crate::protocol::Request;
 use crate::server::{self, Limits, Role, Shared};
 use crate::spool::{self, SpoolError};
@@ -30,6 +31,8 @@ use crate::store::Store;
 use crate::writer::{Op, Writer, WriterOptions};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/ociguard/monitor";
+/// Behaviour profiles, under the state directory.
+pub const PROFILES_DIR: &str = "profiles";
 pub const JOURNAL_FILE: &str = "journal.jsonl";
 const LOCK_FILE: &str = "monitor.lock";
 
@@ -274,6 +277,7 @@ fn start_guard(
     opts: &Options,
     store: &Arc<RwLock<Store>>,
     hub: &Arc<Hub>,
+    profiles: Option<Arc<Profiles>>,
 ) -> Result<Option<Arc<crate::guard::Guard>>, DaemonError> {
     let mut notes = Vec::new();
     let kernel = if opts.bpf {
@@ -300,7 +304,12 @@ fn start_guard(
         notes.push("BPF enforcer turned off (--no-bpf)".to_owned());
         None
     };
-    let guard = match crate::guard::Guard::new(Arc::clone(store), Arc::clone(hub), kernel.clone()) {
+    let guard = match crate::guard::Guard::new(
+        Arc::clone(store),
+        Arc::clone(hub),
+        kernel.clone(),
+        profiles,
+    ) {
         Ok(g) => {
             let run = Arc::clone(&g);
             spawn("ociguardd-guard", move || run.run())?;
@@ -404,8 +413,23 @@ pub fn run(opts: &Options, stop: &Receiver<()>) -> Result<(), DaemonError> {
         }
     }
 
+    let profiles = match Profiles::open(
+        &opts.state_dir.join(PROFILES_DIR),
+        Arc::clone(&hub),
+        Arc::clone(&store),
+    ) {
+        Ok(p) => {
+            let f = Arc::clone(&p);
+            spawn("ociguardd-profiles", move || f.run_flusher())?;
+            Some(p)
+        }
+        Err(e) => {
+            log::error!("behaviour profiles unavailable: {e}: learn policies record nothing, anomalies are not reported");
+            None
+        }
+    };
     let guard = if opts.guard {
-        start_guard(opts, &store, &hub)?
+        start_guard(opts, &store, &hub, profiles.clone())?
     } else {
         None
     };
@@ -424,6 +448,7 @@ pub fn run(opts: &Options, stop: &Receiver<()>) -> Result<(), DaemonError> {
         }),
         egress: std::sync::OnceLock::new(),
         guard,
+        profiles,
     });
 
     ingest_spool(&shared, &opts.spool_dir);
@@ -444,6 +469,7 @@ pub fn run(opts: &Options, stop: &Receiver<()>) -> Result<(), DaemonError> {
             Arc::clone(&shared.store),
             Arc::clone(&shared.hub),
             Arc::clone(&shared.proc),
+            shared.profiles.clone(),
         ) {
             Ok((binder, reader)) => {
                 let _ = shared.egress.set(binder.counts());
@@ -495,6 +521,9 @@ pub fn run(opts: &Options, stop: &Receiver<()>) -> Result<(), DaemonError> {
     log::info!("stopping");
     for b in &bound {
         b.remove();
+    }
+    if let Some(p) = &shared.profiles {
+        p.stop();
     }
     Ok(())
 }

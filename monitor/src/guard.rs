@@ -40,6 +40,7 @@ use serde_json::{json, Value};
 
 use crate::bpf::{KernelEvent, Plan};
 use crate::events::Hub;
+use crate::profiles::{Profiles, Verdict};
 use crate::protocol::EventKind;
 use crate::record::{Identity, Key};
 use crate::store::Store;
@@ -78,6 +79,8 @@ struct Guarded {
     start_ns: i128,
     /// Inode marks to remove when the container goes.
     marks: Vec<PathBuf>,
+    /// Secret sources on the host → where the container sees them.
+    secret_map: Vec<(PathBuf, String)>,
     limiter: Mutex<HashMap<Rule, Window>>,
 }
 
@@ -98,6 +101,7 @@ pub struct Guard {
     host_mntns: Option<u64>,
     store: Arc<RwLock<Store>>,
     hub: Arc<Hub>,
+    profiles: Option<Arc<Profiles>>,
 }
 
 fn err(what: impl std::fmt::Display) -> GuardError {
@@ -109,6 +113,7 @@ impl Guard {
         store: Arc<RwLock<Store>>,
         hub: Arc<Hub>,
         kernel: Option<Arc<crate::bpf::Enforcer>>,
+        profiles: Option<Arc<Profiles>>,
     ) -> Result<Arc<Guard>, GuardError> {
         let fan = Fanotify::init(
             InitFlags::FAN_CLASS_CONTENT
@@ -126,6 +131,7 @@ impl Guard {
             host_mntns: crate::procfs::ns_inode(std::process::id(), "mnt").ok(),
             store,
             hub,
+            profiles,
         }))
     }
 
@@ -141,6 +147,15 @@ impl Guard {
     /// Guard the container `identity` registers, if its config.json carries rules. `Ok(None)`:
     /// nothing to guard. An error under rules that are `required` must refuse the container.
     pub fn add(&self, identity: &Identity) -> Result<Option<Compiled>, (bool, GuardError)> {
+        self.add_as(identity, false)
+    }
+
+    /// `again`: a container guarded before ociguardd restarted (its profile has counted it).
+    fn add_as(
+        &self,
+        identity: &Identity,
+        again: bool,
+    ) -> Result<Option<Compiled>, (bool, GuardError)> {
         let bundle = Path::new(&identity.bundle);
         let config = bundle.join("config.json");
         if is_missing(&config) {
@@ -166,7 +181,7 @@ impl Guard {
             )
         })?;
         let required = rules.required;
-        self.guard(identity, &spec, bundle, rules.clone())
+        self.guard(identity, &spec, bundle, rules.clone(), again)
             .map_err(|e| (required, e))?;
         Ok(Some(rules))
     }
@@ -177,6 +192,7 @@ impl Guard {
         spec: &Value,
         bundle: &Path,
         rules: Compiled,
+        again: bool,
     ) -> Result<(), GuardError> {
         let pid = identity
             .pid
@@ -237,22 +253,25 @@ impl Guard {
                 .map_err(|e| err(format!("fanotify mark of rootfs {}: {e}", root.display())))?;
         }
         let mut marks = Vec::new();
-        if rules.protect_secrets {
-            let mut sources: Vec<PathBuf> = ociguard_policy::apparmor::secret_mounts(spec)
-                .into_iter()
-                .filter(|(_, src)| src.starts_with('/'))
-                .map(|(_, src)| PathBuf::from(src))
-                .collect();
+        let mut secret_map = Vec::new();
+        if rules.watches_secrets() {
+            let mut sources: Vec<(PathBuf, String)> =
+                ociguard_policy::apparmor::secret_mounts(spec)
+                    .into_iter()
+                    .filter(|(_, src)| src.starts_with('/'))
+                    .map(|(dest, src)| (PathBuf::from(src), dest))
+                    .collect();
             for p in &rules.secrets {
                 // Secrets of the image itself (not mounts): under the rootfs, not followed out.
                 let inside = root.join(p.trim_start_matches('/'));
                 if let Ok(real) = inside.canonicalize() {
                     if real.starts_with(&root) {
-                        sources.push(real);
+                        sources.push((real, p.clone()));
                     }
                 }
             }
-            for src in sources {
+            for (src, dest) in sources {
+                secret_map.push((src.clone(), dest));
                 if let Err(e) = self.mark_secret(&src, &mut marks) {
                     for m in &marks {
                         let _ = self.unmark(m);
@@ -285,8 +304,13 @@ impl Guard {
             root,
             start_ns,
             marks,
+            secret_map,
             limiter: Mutex::new(HashMap::new()),
         });
+        if let Some(p) = &self.profiles {
+            // Before the container's process runs its first instruction (createRuntime).
+            p.watch(identity, &g.rules, again);
+        }
         let old = self
             .by_mntns
             .write()
@@ -307,12 +331,14 @@ impl Guard {
     /// BPF enforcer holds every one and none answers with EPERM (`kill` and `audit` it does
     /// in the kernel, at no cost per exec).
     fn needs_exec_mark(&self, rules: &Compiled) -> bool {
-        rules.rules().into_iter().any(|r| {
-            let exec = !matches!(r, Rule::Secret | Rule::Environ);
-            exec && (self.kernel.is_none()
-                || !r.enforcers().contains(&Enforcer::Bpf)
-                || rules.action_of(r) == Action::Deny)
-        })
+        // Observing a profile: the kernel enforcer reports every exec, else only fanotify sees them.
+        (rules.observes() && self.kernel.is_none() && self.profiles.is_some())
+            || rules.rules().into_iter().any(|r| {
+                let exec = !matches!(r, Rule::Secret | Rule::Environ);
+                exec && (self.kernel.is_none()
+                    || !r.enforcers().contains(&Enforcer::Bpf)
+                    || rules.action_of(r) == Action::Deny)
+            })
     }
 
     fn hold_in_kernel(
@@ -413,6 +439,9 @@ impl Guard {
         for k in gone {
             if let Some(g) = map.remove(&k) {
                 self.release(&g);
+                if let Some(p) = &self.profiles {
+                    p.unwatch(key);
+                }
                 log::info!("guard: {} released", key.id);
                 if self.kernel.is_some() {
                     let now = Instant::now();
@@ -465,7 +494,7 @@ impl Guard {
             .cloned()
             .collect();
         for identity in live {
-            match self.add(&identity) {
+            match self.add_as(&identity, true) {
                 Ok(Some(_)) => log::info!("guard: {} guarded again after a restart", identity.id),
                 Ok(None) => {}
                 Err((_, e)) => log::warn!("guard: {} not guarded again: {e}", identity.id),
@@ -538,13 +567,19 @@ impl Guard {
                             >= g.start_ns
                 })
                 .unwrap_or(true);
-            let mut asked = exec.path.clone();
-            // A multi-call binary run by its own name: the applet is argv[1].
-            if asked.ends_with("/busybox") || resolved.ends_with("/busybox") {
-                if let Some(applet) = exec.argv.first().filter(|a| !a.ends_with("busybox")) {
-                    asked = format!("/bin/{}", applet.rsplit('/').next().unwrap_or(applet));
-                } else if let Some(applet) = exec.argv.get(1) {
-                    asked = format!("/bin/{}", applet.rsplit('/').next().unwrap_or(applet));
+            // An applet of a multi-call binary is named by argv[0] (or argv[1]).
+            let asked = behavior::program_name(&exec.path, &resolved, &exec.argv);
+            // With the kernel enforcer, it reports this exec to the profiles itself.
+            if g.rules.observes() && self.kernel.is_none() {
+                if let Some(p) = &self.profiles {
+                    let pid_u = u32::try_from(pid).unwrap_or(0);
+                    if p.exec(&g.key, &asked, &resolved, not_in_image, pid_u, &exec.argv)
+                        == Verdict::Kill
+                    {
+                        let _ =
+                            nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+                        return false;
+                    }
                 }
             }
             let facts = ExecFacts {
@@ -577,6 +612,17 @@ impl Guard {
             }
         } else {
             let exe = inside(&g.root, &link(&format!("/proc/{pid}/exe")));
+            if g.rules.observes() {
+                if let Some(p) = &self.profiles {
+                    let path = g.container_path(&fd_path(fd));
+                    let pid_u = u32::try_from(pid).unwrap_or(0);
+                    if p.secret(&g.key, &path, &exe, pid_u) == Verdict::Kill {
+                        let _ =
+                            nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+                        return false;
+                    }
+                }
+            }
             match g.rules.decide_secret(&exe) {
                 None => true,
                 Some((rule, action)) => {
@@ -634,11 +680,17 @@ impl Guard {
         let Some(g) = g else {
             log::warn!(
                 "bpf: {} by pid {} ({}) in mount namespace {}, which no guarded container has now",
-                ev.rule.as_str(),
+                ev.rule.map_or("an observed exec", Rule::as_str),
                 ev.pid,
                 ev.comm,
                 ev.mntns
             );
+            return;
+        };
+        if ev.hook == "exec" && g.rules.observes() && (ev.rule.is_none() || ev.audit) {
+            self.observed_exec(&g, &ev);
+        }
+        let Some(rule) = ev.rule else {
             return;
         };
         let action = if ev.audit {
@@ -646,7 +698,7 @@ impl Guard {
         } else {
             Action::Kill
         };
-        let Some(count) = g.admit(ev.rule) else {
+        let Some(count) = g.admit(rule) else {
             return;
         };
         let alive_or = |path: String, or: &str| {
@@ -683,12 +735,50 @@ impl Guard {
         self.publish(
             &g,
             i32::try_from(ev.pid).unwrap_or(0),
-            ev.rule,
+            rule,
             action,
             count,
             Enforcer::Bpf,
             detail,
         );
+    }
+
+    /// An exec the kernel enforcer reported for the container's profile.
+    fn observed_exec(&self, g: &Guarded, ev: &KernelEvent) {
+        let Some(p) = &self.profiles else {
+            return;
+        };
+        // The file it resolved to: the process's exe while it lives, else the asked path
+        // when its name is the file's, else the file's name in the asked path's directory.
+        let exe = inside(&g.root, &link(&format!("/proc/{}/exe", ev.pid)));
+        let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
+        let resolved = if !exe.is_empty() && base(&exe) == ev.file {
+            exe
+        } else if ev.file.is_empty() || base(&ev.path) == ev.file {
+            ev.path.clone()
+        } else {
+            match ev.path.rsplit_once('/') {
+                Some((dir, _)) => format!("{dir}/{}", ev.file),
+                None => ev.file.clone(),
+            }
+        };
+        let program = behavior::program_name(&ev.path, &resolved, &ev.argv);
+        if p.exec(
+            &g.key,
+            &program,
+            &resolved,
+            ev.not_in_image,
+            ev.pid,
+            &ev.argv,
+        ) == Verdict::Kill
+        {
+            // After the fact: the program has started (a tracepoint cannot refuse it). An
+            // `allowed_exec` list refuses before it runs.
+            let _ = nix::sys::signal::kill(
+                Pid::from_raw(i32::try_from(ev.pid).unwrap_or(0)),
+                nix::sys::signal::SIGKILL,
+            );
+        }
     }
 
     /// The loop that reads the BPF enforcer's events into [`Guard::kernel_event`], to run on
@@ -760,6 +850,21 @@ impl Guard {
 }
 
 impl Guarded {
+    /// Where the container sees the host path `host` of one of its secrets.
+    fn container_path(&self, host: &str) -> String {
+        for (src, dest) in &self.secret_map {
+            if let Ok(rest) = Path::new(host).strip_prefix(src) {
+                let rest = rest.to_string_lossy();
+                return if rest.is_empty() {
+                    dest.clone()
+                } else {
+                    format!("{}/{rest}", dest.trim_end_matches('/'))
+                };
+            }
+        }
+        inside(&self.root, host)
+    }
+
     /// Count one match of `rule`: `Some(n)` to report it (n: it and the ones suppressed
     /// since the last report), `None` past [`EVENTS_PER_SECOND`].
     fn admit(&self, rule: Rule) -> Option<u64> {

@@ -25,6 +25,7 @@ pub mod journal;
 pub mod logger;
 pub mod nflog;
 pub mod procfs;
+pub mod profiles;
 pub mod protocol;
 pub mod record;
 #[cfg(feature = "daemon")]

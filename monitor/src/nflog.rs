@@ -50,11 +50,12 @@ use nix::sys::socket::{
     SockProtocol, SockType,
 };
 use nix::sys::time::TimeVal;
-use ociguard_policy::egress::LOG_PREFIX;
+use ociguard_policy::egress::{LOG_PREFIX, OBSERVE_PREFIX};
 use ociguard_policy::Mode;
 
 use crate::events::Hub;
 use crate::procfs::ProcView;
+use crate::profiles::Profiles;
 use crate::protocol::{Event, EventKind};
 use crate::record::{Identity, Key, Status, Timestamp};
 use crate::store::Store;
@@ -266,6 +267,8 @@ pub fn decode_ip(p: &[u8]) -> Option<Denial> {
 pub struct Datagram {
     /// Packets logged with [`LOG_PREFIX`].
     pub denials: Vec<Denial>,
+    /// First packets of new connections, logged with [`OBSERVE_PREFIX`] (for profiles).
+    pub observed: Vec<Denial>,
     /// Packets some other rule logged to the same group (ignored).
     pub foreign: usize,
     /// Messages that could not be decoded (skipped).
@@ -317,22 +320,32 @@ fn classify(payload: NetlinkPayload<NetfilterMessage>, d: &mut Datagram) {
 }
 
 fn packet(nlas: &[PacketNla], d: &mut Datagram) {
-    let mut ours = false;
+    let mut ours = None;
     let mut payload = None;
     let mut uid = None;
     for nla in nlas {
         match nla {
-            PacketNla::Prefix(p) => ours = p.to_bytes() == LOG_PREFIX.as_bytes(),
+            PacketNla::Prefix(p) => {
+                let p = p.to_bytes();
+                ours = if p == LOG_PREFIX.as_bytes() {
+                    Some(false)
+                } else if p == OBSERVE_PREFIX.as_bytes() {
+                    Some(true)
+                } else {
+                    None
+                };
+            }
             PacketNla::Payload(p) => payload = Some(p.as_slice()),
             PacketNla::Uid(u) => uid = Some(*u),
             _ => {}
         }
     }
-    if !ours {
+    let Some(observed) = ours else {
         d.foreign += 1;
         return;
-    }
+    };
     match payload.and_then(decode_ip) {
+        Some(p) if observed => d.observed.push(Denial { uid, ..p }),
         Some(denial) => d.denials.push(Denial { uid, ..denial }),
         None => d.malformed += 1,
     }
@@ -810,6 +823,7 @@ pub struct Reader {
     hub: Arc<Hub>,
     watches: Arc<Mutex<Watches>>,
     epoll: Arc<Epoll>,
+    profiles: Option<Arc<Profiles>>,
 }
 
 impl fmt::Debug for Reader {
@@ -825,6 +839,7 @@ pub fn open(
     store: Arc<RwLock<Store>>,
     hub: Arc<Hub>,
     proc: Arc<dyn ProcView>,
+    profiles: Option<Arc<Profiles>>,
 ) -> Result<(Binder, Reader), NflogError> {
     let path = "/proc/thread-self/ns/net";
     let open = |source| NflogError::Open {
@@ -855,6 +870,7 @@ pub fn open(
         hub,
         watches,
         epoll,
+        profiles,
     };
     Ok((binder, reader))
 }
@@ -1145,6 +1161,13 @@ impl Reader {
             let Some(m) = watch.newest() else {
                 continue;
             };
+            if let Some(p) = &self.profiles {
+                // A denied destination is compared too (an enforced allowlist drops it, the
+                // profile says whether the identity ever went there).
+                for o in d.observed.iter().chain(&d.denials) {
+                    p.egress(&m.key, o.protocol, o.dst, o.port);
+                }
+            }
             for denial in d.denials {
                 let admit = m.limiter.admit(now, global);
                 if let Some(n) = admit.summary {
@@ -1173,7 +1196,7 @@ fn denial_text(d: &Denial, rec: &Identity, shared: usize) -> String {
         .policy
         .as_ref()
         .and_then(|p| p.mode.as_deref())
-        .is_some_and(|m| m == Mode::Audit.as_str())
+        .is_some_and(|m| !Mode::parse_or_enforce(m).enforces())
     {
         s.push_str(" (audit: not blocked)");
     }
@@ -1307,7 +1330,16 @@ mod tests {
             None,
             &ipv4(1, [198, 18, 3, 1], &[8, 0, 0, 0, 0, 1, 0, 1]),
         ));
+        // A new connection an observing ruleset logged: not a denial.
+        dg.extend(nflog_message(
+            2,
+            OBSERVE_PREFIX,
+            None,
+            &ipv4(6, [198, 18, 3, 2], &tcp(40000, 443)),
+        ));
         let d = parse_datagram(&dg);
+        assert_eq!(d.observed.len(), 1);
+        assert_eq!(d.observed[0].to_string(), "tcp 198.18.3.2:443");
         let texts: Vec<String> = d.denials.iter().map(ToString::to_string).collect();
         assert_eq!(
             texts,

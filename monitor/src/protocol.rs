@@ -85,6 +85,12 @@ pub enum Request {
         #[serde(default)]
         follow: bool,
     },
+    /// Admin: the behaviour profiles whose subject `select` names (image name or digest,
+    /// `NAMESPACE/SERVICEACCOUNT`, identity, profile id or a prefix of it); all without it.
+    Profiles {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        select: Option<String>,
+    },
     /// containerd's answer to "which image does this container (or image name) use?", from the
     /// monitor's warm connection (see [`crate::containerd`]).
     ImageOf {
@@ -108,6 +114,7 @@ impl Request {
             Request::Inspect { .. } => "inspect",
             Request::Events { .. } => "events",
             Request::ImageOf { .. } => "image_of",
+            Request::Profiles { .. } => "profiles",
         }
     }
 }
@@ -141,6 +148,12 @@ pub struct Response {
     /// journaled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<Vec<Live>>,
+    /// `profiles`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiles: Option<Vec<ociguard_policy::profile::Profile>>,
+    /// `profiles`: profile files set aside at start because they did not decode (file: why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<Vec<String>>,
 }
 
 /// `image_of`: a container's image, its name and the digest of its manifest (or index).
@@ -206,6 +219,10 @@ pub enum EventKind {
     /// operations were still held). Not about one container: `id` is empty.
     #[serde(rename = "behavior-lost")]
     BehaviorLost,
+    /// Under `[profile] on_anomaly`: the container did something its learned profile does not
+    /// have (`detail.kind` exec, secret, egress), or has no profile to compare with
+    /// (`no-profile`, once per container), or no image to tie one to (`no-image`).
+    Anomaly,
 }
 
 impl EventKind {
@@ -220,6 +237,7 @@ impl EventKind {
             EventKind::BehaviorDenied => "behavior-denied",
             EventKind::BehaviorAudit => "behavior-audit",
             EventKind::BehaviorLost => "behavior-lost",
+            EventKind::Anomaly => "anomaly",
         }
     }
 }

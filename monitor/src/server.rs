@@ -74,6 +74,8 @@ pub struct Shared {
     pub egress: OnceLock<nflog::Counts>,
     /// The behaviour guard, when fanotify could be set up.
     pub guard: Option<Arc<crate::guard::Guard>>,
+    /// Behaviour profiles, when their directory could be opened.
+    pub profiles: Option<Arc<crate::profiles::Profiles>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -499,6 +501,23 @@ pub fn answer(req: Request, peer: &Peer, shared: &Shared) -> Response {
             committed(r)
         }
         Request::Events { .. } => Response::error("events: internal: not handled here"),
+        Request::Profiles { select } => match &shared.profiles {
+            None => Response::error("this monitor keeps no behaviour profiles (see its log)"),
+            Some(p) => {
+                let (found, quarantined) = p.find(select.as_deref());
+                Response {
+                    ok: true,
+                    profiles: Some(found),
+                    quarantined: (!quarantined.is_empty()).then(|| {
+                        quarantined
+                            .into_iter()
+                            .map(|(file, why)| format!("{file}: {why}"))
+                            .collect()
+                    }),
+                    ..Default::default()
+                }
+            }
+        },
         Request::ImageOf {
             namespace,
             id,

@@ -794,7 +794,10 @@ mod tests {
     #[test]
     fn programs_are_named_as_the_guard_decides_on_them() {
         let v = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        assert_eq!(program_name("/bin/ls", "/bin/busybox", &v(&["ls", "-l"])), "/bin/ls");
+        assert_eq!(
+            program_name("/bin/ls", "/bin/busybox", &v(&["ls", "-l"])),
+            "/bin/ls"
+        );
         assert_eq!(
             program_name("/usr/bin/wget", "/bin/busybox", &v(&["wget", "x"])),
             "/bin/wget"
@@ -803,8 +806,14 @@ mod tests {
             program_name("/bin/busybox", "/bin/busybox", &v(&["busybox", "sh"])),
             "/bin/sh"
         );
-        assert_eq!(program_name("/app/server", "/app/server", &v(&["server"])), "/app/server");
-        assert_eq!(program_name("/bin/busybox", "/bin/busybox", &[]), "/bin/busybox");
+        assert_eq!(
+            program_name("/app/server", "/app/server", &v(&["server"])),
+            "/app/server"
+        );
+        assert_eq!(
+            program_name("/bin/busybox", "/bin/busybox", &[]),
+            "/bin/busybox"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!     type filter hook output priority filter; policy drop;
 //!     oifname "lo" accept
 //!     ct state established,related accept
+//!     ct state new counter log prefix "ociguard-new " group <nflog_group>       # only to observe
 //!     icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept
 //!     ip daddr { <resolvers> } meta l4proto { tcp, udp } th dport 53 accept    # only with host entries
 //!     ip daddr { <allowed> } [meta l4proto ...] [th dport { ... }] accept      # one per (family, protocol, ports)
@@ -23,6 +24,12 @@
 //! with thousands of addresses becomes a handful of rules with anonymous interval sets (one
 //! lookup per new connection, not a linear walk). Under `audit` the chain's policy is `accept`
 //! and nothing is rejected: denials are only counted and logged.
+//!
+//! To observe (a `learn` policy, or one with `[profile] on_anomaly`), the first packet of every
+//! outbound connection is also logged, with [`OBSERVE_PREFIX`]: ociguardd records the
+//! destinations into the container's profile or compares them with it. A policy that does not
+//! restrict egress then gets an observe-only ruleset ([`observe_only`]): chain policy `accept`,
+//! no allowlist, no denial log.
 //!
 //! The ruleset is rendered to nft's JSON with the `nftables` crate and applied by
 //! `ociguard-hook egress` in one `nft -j -f -` transaction (all or nothing). Its canonical bytes
@@ -66,6 +73,8 @@ pub const TABLE: &str = "ociguard";
 pub const CHAIN: &str = "output";
 /// Prefix of the log statement on denials (NFLOG group from the node config).
 pub const LOG_PREFIX: &str = "ociguard-deny ";
+/// Prefix of the log statement on every new connection, when observing.
+pub const OBSERVE_PREFIX: &str = "ociguard-new ";
 /// `argv[1]` of the egress hook entry (`ociguard-hook egress ...`).
 pub const HOOK_EVENT: &str = "egress";
 /// Annotation carrying the ruleset digest (the identity hook records it as profile `egress`).
@@ -278,6 +287,21 @@ pub struct Program {
     pub nflog_group: u16,
     /// Accept rules after the fixed ones (loopback, established, neighbour discovery), in order.
     pub accepts: Vec<Accept>,
+    /// Log the first packet of every new connection with [`OBSERVE_PREFIX`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub observe: bool,
+    /// `false`: the policy does not restrict egress; the ruleset only observes (no denial
+    /// log, nothing refused).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub restricts: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// One accept rule: destinations of one family, with one protocol and port set.
@@ -320,7 +344,11 @@ impl Program {
             (true, DenyVerdict::Reject) => 2,
             (true, DenyVerdict::Drop) => 1,
         };
-        FIXED_RULES + self.accepts.len() + 1 + verdicts
+        FIXED_RULES
+            + usize::from(self.observe)
+            + self.accepts.len()
+            + usize::from(self.restricts)
+            + verdicts
     }
 
     /// Check what the renderer guarantees, for a program read back from a file: each rule's
@@ -362,6 +390,13 @@ impl Program {
         );
         text.push_str("    oifname \"lo\" accept\n");
         text.push_str("    ct state established,related accept\n");
+        if self.observe {
+            let _ = writeln!(
+                text,
+                "    ct state new counter log prefix \"{OBSERVE_PREFIX}\" group {}",
+                self.nflog_group
+            );
+        }
         text.push_str("    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept\n");
         for a in &self.accepts {
             let fam = if a.v6 { "ip6" } else { "ip" };
@@ -402,11 +437,13 @@ impl Program {
                 " accept\n"
             });
         }
-        let _ = writeln!(
-            text,
-            "    counter log prefix \"{LOG_PREFIX}\" group {}",
-            self.nflog_group
-        );
+        if self.restricts {
+            let _ = writeln!(
+                text,
+                "    counter log prefix \"{LOG_PREFIX}\" group {}",
+                self.nflog_group
+            );
+        }
         match (self.enforce, self.on_deny) {
             (false, _) => {}
             (true, DenyVerdict::Reject) => text.push_str(
@@ -547,7 +584,22 @@ pub fn program(
         on_deny: rules.on_deny,
         nflog_group,
         accepts,
+        observe: false,
+        restricts: true,
     })
+}
+
+/// The ruleset of a policy that does not restrict egress but observes it: every new
+/// connection logged with [`OBSERVE_PREFIX`], nothing refused.
+pub fn observe_only(nflog_group: u16) -> Program {
+    Program {
+        enforce: false,
+        on_deny: DenyVerdict::default(),
+        nflog_group,
+        accepts: Vec::new(),
+        observe: true,
+        restricts: false,
+    }
 }
 
 /// Render the ruleset for `rules`: the [`program`], its file and digest.
@@ -557,10 +609,14 @@ pub fn render(
     res: &Resolution,
     nflog_group: u16,
 ) -> Result<Ruleset, EgressError> {
-    let program = program(rules, enforce, res, nflog_group)?;
+    Ok(ruleset(program(rules, enforce, res, nflog_group)?))
+}
+
+/// The file, digest and summary of `program`.
+pub fn ruleset(program: Program) -> Ruleset {
     // Plain structs, strings and numbers: serialisation cannot fail.
     let file = serde_json::to_string(&program).unwrap_or_default();
-    Ok(Ruleset {
+    Ruleset {
         digest: sha256(file.as_bytes()),
         text: program.text(),
         rules: program.rules(),
@@ -572,7 +628,7 @@ pub fn render(
             .sum(),
         file,
         program,
-    })
+    }
 }
 
 fn s(v: &str) -> Expression<'static> {
@@ -714,6 +770,24 @@ pub fn nft_json(program: &Program) -> String {
         }),
         Statement::Accept(None),
     ]);
+    if program.observe {
+        add(vec![
+            Statement::Match(Match {
+                left: Expression::Named(NamedExpression::CT(CT {
+                    key: Cow::Borrowed("state"),
+                    family: None,
+                    dir: None,
+                })),
+                right: s("new"),
+                op: Operator::IN,
+            }),
+            Statement::Counter(Counter::Anonymous(Some(AnonymousCounter::default()))),
+            Statement::Log(Some(Log {
+                prefix: Some(Cow::Borrowed(OBSERVE_PREFIX)),
+                ..Log::new(Some(u32::from(program.nflog_group)))
+            })),
+        ]);
+    }
     // Without neighbour discovery no IPv6 destination is reachable at all, allowed or not.
     add(vec![
         eq(
@@ -729,13 +803,15 @@ pub fn nft_json(program: &Program) -> String {
     for a in &program.accepts {
         add(accept_statements(a));
     }
-    add(vec![
-        Statement::Counter(Counter::Anonymous(Some(AnonymousCounter::default()))),
-        Statement::Log(Some(Log {
-            prefix: Some(Cow::Borrowed(LOG_PREFIX)),
-            ..Log::new(Some(u32::from(program.nflog_group)))
-        })),
-    ]);
+    if program.restricts {
+        add(vec![
+            Statement::Counter(Counter::Anonymous(Some(AnonymousCounter::default()))),
+            Statement::Log(Some(Log {
+                prefix: Some(Cow::Borrowed(LOG_PREFIX)),
+                ..Log::new(Some(u32::from(program.nflog_group)))
+            })),
+        ]);
+    }
     match (program.enforce, program.on_deny) {
         (false, _) => {}
         (true, DenyVerdict::Reject) => {

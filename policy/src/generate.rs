@@ -86,8 +86,7 @@ pub fn span(secs: u64) -> String {
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 63
-        && n
-            .chars()
+        && n.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
@@ -332,7 +331,11 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
             // The allowlist names TCP and UDP only; any other protocol to this
             // destination needs the protocol-less entry.
             (other, _) => {
-                let _ = writeln!(t, "# {} (the allowlist allows every protocol to it)", protocol_name(other));
+                let _ = writeln!(
+                    t,
+                    "# {} (the allowlist allows every protocol to it)",
+                    protocol_name(other)
+                );
             }
         }
     }
@@ -385,10 +388,7 @@ mod tests {
         assert_eq!(pol.egress.allow.len(), 2);
         assert!(text.contains("learned from 1 container(s) between 2025-12-06T05:46:40Z"));
         assert!(text.contains("(1 min)"), "{text}");
-        assert_eq!(
-            pol.profile.on_anomaly,
-            crate::behavior::OnAnomaly::Report
-        );
+        assert_eq!(pol.profile.on_anomaly, crate::behavior::OnAnomaly::Report);
     }
 
     #[test]
@@ -400,7 +400,14 @@ mod tests {
         assert!(!text.contains("drop_exec = true"));
         assert!(text.contains("shells were run (/bin/sh)"));
         assert!(policy(&[], &Options { name: "x", now: 0 }).is_err());
-        assert!(policy(&[profile()], &Options { name: "a b", now: 0 }).is_err());
+        assert!(policy(
+            &[profile()],
+            &Options {
+                name: "a b",
+                now: 0
+            }
+        )
+        .is_err());
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub fn mode_arg(mode: IdentityMode) -> &'static str {
 /// container because the monitor is down either; `required` degrades to `best-effort`.
 pub fn effective_mode(identity: IdentityMode, policy: Mode) -> IdentityMode {
     match (identity, policy) {
-        (IdentityMode::Required, Mode::Audit) => IdentityMode::BestEffort,
+        (IdentityMode::Required, Mode::Audit | Mode::Learn) => IdentityMode::BestEffort,
         (m, _) => m,
     }
 }

@@ -100,10 +100,7 @@ pub struct Policy {
     pub behavior: crate::behavior::BehaviorRules,
     /// `[profile]`: compare what the container does with the learned profile of its image
     /// and service identity. Left out of the canonical bytes when off.
-    #[serde(
-        default,
-        skip_serializing_if = "crate::behavior::ProfileRules::is_off"
-    )]
+    #[serde(default, skip_serializing_if = "crate::behavior::ProfileRules::is_off")]
     pub profile: crate::behavior::ProfileRules,
     #[serde(default)]
     pub identity: IdentityRules,

@@ -273,7 +273,13 @@ impl Profile {
 
     /// Record that a container ran `program` (resolved to `resolved`). Call once per container
     /// and program. False when it did not fit.
-    pub fn add_exec(&mut self, program: &str, resolved: &str, not_in_image: bool, now: u64) -> bool {
+    pub fn add_exec(
+        &mut self,
+        program: &str,
+        resolved: &str,
+        not_in_image: bool,
+        now: u64,
+    ) -> bool {
         self.touch(now);
         if !self.execs.contains_key(program) && self.execs.len() >= MAX_EXECS {
             self.dropped.execs += 1;
@@ -463,13 +469,7 @@ mod tests {
     use super::*;
 
     fn subject() -> Subject {
-        Subject::of(
-            Some("localhost/app:1"),
-            Some("sha256:abc"),
-            None,
-            None,
-        )
-        .unwrap()
+        Subject::of(Some("localhost/app:1"), Some("sha256:abc"), None, None).unwrap()
     }
 
     #[test]
@@ -477,7 +477,12 @@ mod tests {
         let s = subject();
         assert_eq!(s.identity, "image:localhost/app:1");
         assert_eq!(s.id().len(), 16);
-        for sel in ["localhost/app:1", "localhost/app", "sha256:abc", "image:localhost/app:1"] {
+        for sel in [
+            "localhost/app:1",
+            "localhost/app",
+            "sha256:abc",
+            "image:localhost/app:1",
+        ] {
             assert!(s.matches(sel), "{sel}");
         }
         assert!(s.matches(&s.id()[..8]));

@@ -10,7 +10,7 @@
 use ociguard_policy::annotations;
 use std::path::Path;
 
-use ociguard_policy::behavior::{self, Compiled, Enforcer, NodeEnforcers};
+use ociguard_policy::behavior::{self, Compiled, Enforcer, NodeEnforcers, OnAnomaly};
 use ociguard_policy::model::Mode;
 use ociguard_policy::rewrite::Change;
 use ociguard_policy::{LoadedPolicy, Rewritten};
@@ -64,6 +64,17 @@ pub fn prepare(
         } else {
             rules.push(format!("{}: {}", rule.as_str(), enforcer_names(&held)));
         }
+    }
+    if compiled.learn {
+        rules.push(
+            "learn: ociguardd records execs, secret reads and connections into the profile of the image and service identity".to_owned(),
+        );
+    }
+    if compiled.on_anomaly != OnAnomaly::Off {
+        rules.push(format!(
+            "on_anomaly = {}: what the container does outside its learned profile is an anomaly event",
+            compiled.on_anomaly.as_str()
+        ));
     }
     let mut noexec = Vec::new();
     if compiled.drop_exec && policy.policy.mode == Mode::Enforce {

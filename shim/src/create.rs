@@ -58,7 +58,7 @@ where
 {
     match result {
         Ok(v) => Ok(Some(v)),
-        Err(e) if mode == Mode::Audit => {
+        Err(e) if !mode.enforces() => {
             ctx.logger.warn(&format!(
                 "container {id}: {e}; audit mode: starting unchanged"
             ));
@@ -186,11 +186,7 @@ pub fn plan(ctx: &Context<'_>, id: &str, bundle_dir: &Path) -> Result<Option<Pla
     let mut rewritten =
         match decide_with(&original.bytes, &config_path, &policies, &options, enrich) {
             Ok(r) => r,
-            Err(
-                e @ DecideError::Rewrite {
-                    mode: Mode::Audit, ..
-                },
-            ) => {
+            Err(e @ DecideError::Rewrite { mode, .. }) if !mode.enforces() => {
                 ctx.logger.warn(&format!(
                     "container {id}: {e}; audit mode: starting unchanged"
                 ));

@@ -67,13 +67,18 @@ pub fn prepare(
     rewritten: &mut Rewritten,
 ) -> Result<Option<EgressPlan>, EgressError> {
     let egress = &policy.policy.egress;
-    if egress.mode == EgressMode::Unrestricted {
+    // A learning policy, or one comparing with the profile, logs each new connection.
+    let observe = policy.policy.mode == Mode::Learn || !policy.policy.profile.is_off();
+    let restricts = egress.mode != EgressMode::Unrestricted;
+    if !restricts && !observe {
         // A retried create after the policy changed: no rules of ours may stay behind.
         rules::remove(&mut rewritten.document);
         return Ok(None);
     }
     let name = policy.name().to_owned();
-    let enforce = policy.policy.mode == Mode::Enforce;
+    // Observing alone changes nothing the container can tell: it is never a reason to refuse
+    // it, and the ruleset it installs refuses nothing.
+    let enforce = policy.policy.mode.enforces() && restricts;
     let config = ctx.config;
     if let Some(reason) = crate::identity::hook_unusable(&config.hook_path) {
         let err = EgressError::HookUnusable {
@@ -109,8 +114,15 @@ pub fn prepare(
         policy: name.clone(),
         source,
     };
-    let ruleset = rules::render(egress, enforce, &resolution, config.egress.nflog_group)
-        .map_err(render_err)?;
+    let group = config.egress.nflog_group;
+    let ruleset = if restricts {
+        let mut program =
+            rules::program(egress, enforce, &resolution, group).map_err(render_err)?;
+        program.observe = observe;
+        rules::ruleset(program)
+    } else {
+        rules::ruleset(rules::observe_only(group))
+    };
     let path = ruleset_path(&config.state_dir, &ruleset.digest);
     let target = HookTarget {
         hook_path: &config.hook_path,

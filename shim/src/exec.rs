@@ -58,7 +58,7 @@ pub fn intercept(
             None => return Ok(argv.to_vec()),
         },
     };
-    if record.mode == Mode::Audit {
+    if !record.mode.enforces() {
         return Ok(argv.to_vec());
     }
     match &args.process {
@@ -148,10 +148,7 @@ fn recover(
         )));
     }
     // An unknown or missing mode is held as enforce: the record may only tighten.
-    let mode = match ann(annotations::POLICY_MODE) {
-        Some("audit") => Mode::Audit,
-        _ => Mode::Enforce,
-    };
+    let mode = Mode::parse_or_enforce(ann(annotations::POLICY_MODE).unwrap_or(""));
     let policy = ann(annotations::POLICY).unwrap_or("(unnamed)");
     let record = ContainerRecord::from_spec(id, &state.bundle, policy, digest, mode, &spec);
     if let Err(e) = record.save(record_path) {

@@ -25,7 +25,7 @@ use netlink_packet_netfilter::nftables::{
 use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 
-use super::{Accept, Program, CHAIN, LOG_PREFIX, TABLE};
+use super::{Accept, Program, CHAIN, LOG_PREFIX, OBSERVE_PREFIX, TABLE};
 use crate::model::{DenyVerdict, Protocol};
 
 /// `NFNL_SUBSYS_NFTABLES`: the batch's resource id.
@@ -59,6 +59,7 @@ const NFT_REJECT_ICMPX_ADMIN_PROHIBITED: u8 = 3;
 /// `ct state` bits.
 const CT_ESTABLISHED: u32 = 1 << 1;
 const CT_RELATED: u32 = 1 << 2;
+const CT_NEW: u32 = 1 << 3;
 /// ICMPv6 neighbour discovery: router solicitation, neighbour solicitation and advertisement.
 const ND_TYPES: [u8; 3] = [133, 135, 136];
 const IFNAMSIZ: usize = 16;
@@ -490,6 +491,35 @@ pub fn batch(program: &Program) -> Batch {
         ],
         next(),
     );
+    let log = |prefix: &str| {
+        let mut p = prefix.as_bytes().to_vec();
+        p.push(0);
+        vec![
+            other("counter", Vec::new()),
+            other(
+                "log",
+                vec![
+                    DefaultNla::new(NFTA_LOG_PREFIX, p),
+                    DefaultNla::new(NFTA_LOG_GROUP, program.nflog_group.to_be_bytes().to_vec()),
+                ],
+            ),
+        ]
+    };
+    if program.observe {
+        let mut exprs = vec![
+            other(
+                "ct",
+                vec![
+                    DefaultNla::new(NFTA_CT_DREG, 1u32.to_be_bytes().to_vec()),
+                    DefaultNla::new(NFTA_CT_KEY, NFT_CT_STATE.to_be_bytes().to_vec()),
+                ],
+            ),
+            bitwise(CT_NEW.to_ne_bytes().to_vec()),
+            cmp(Operator::NotEqual, vec![0; 4]),
+        ];
+        exprs.extend(log(OBSERVE_PREFIX));
+        b.rule(exprs, next());
+    }
     let rule = next();
     let nd: Vec<_> = ND_TYPES.iter().map(|t| (vec![*t], None)).collect();
     let nd_set = b.set(TYPE_ICMP6_TYPE, 1, &nd, false, rule);
@@ -510,21 +540,9 @@ pub fn batch(program: &Program) -> Batch {
         let exprs = accept(&mut b, a, rule);
         b.rule(exprs, rule);
     }
-    let mut prefix = LOG_PREFIX.as_bytes().to_vec();
-    prefix.push(0);
-    b.rule(
-        vec![
-            other("counter", Vec::new()),
-            other(
-                "log",
-                vec![
-                    DefaultNla::new(NFTA_LOG_PREFIX, prefix),
-                    DefaultNla::new(NFTA_LOG_GROUP, program.nflog_group.to_be_bytes().to_vec()),
-                ],
-            ),
-        ],
-        next(),
-    );
+    if program.restricts {
+        b.rule(log(LOG_PREFIX), next());
+    }
     let reject = |kind: u32, code: u8| {
         other(
             "reject",
@@ -579,7 +597,28 @@ mod tests {
             on_deny: DenyVerdict::Reject,
             nflog_group: 100,
             accepts,
+            observe: false,
+            restricts: true,
         }
+    }
+
+    #[test]
+    fn observe_only_logs_new_connections_and_refuses_nothing() {
+        let p = super::super::observe_only(100);
+        let b = batch(&p);
+        let m = messages(&b);
+        // begin, table, flush, chain, 3 fixed rules + observe rule, nd set + elements, end
+        assert_eq!(m.len(), 2 + 3 + 4 + 2, "{:?}", b.acks);
+        let text = p.text();
+        assert!(text.contains("policy accept;"));
+        assert!(text.contains("ct state new counter log prefix \"ociguard-new \" group 100"));
+        assert!(!text.contains(LOG_PREFIX));
+        assert_eq!(p.rules(), 4);
+        let json = super::super::nft_json(&p);
+        assert!(
+            json.contains(OBSERVE_PREFIX) && !json.contains(LOG_PREFIX),
+            "{json}"
+        );
     }
 
     fn accept(nets: &[&str], protocol: Protocol, ports: Vec<(u16, u16)>) -> Accept {
