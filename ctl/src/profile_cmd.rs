@@ -188,7 +188,9 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
-    let (found, _) = fetch(args.socket.as_deref(), Some(&args.from))?;
+    let sock = socket(args.socket.as_deref())?;
+    let (found, _) = fetch(Some(&sock), Some(&args.from))?;
+    let node = ociguard_policy::behavior::NodeEnforcers::read(&sock);
     if found.is_empty() {
         bail!(
             "no profile matches {:?} (`ociguardctl profile list` shows what ociguardd learned)",
@@ -204,6 +206,7 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
         &generate::Options {
             name: &name,
             now: now(),
+            enforcers: node.as_ref().map(|n| n.enforcers.as_slice()),
         },
     )?;
     // What is written must load: checked with the loader `ociguard` itself uses.
@@ -244,6 +247,13 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .prefix(".ociguardctl-")
         .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
+    // Policy files are read by `ociguard` and reviewed by people: 0644 like the others
+    // (tempfile creates 0600).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()

@@ -961,9 +961,24 @@ struct ExecCall {
 /// arguments; the strings are read from the process's memory (it cannot run meanwhile, but
 /// another of its threads could change them: the path is what the kernel resolved already).
 fn read_exec(pid: i32) -> ExecCall {
-    let Ok(line) = crate::procfs::read_small(&format!("/proc/{pid}/syscall")) else {
-        return ExecCall::default();
-    };
+    // The kernel shows a task's syscall only once it is off the CPU: a read that races with
+    // the task going to sleep for our answer gets "running". It is about to block (it waits
+    // for this very answer), so asking again soon succeeds; an empty path and argv would
+    // make an allowed program look like no program at all.
+    let mut line = String::new();
+    for attempt in 0..200 {
+        match crate::procfs::read_small(&format!("/proc/{pid}/syscall")) {
+            Ok(l) if l.starts_with("running") => {
+                line = l;
+                std::thread::sleep(Duration::from_micros(if attempt < 20 { 20 } else { 200 }));
+            }
+            Ok(l) => {
+                line = l;
+                break;
+            }
+            Err(_) => return ExecCall::default(),
+        }
+    }
     let mut it = line.split_whitespace();
     let nr: i64 = it.next().and_then(|n| n.parse().ok()).unwrap_or(-1);
     let args: Vec<u64> = it

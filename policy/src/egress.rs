@@ -9,8 +9,8 @@
 //!     type filter hook output priority filter; policy drop;
 //!     oifname "lo" accept
 //!     ct state established,related accept
+//!     icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, mld-listener-report, mld2-listener-report } accept
 //!     ct state new counter log prefix "ociguard-new " group <nflog_group>       # only to observe
-//!     icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept
 //!     ip daddr { <resolvers> } meta l4proto { tcp, udp } th dport 53 accept    # only with host entries
 //!     ip daddr { <allowed> } [meta l4proto ...] [th dport { ... }] accept      # one per (family, protocol, ports)
 //!     counter log prefix "ociguard-deny " group <nflog_group>
@@ -390,6 +390,7 @@ impl Program {
         );
         text.push_str("    oifname \"lo\" accept\n");
         text.push_str("    ct state established,related accept\n");
+        text.push_str("    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, mld-listener-report, mld2-listener-report } accept\n");
         if self.observe {
             let _ = writeln!(
                 text,
@@ -397,7 +398,6 @@ impl Program {
                 self.nflog_group
             );
         }
-        text.push_str("    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept\n");
         for a in &self.accepts {
             let fam = if a.v6 { "ip6" } else { "ip" };
             let nets: Vec<String> = a
@@ -770,6 +770,22 @@ pub fn nft_json(program: &Program) -> String {
         }),
         Statement::Accept(None),
     ]);
+    // Without neighbour discovery no IPv6 destination is reachable at all, allowed or not.
+    add(vec![
+        eq(
+            payload("icmpv6", "type"),
+            set(vec![
+                s("nd-neighbor-solicit"),
+                s("nd-neighbor-advert"),
+                s("nd-router-solicit"),
+                // The kernel's own multicast listener reports (link scope, never routed):
+                // without them every interface change is an "egress denial".
+                s("mld-listener-report"),
+                s("mld2-listener-report"),
+            ]),
+        ),
+        Statement::Accept(None),
+    ]);
     if program.observe {
         add(vec![
             Statement::Match(Match {
@@ -788,18 +804,6 @@ pub fn nft_json(program: &Program) -> String {
             })),
         ]);
     }
-    // Without neighbour discovery no IPv6 destination is reachable at all, allowed or not.
-    add(vec![
-        eq(
-            payload("icmpv6", "type"),
-            set(vec![
-                s("nd-neighbor-solicit"),
-                s("nd-neighbor-advert"),
-                s("nd-router-solicit"),
-            ]),
-        ),
-        Statement::Accept(None),
-    ]);
     for a in &program.accepts {
         add(accept_statements(a));
     }
@@ -1186,7 +1190,7 @@ cidr = "2001:db8::/32"
     type filter hook output priority filter; policy drop;
     oifname \"lo\" accept
     ct state established,related accept
-    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept
+    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, mld-listener-report, mld2-listener-report } accept
     ip daddr { 198.18.0.53 } meta l4proto { tcp, udp } th dport { 53 } accept  # DNS
     ip daddr { 198.18.5.5, 198.18.5.6 } meta l4proto { tcp, udp } th dport { 443 } accept
     ip daddr { 198.18.3.4 } meta l4proto { tcp } th dport { 8080 } accept

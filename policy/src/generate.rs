@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 
 use glob_match::glob_match;
 
-use crate::behavior::DEFAULT_SHELLS;
+use crate::behavior::{Enforcer, Rule, DEFAULT_SHELLS};
 use crate::profile::{protocol_name, Profile};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,9 @@ pub struct Options<'a> {
     pub name: &'a str,
     /// Unix seconds, for the header.
     pub now: u64,
+    /// The enforcers of the node the policy is for (`enforcers.json`), when known: a rule
+    /// none of them holds is written commented out, so the `required` policy can start.
+    pub enforcers: Option<&'a [Enforcer]>,
 }
 
 /// A TOML string literal (quoted and escaped as TOML requires).
@@ -256,7 +259,13 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
                 .join(", ")
         );
     }
-    t.push_str("environ = true\nprotect_secrets = true\n");
+    match opts.enforcers {
+        Some(have) if Rule::Environ.held_by(have).is_empty() => t.push_str(
+            "# environ = true  (no enforcer on this node holds it: ociguardd runs without the BPF enforcer)\n",
+        ),
+        _ => t.push_str("environ = true\n"),
+    }
+    t.push_str("protect_secrets = true\n");
     let readers: BTreeSet<String> = p.secrets.values().flatten().cloned().collect();
     let _ = writeln!(
         t,
@@ -370,6 +379,7 @@ mod tests {
             &Options {
                 name: "learned-app",
                 now: 1_765_000_200,
+                enforcers: None,
             },
         )
         .unwrap();
@@ -395,19 +405,20 @@ mod tests {
     fn a_shell_that_was_run_stays_allowed_and_names_are_checked() {
         let mut p = profile();
         p.add_exec("/bin/sh", "/bin/busybox", true, 1);
-        let text = policy(&[p], &Options { name: "x", now: 0 }).unwrap();
+        let only_fanotify = [Enforcer::Fanotify];
+        let opts = |name| Options {
+            name,
+            now: 0,
+            enforcers: Some(&only_fanotify),
+        };
+        let text = policy(&[p], &opts("x")).unwrap();
+        assert!(text.contains("# environ = true  (no enforcer"));
+        crate::load::parse_policy(std::path::Path::new("g.toml"), &text).unwrap();
         assert!(!text.contains("deny_shells = true"));
         assert!(!text.contains("drop_exec = true"));
         assert!(text.contains("shells were run (/bin/sh)"));
-        assert!(policy(&[], &Options { name: "x", now: 0 }).is_err());
-        assert!(policy(
-            &[profile()],
-            &Options {
-                name: "a b",
-                now: 0
-            }
-        )
-        .is_err());
+        assert!(policy(&[], &opts("x")).is_err());
+        assert!(policy(&[profile()], &opts("a b")).is_err());
     }
 
     #[test]

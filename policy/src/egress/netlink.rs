@@ -61,7 +61,9 @@ const CT_ESTABLISHED: u32 = 1 << 1;
 const CT_RELATED: u32 = 1 << 2;
 const CT_NEW: u32 = 1 << 3;
 /// ICMPv6 neighbour discovery: router solicitation, neighbour solicitation and advertisement.
-const ND_TYPES: [u8; 3] = [133, 135, 136];
+/// Neighbour discovery (133 router solicitation, 135/136 neighbour solicitation/advertisement)
+/// and the kernel's multicast listener reports (131 MLDv1, 143 MLDv2; link scope).
+const ND_TYPES: [u8; 5] = [131, 133, 135, 136, 143];
 const IFNAMSIZ: usize = 16;
 /// Set elements per NEWSETELEM message: an attribute's length is 16 bits, so one message's
 /// element list must stay under 64 KiB (an IPv6 interval boundary is ~36 bytes).
@@ -505,21 +507,6 @@ pub fn batch(program: &Program) -> Batch {
             ),
         ]
     };
-    if program.observe {
-        let mut exprs = vec![
-            other(
-                "ct",
-                vec![
-                    DefaultNla::new(NFTA_CT_DREG, 1u32.to_be_bytes().to_vec()),
-                    DefaultNla::new(NFTA_CT_KEY, NFT_CT_STATE.to_be_bytes().to_vec()),
-                ],
-            ),
-            bitwise(CT_NEW.to_ne_bytes().to_vec()),
-            cmp(Operator::NotEqual, vec![0; 4]),
-        ];
-        exprs.extend(log(OBSERVE_PREFIX));
-        b.rule(exprs, next());
-    }
     let rule = next();
     let nd: Vec<_> = ND_TYPES.iter().map(|t| (vec![*t], None)).collect();
     let nd_set = b.set(TYPE_ICMP6_TYPE, 1, &nd, false, rule);
@@ -535,6 +522,21 @@ pub fn batch(program: &Program) -> Batch {
         ],
         rule,
     );
+    if program.observe {
+        let mut exprs = vec![
+            other(
+                "ct",
+                vec![
+                    DefaultNla::new(NFTA_CT_DREG, 1u32.to_be_bytes().to_vec()),
+                    DefaultNla::new(NFTA_CT_KEY, NFT_CT_STATE.to_be_bytes().to_vec()),
+                ],
+            ),
+            bitwise(CT_NEW.to_ne_bytes().to_vec()),
+            cmp(Operator::NotEqual, vec![0; 4]),
+        ];
+        exprs.extend(log(OBSERVE_PREFIX));
+        b.rule(exprs, next());
+    }
     for a in &program.accepts {
         let rule = next();
         let exprs = accept(&mut b, a, rule);

@@ -5,6 +5,7 @@ pub mod containerd;
 pub mod docker;
 pub mod monitor;
 pub mod netns;
+pub mod overlay;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
