@@ -6,7 +6,11 @@
 //! - `kernel`: reverse shells, dropped binaries, environ, the loader, `action = "kill"`: held
 //!   by the BPF enforcer alone (no fanotify exec mark);
 //! - `fanotify`: the same rules with `action = "deny"` (EPERM): fanotify's exec permission
-//!   events in front, the BPF enforcer behind.
+//!   events in front, the BPF enforcer behind;
+//! - `learn`: `kernel`'s rules under `mode = "learn"`: every exec reported by the enforcer and
+//!   recorded into the image's behaviour profile;
+//! - `compare`: `kernel` with `[profile] on_anomaly = "report"`: every exec reported and
+//!   compared with that profile.
 //!
 //! Workloads, timed inside the container by busybox `time -p`: 10,000 fork+exec of
 //! `/bin/true`, and 200,000 open+close of an ordinary file (a shell redirection, no fork).
@@ -22,7 +26,10 @@ use serde_json::{json, Value};
 const EXECS: u32 = 10_000;
 const OPENS: u32 = 200_000;
 const ROUNDS: usize = 5;
-const VARIANTS: [&str; 3] = ["none", "kernel", "fanotify"];
+const VARIANTS: [&str; 5] = ["none", "kernel", "fanotify", "learn", "compare"];
+/// The image every variant's container claims, so `learn` and `compare` share a profile.
+const IMAGE: &str =
+    "localhost/bench@sha256:0b1e2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
 const RULES: &str = "reverse_shell = true\ndrop_exec = true\nenviron = true\n";
 
 pub struct Setup<'a> {
@@ -49,14 +56,21 @@ pub fn run(s: &Setup<'_>) -> Result<()> {
     let policies = w.join("policies");
     std::fs::create_dir_all(&policies)?;
     for v in VARIANTS {
+        let kernel = format!("[behavior]\nmode = \"required\"\naction = \"kill\"\n{RULES}");
         let behavior = match v {
             "none" => String::new(),
-            "kernel" => format!("[behavior]\nmode = \"required\"\naction = \"kill\"\n{RULES}"),
+            "kernel" => kernel,
+            "learn" => format!("mode = \"learn\"\n{kernel}"),
+            "compare" => format!("{kernel}[profile]\non_anomaly = \"report\"\n"),
             _ => format!("[behavior]\nmode = \"required\"\naction = \"deny\"\n{RULES}"),
         };
         std::fs::write(
             policies.join(format!("{v}.toml")),
-            format!("name = \"{v}\"\n[match]\nannotations = {{ \"org.example.beh\" = \"{v}\" }}\n{behavior}"),
+            // `mode` must come before the tables.
+            match behavior.strip_prefix("mode = \"learn\"\n") {
+                Some(rest) => format!("name = \"{v}\"\nmode = \"learn\"\n[match]\nannotations = {{ \"org.example.beh\" = \"{v}\" }}\n{rest}"),
+                None => format!("name = \"{v}\"\n[match]\nannotations = {{ \"org.example.beh\" = \"{v}\" }}\n{behavior}"),
+            },
         )?;
     }
     let socket = w.join("run/monitor.sock");
@@ -92,7 +106,7 @@ pub fn run(s: &Setup<'_>) -> Result<()> {
         ),
         (format!("{OPENS} open+close"), &open_script, 1.03),
     ] {
-        let mut samples: [Vec<f64>; 3] = Default::default();
+        let mut samples: [Vec<f64>; 5] = Default::default();
         // Opens are quick: more rounds for the same confidence.
         let rounds = if script == &open_script {
             3 * ROUNDS
@@ -130,11 +144,20 @@ pub fn run(s: &Setup<'_>) -> Result<()> {
             "    fanotify / none = {:.3}x   (EPERM answers: a round trip to ociguardd per exec)",
             med[2] / med[0]
         );
+        println!(
+            "    learn / kernel  = {:.3}x   (recording; target <= 1.05x)",
+            med[3] / med[1]
+        );
+        println!(
+            "    compare / kernel = {:.3}x  (comparing with the profile; target <= 1.05x)",
+            med[4] / med[1]
+        );
     }
 
     host_cost(&mut monitor, &s.rootfs.join("bin/busybox"), &open_script)?;
     memory(s.ociguard, &config, &w, &ovl.merged, &pins, monitor.pid())?;
     decode_rate();
+    profile_costs(&socket)?;
     drop(ovl);
     drop(monitor);
     Ok(())
@@ -313,6 +336,114 @@ fn decode_rate() {
     );
 }
 
+/// What profiles cost ociguardd: merging two full profiles, recording 100,000 destinations,
+/// and the size of generated policies (the profile the `learn` rounds recorded, and a
+/// realistic service's).
+fn profile_costs(socket: &Path) -> Result<()> {
+    use ociguard_policy::generate;
+    use ociguard_policy::profile::{Profile, Subject, MAX_DESTINATIONS, MAX_EXECS};
+    let subject = Subject::of(Some("bench"), Some("sha256:00"), None, None).context("subject")?;
+    let full = |salt: u32| {
+        let mut p = Profile::new(subject.clone(), 1);
+        for i in 0..MAX_EXECS as u32 {
+            p.add_exec(&format!("/usr/bin/prog-{salt}-{i}"), "", false, 1);
+        }
+        for i in 0..MAX_DESTINATIONS as u32 {
+            let a = std::net::Ipv4Addr::from(0xC612_0000 + salt * 4096 + i);
+            p.add_destination(6, a.into(), Some(443), 1);
+        }
+        p
+    };
+    let (a, b) = (full(1), full(2));
+    const MERGES: u32 = 20;
+    let t = Instant::now();
+    for _ in 0..MERGES {
+        let mut m = a.clone();
+        m.merge(std::hint::black_box(&b));
+        std::hint::black_box(&m);
+    }
+    println!(
+        "  profile merge, two full profiles ({MAX_EXECS} programs + {MAX_DESTINATIONS} destinations each): {:.1} ms",
+        t.elapsed().as_secs_f64() * 1000.0 / f64::from(MERGES)
+    );
+    let t = Instant::now();
+    let mut p = Profile::new(subject.clone(), 1);
+    for i in 0..100_000u32 {
+        let a = std::net::Ipv4Addr::from(0xC612_0000 + i);
+        p.add_destination(6, a.into(), Some(443), 1);
+    }
+    println!(
+        "  100,000 new destinations recorded into one profile: {:.0} ms ({} entries after summarising to /{})",
+        t.elapsed().as_secs_f64() * 1000.0,
+        p.egress.len(),
+        p.summarised_to().map_or(32, |s| s.0)
+    );
+    let opts = generate::Options {
+        name: "bench",
+        now: 1,
+        enforcers: None,
+    };
+    // A realistic service: an entrypoint script, its interpreter and a few tools, its token
+    // read by the app, a database, a cache, two APIs and DNS.
+    let mut svc = Profile::new(subject, 1);
+    svc.add_container("learn", 1);
+    for prog in [
+        "/docker-entrypoint.sh",
+        "/bin/sh",
+        "/usr/bin/env",
+        "/bin/sed",
+        "/bin/grep",
+        "/usr/bin/id",
+        "/bin/mkdir",
+        "/bin/chown",
+        "/usr/local/bin/gosu",
+        "/usr/local/bin/python3.12",
+        "/usr/bin/curl",
+        "/bin/sleep",
+    ] {
+        svc.add_exec(prog, "", false, 1);
+    }
+    svc.add_secret(
+        "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        "/usr/local/bin/python3.12",
+        1,
+    );
+    svc.add_secret("/run/secrets/db-password", "/usr/local/bin/python3.12", 1);
+    for (addr, port, proto) in [
+        ("10.96.0.10", 53, 17),
+        ("10.96.0.10", 53, 6),
+        ("10.20.3.4", 5432, 6),
+        ("10.20.3.9", 6379, 6),
+        ("198.18.40.1", 443, 6),
+        ("198.18.41.7", 443, 6),
+    ] {
+        svc.add_destination(proto, addr.parse()?, Some(port), 1);
+    }
+    let text = generate::policy(&[svc], &opts)?;
+    println!(
+        "  generated policy, realistic service (12 programs, 2 secrets, 6 destinations): {} bytes, {} lines",
+        text.len(),
+        text.lines().count()
+    );
+    let resp = ociguard_monitor::client::request(
+        socket,
+        &ociguard_monitor::Request::Profiles {
+            select: Some(IMAGE.to_owned()),
+        },
+        Duration::from_secs(10),
+    )?;
+    if let Some(learned) = resp.profiles.filter(|p| !p.is_empty()) {
+        let text = generate::policy(&learned, &opts)?;
+        println!(
+            "  generated policy from the profile the `learn` rounds recorded ({} containers, {} programs): {} bytes",
+            learned[0].containers,
+            learned[0].execs.len(),
+            text.len()
+        );
+    }
+    Ok(())
+}
+
 fn spec(rootfs: &Path, variant: &str, args: &[&str]) -> Value {
     json!({
         "ociVersion": "1.0.2",
@@ -323,7 +454,7 @@ fn spec(rootfs: &Path, variant: &str, args: &[&str]) -> Value {
         "hostname": "bench",
         "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
                    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]}],
-        "annotations": {"org.example.beh": variant},
+        "annotations": {"org.example.beh": variant, "io.kubernetes.cri.image-name": IMAGE},
         "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]}
     })
 }
