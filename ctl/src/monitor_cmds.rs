@@ -60,7 +60,7 @@ pub enum Cmd {
         json: bool,
     },
     /// Events: registered, started, exited, reconciled, deregistered, egress-denied,
-    /// behavior-denied, behavior-audit.
+    /// behavior-denied, behavior-audit, behavior-lost, anomaly.
     Events {
         #[command(flatten)]
         conn: Conn,

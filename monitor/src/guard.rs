@@ -830,15 +830,7 @@ impl Guard {
             m.insert("count".into(), count.into());
             m.insert("policy".into(), g.rules.policy.clone().into());
             m.insert("policy_digest".into(), g.rules.policy_digest.clone().into());
-            m.insert("image".into(), rec.image.name.as_deref().into());
-            m.insert("image_digest".into(), rec.image.digest.as_deref().into());
-            m.insert(
-                "service_account".into(),
-                rec.kubernetes
-                    .as_ref()
-                    .and_then(|k| k.service_account.as_deref())
-                    .into(),
-            );
+            rec.describe_image(m);
         }
         let kind = if action == Action::Audit {
             EventKind::BehaviorAudit

@@ -218,6 +218,12 @@ impl Profiles {
         let id = subject.id();
         let now = now_secs();
         let mut inner = self.lock();
+        // The same registration again (a retried hook): counted and announced once.
+        let already = inner
+            .watched
+            .get(&rec.key())
+            .is_some_and(|w| w.gone.is_none());
+        let again = again || already;
         let mut missing = None;
         if rules.learn {
             if !inner.profiles.contains_key(&id) && inner.profiles.len() >= MAX_PROFILES {
@@ -238,7 +244,7 @@ impl Profiles {
                 inner.dirty = true;
                 self.wake.notify_one();
             }
-        } else if !inner.profiles.contains_key(&id) {
+        } else if !already && !inner.profiles.contains_key(&id) {
             missing = Some(subject.clone());
         }
         inner.watched.insert(
@@ -441,16 +447,7 @@ impl Profiles {
 
     fn announce(&self, rec: &Identity, mut detail: Value) {
         if let Value::Object(m) = &mut detail {
-            m.insert("image".into(), rec.image.name.as_deref().into());
-            m.entry("image_digest")
-                .or_insert_with(|| rec.image.digest.as_deref().into());
-            m.insert(
-                "service_account".into(),
-                rec.kubernetes
-                    .as_ref()
-                    .and_then(|k| k.service_account.as_deref())
-                    .into(),
-            );
+            rec.describe_image(m);
         }
         self.hub
             .publish(EventKind::Anomaly, rec, Some(detail.to_string()));

@@ -357,6 +357,20 @@ impl fmt::Display for Key {
 }
 
 impl Identity {
+    /// Add `image`, `image_digest` (unless there) and `service_account` to an event's detail.
+    pub fn describe_image(&self, m: &mut serde_json::Map<String, serde_json::Value>) {
+        m.insert("image".into(), self.image.name.as_deref().into());
+        m.entry("image_digest")
+            .or_insert_with(|| self.image.digest.as_deref().into());
+        m.insert(
+            "service_account".into(),
+            self.kubernetes
+                .as_ref()
+                .and_then(|k| k.service_account.as_deref())
+                .into(),
+        );
+    }
+
     pub fn key(&self) -> Key {
         Key {
             id: self.id.clone(),

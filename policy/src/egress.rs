@@ -631,6 +631,19 @@ pub fn ruleset(program: Program) -> Ruleset {
     }
 }
 
+/// `ct state <states>`
+fn ct_state(states: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left: Expression::Named(NamedExpression::CT(CT {
+            key: Cow::Borrowed("state"),
+            family: None,
+            dir: None,
+        })),
+        right: states,
+        op: Operator::IN,
+    })
+}
+
 fn s(v: &str) -> Expression<'static> {
     Expression::String(Cow::Owned(v.to_owned()))
 }
@@ -759,15 +772,7 @@ pub fn nft_json(program: &Program) -> String {
         Statement::Accept(None),
     ]);
     add(vec![
-        Statement::Match(Match {
-            left: Expression::Named(NamedExpression::CT(CT {
-                key: Cow::Borrowed("state"),
-                family: None,
-                dir: None,
-            })),
-            right: Expression::List(vec![s("established"), s("related")]),
-            op: Operator::IN,
-        }),
+        ct_state(Expression::List(vec![s("established"), s("related")])),
         Statement::Accept(None),
     ]);
     // Without neighbour discovery no IPv6 destination is reachable at all, allowed or not.
@@ -788,15 +793,7 @@ pub fn nft_json(program: &Program) -> String {
     ]);
     if program.observe {
         add(vec![
-            Statement::Match(Match {
-                left: Expression::Named(NamedExpression::CT(CT {
-                    key: Cow::Borrowed("state"),
-                    family: None,
-                    dir: None,
-                })),
-                right: s("new"),
-                op: Operator::IN,
-            }),
+            ct_state(s("new")),
             Statement::Counter(Counter::Anonymous(Some(AnonymousCounter::default()))),
             Statement::Log(Some(Log {
                 prefix: Some(Cow::Borrowed(OBSERVE_PREFIX)),

@@ -10,7 +10,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::monitor::{bins, ctl, Bins, Monitor};
+use common::monitor::{bins, events_where, Bins, Monitor};
 use common::netns::Net;
 use common::overlay::{Overlay, READER};
 use common::*;
@@ -53,48 +53,17 @@ fn guarded_spec(w: &World, ovl: &Overlay, args: &[&str]) -> Value {
     s["process"]["args"] = json!(args);
     s["root"] = json!({"path": ovl.merged, "readonly": false});
     s["annotations"]["org.example.guard"] = json!("on");
-    let secret = w.path().join("sa");
-    std::fs::create_dir_all(&secret).unwrap();
-    std::fs::write(secret.join("token"), TOKEN).unwrap();
-    s["mounts"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"destination": SA_DIR, "type": "bind", "source": secret, "options": ["rbind", "ro"]}));
+    w.mount_secret(&mut s, SA_DIR, "token", TOKEN);
     s
 }
 
-/// `ociguard run` to completion: (exit code, stdout + stderr).
 fn run(w: &World, id: &str, spec: &Value) -> (i32, String) {
-    let b = w.bundle(id, spec);
-    let out = w.ociguard(&["run", "--bundle", b.to_str().unwrap(), id]);
-    let _ = w.crun(&["delete", "-f", id]);
-    (
-        out.status.code().unwrap_or(-1),
-        format!("{}{}", stdout(&out), stderr(&out)),
-    )
+    w.run_to_end(id, spec)
 }
 
 /// The behavior events of container `id`, waiting up to 5 s for at least `want`.
 fn events(w: &World, b: &Bins, id: &str, want: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let out = ctl(w, b, &["events", "--json"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let got: Vec<Value> = stdout(&out)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|e| e["id"] == id && e["kind"].as_str().unwrap_or("").starts_with("behavior"))
-            .map(|mut e| {
-                let d: Value = serde_json::from_str(e["detail"].as_str().unwrap_or("{}")).unwrap();
-                e["detail"] = d;
-                e
-            })
-            .collect();
-        if got.len() >= want || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    events_where(w, b, id, |kind| kind.starts_with("behavior"), want)
 }
 
 fn one(evs: &[Value], rule: &str) -> Value {

@@ -12,7 +12,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::monitor::{bins, ctl, Bins, Monitor};
+use common::monitor::{bins, ctl, events_where, Bins, Monitor};
 use common::netns::Net;
 use common::overlay::{Overlay, READER};
 use common::*;
@@ -85,13 +85,7 @@ fn workload(w: &World, ovl: &Overlay, net: &Net, execs: &[&[&str]]) -> Value {
     s["root"] = json!({"path": ovl.merged, "readonly": false});
     s["annotations"]["org.example.app"] = json!("on");
     s["annotations"]["io.kubernetes.cri.image-name"] = json!(IMAGE);
-    let secret = w.path().join("sa");
-    std::fs::create_dir_all(&secret).unwrap();
-    std::fs::write(secret.join("token"), TOKEN).unwrap();
-    s["mounts"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"destination": SA_DIR, "type": "bind", "source": secret, "options": ["rbind", "ro"]}));
+    w.mount_secret(&mut s, SA_DIR, "token", TOKEN);
     s["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "network", "path": net.path()}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]);
     s
 }
@@ -108,39 +102,13 @@ fn normal() -> Vec<&'static [&'static str]> {
     ]
 }
 
-/// `ociguard run` to completion: (exit code, stdout + stderr).
 fn run(w: &World, id: &str, spec: &Value) -> (i32, String) {
-    let b = w.bundle(id, spec);
-    let out = w.ociguard(&["run", "--bundle", b.to_str().unwrap(), id]);
-    let _ = w.crun(&["delete", "-f", id]);
-    (
-        out.status.code().unwrap_or(-1),
-        format!("{}{}", stdout(&out), stderr(&out)),
-    )
+    w.run_to_end(id, spec)
 }
 
-/// Events of container `id` whose kind is in `kinds` (details parsed), waiting up to 5 s for
-/// at least `want`.
+/// Events of container `id` whose kind is in `kinds`, waiting up to 5 s for at least `want`.
 fn events(w: &World, b: &Bins, id: &str, kinds: &[&str], want: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let out = ctl(w, b, &["events", "--json"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let got: Vec<Value> = stdout(&out)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|e| e["id"] == id && kinds.contains(&e["kind"].as_str().unwrap_or("")))
-            .map(|mut e| {
-                let raw = e["detail"].as_str().unwrap_or("{}").to_owned();
-                e["detail"] = serde_json::from_str(&raw).unwrap_or(Value::String(raw));
-                e
-            })
-            .collect();
-        if got.len() >= want || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    events_where(w, b, id, |kind| kinds.contains(&kind), want)
 }
 
 /// `ociguardctl profile show localhost/app --json`, once it has what `done` wants (15 s).

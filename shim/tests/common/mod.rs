@@ -177,6 +177,31 @@ impl World {
             .output()
             .unwrap()
     }
+    /// `ociguard run` to completion, then `crun delete -f`: (exit code, stdout + stderr).
+    pub fn run_to_end(&self, id: &str, spec: &Value) -> (i32, String) {
+        let b = self.bundle(id, spec);
+        let out = self.ociguard(&["run", "--bundle", b.to_str().unwrap(), id]);
+        let _ = self.crun(&["delete", "-f", id]);
+        (
+            out.status.code().unwrap_or(-1),
+            format!("{}{}", stdout(&out), stderr(&out)),
+        )
+    }
+
+    /// Bind-mount a directory of the World holding `file` = `content` read-only at `dest`
+    /// (a secret mount, as the kubelet's service-account token).
+    pub fn mount_secret(&self, spec: &mut Value, dest: &str, file: &str, content: &str) {
+        let dir = self
+            .path()
+            .join("secret-mounts")
+            .join(dest.trim_start_matches('/'));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(file), content).unwrap();
+        spec["mounts"].as_array_mut().unwrap().push(
+            json!({"destination": dest, "type": "bind", "source": dir, "options": ["rbind", "ro"]}),
+        );
+    }
+
     pub fn last_decision(&self) -> Value {
         let text = std::fs::read_to_string(self.decisions()).unwrap();
         serde_json::from_str(text.lines().last().unwrap()).unwrap()

@@ -38,6 +38,37 @@ pub fn ctl(w: &World, b: &Bins, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Events of container `id` whose kind `wants` (their details parsed from JSON where they are
+/// JSON), from `ociguardctl events`, waiting up to 5 s for at least `want`.
+pub fn events_where(
+    w: &World,
+    b: &Bins,
+    id: &str,
+    wants: impl Fn(&str) -> bool,
+    want: usize,
+) -> Vec<serde_json::Value> {
+    use serde_json::Value;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = ctl(w, b, &["events", "--json"]);
+        assert!(out.status.success(), "{}", super::stderr(&out));
+        let got: Vec<Value> = super::stdout(&out)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["id"] == id && wants(e["kind"].as_str().unwrap_or("")))
+            .map(|mut e| {
+                let raw = e["detail"].as_str().unwrap_or("{}").to_owned();
+                e["detail"] = serde_json::from_str(&raw).unwrap_or(Value::String(raw));
+                e
+            })
+            .collect();
+        if got.len() >= want || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Does the monitor at `sock` answer a ping?
 pub fn ping(sock: &Path) -> bool {
     let Ok(mut s) = UnixStream::connect(sock) else {
