@@ -66,6 +66,13 @@ install: build
 	install -D -m 0755 $(RELEASE)/ociguardd $(DESTDIR)$(PREFIX)/bin/ociguardd
 	install -D -m 0755 $(HOOK) $(DESTDIR)$(PREFIX)/bin/ociguard-hook
 	install -d -m 0755 $(DESTDIR)/etc/ociguard/policies
+	# An operator's config and policies are never overwritten: installed only where absent.
+	test -e $(DESTDIR)/etc/ociguard/config.toml || install -m 0644 deploy/config.toml $(DESTDIR)/etc/ociguard/config.toml
+	test -e $(DESTDIR)/etc/ociguard/policies/default.toml || install -m 0644 deploy/policies/default.toml $(DESTDIR)/etc/ociguard/policies/default.toml
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/ociguard/examples
+	cp -r deploy/policies deploy/engines $(DESTDIR)$(PREFIX)/share/ociguard/examples/
+	install -D -m 0644 deploy/systemd/ociguardd.service $(DESTDIR)/etc/systemd/system/ociguardd.service
+	@echo "installed; next: systemctl daemon-reload && systemctl enable --now ociguardd; ociguardctl setup ENGINE"
 
 clean:
 	$(CARGO) clean

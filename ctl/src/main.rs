@@ -6,6 +6,7 @@ mod explain;
 mod monitor_cmds;
 mod policy_check;
 mod profile_cmd;
+mod setup;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,9 @@ enum Cmd {
     /// Generated AppArmor profiles.
     #[command(subcommand)]
     Apparmor(AppArmorCmd),
+    /// Register ociguard as a runtime of containerd, Podman, Docker or CRI-O (merges into the
+    /// engine's config; idempotent; --dry-run prints the diff).
+    Setup(setup::Args),
     /// Behaviour profiles ociguardd learned under `learn` policies.
     #[command(subcommand)]
     Profile(ProfileCmd),
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         Cmd::Policy(PolicyCmd::Generate(args)) => profile_cmd::generate(&args),
         Cmd::Profile(ProfileCmd::Show(args) | ProfileCmd::List(args)) => profile_cmd::show(&args),
         Cmd::Explain(args) => explain::run(&args),
+        Cmd::Setup(args) => setup::run(&args),
         Cmd::Apparmor(AppArmorCmd::Render(args)) => apparmor_cmd::render(&args),
         Cmd::Monitor(cmd) => monitor_cmds::run(&cmd),
     };
