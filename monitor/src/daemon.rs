@@ -65,6 +65,8 @@ pub struct Options {
     pub nflog_group: u16,
     /// Follow containerd at this socket for `image_of` (`labels.containerd_socket`).
     pub containerd_socket: Option<PathBuf>,
+    /// Export every event as a JSON line (`--events-file`).
+    pub events_file: Option<crate::export::Target>,
 }
 
 impl Default for Options {
@@ -86,6 +88,7 @@ impl Default for Options {
             bpf_pin_dir: PathBuf::from(crate::bpf::PIN_ROOT),
             nflog_group: nflog::DEFAULT_GROUP,
             containerd_socket: None,
+            events_file: None,
         }
     }
 }
@@ -114,6 +117,11 @@ pub enum DaemonError {
     },
     #[error("spool: {0}")]
     Spool(#[from] SpoolError),
+    #[error("event export {target:?}: {source}")]
+    Export {
+        target: crate::export::Target,
+        source: std::io::Error,
+    },
     #[error("start thread {name}: {source}")]
     Thread {
         name: &'static str,
@@ -413,6 +421,16 @@ pub fn run(opts: &Options, stop: &Receiver<()>) -> Result<(), DaemonError> {
         }
     }
 
+    if let Some(target) = &opts.events_file {
+        // Before anything publishes: the export has every event of this run.
+        let run = crate::export::start(target.clone(), Arc::clone(&hub)).map_err(|source| {
+            DaemonError::Export {
+                target: target.clone(),
+                source,
+            }
+        })?;
+        spawn("ociguardd-export", run)?;
+    }
     let profiles = match Profiles::open(
         &opts.state_dir.join(PROFILES_DIR),
         Arc::clone(&hub),

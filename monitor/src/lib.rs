@@ -18,6 +18,7 @@ pub mod containerd;
 pub mod daemon;
 pub mod events;
 pub mod exitwatch;
+pub mod export;
 #[cfg(feature = "daemon")]
 pub mod guard;
 pub mod imagemap;

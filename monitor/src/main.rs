@@ -78,6 +78,9 @@ struct Args {
     /// config, 100).
     #[arg(long)]
     nflog_group: Option<u16>,
+    /// Append every event as a JSON line to this file (`-`: stdout), for a log shipper.
+    #[arg(long, value_name = "PATH|-")]
+    events_file: Option<String>,
     /// error, warn, info, debug or trace.
     #[arg(long, default_value = "info", value_parser = parse_level)]
     log_level: log::LevelFilter,
@@ -117,6 +120,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         guard: !args.no_guard,
         bpf: !args.no_bpf,
         bpf_pin_dir: args.bpf_pin_dir,
+        events_file: args
+            .events_file
+            .as_deref()
+            .map(ociguard_monitor::export::Target::parse),
         nflog_group: args.nflog_group.unwrap_or(config.egress.nflog_group),
         containerd_socket: (!args.no_containerd).then(|| {
             args.containerd_socket

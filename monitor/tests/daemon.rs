@@ -592,3 +592,52 @@ fn a_served_socket_is_never_taken_over_or_removed_by_another_monitor() {
     let _ = successor.kill();
     let _ = successor.wait();
 }
+
+#[test]
+fn every_event_is_exported_as_a_json_line_and_a_bad_export_path_stops_the_start() {
+    let events =
+        std::env::temp_dir().join(format!("ociguardd-events-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&events);
+    let m = Monitor::new(&["--events-file", events.to_str().unwrap()]);
+    assert!(m.register(ident("exp-1")).ok);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let line = loop {
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("\"exp-1\"")) {
+            break l.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{text}\n{}",
+            m.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["kind"], "registered");
+    assert_eq!(v["id"], "exp-1");
+    let _ = std::fs::remove_file(&events);
+
+    // A path that cannot be written: ociguardd refuses to start and says why.
+    let bad = Monitor::stopped(&[]);
+    let out = Command::new(OCIGUARDD)
+        .env("OCIGUARD_CONFIG", bad.dir.path().join("no-config.toml"))
+        .arg("--socket")
+        .arg(bad.socket())
+        .arg("--state-dir")
+        .arg(bad.state_dir())
+        .args([
+            "--no-bpf",
+            "--no-guard",
+            "--events-file",
+            "/nonexistent-dir/events.jsonl",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("event export") && err.contains("nonexistent-dir"),
+        "{err}"
+    );
+}
