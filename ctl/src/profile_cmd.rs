@@ -224,7 +224,8 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
     match &args.output {
         None => std::io::stdout().lock().write_all(text.as_bytes())?,
         Some(path) => {
-            write_atomic(path, text.as_bytes())
+            // Never a half-written policy in the policy directory (read at every create).
+            crate::setup::write_atomic(path, text.as_bytes())
                 .with_context(|| format!("write {}", path.display()))?;
             eprintln!(
                 "ociguardctl: wrote policy {name:?} to {} from {} profile(s)",
@@ -234,27 +235,4 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Temporary file beside `path`, fsync, rename: never a half-written policy in the policy
-/// directory (ociguard reads it at every create).
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".ociguardctl-")
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    // Policy files are read by `ociguard` and reviewed by people: 0644 like the others
-    // (tempfile creates 0600).
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
 }

@@ -308,8 +308,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Temp file beside `path` with `path`'s mode (0644 for a new file), fsync, rename, directory
-/// fsync: the engine never reads a half-written config.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// fsync: the engine (or `ociguard`, for a policy) never reads a half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
