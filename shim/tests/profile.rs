@@ -184,7 +184,12 @@ fn a_learned_profile_becomes_a_policy_the_workload_runs_clean_under_and_deviatio
     // The profile is on disk: it survives a SIGKILL of ociguardd.
     let file = m.wait_for("the profile file", || {
         let dir = w.path().join("monitor-state/profiles");
+        // The profile itself, not the temporary file of a write in progress (a SIGKILL
+        // before its rename leaves the previous version, here none).
         std::fs::read_dir(&dir).ok()?.flatten().find_map(|e| {
+            if e.path().extension().and_then(|x| x.to_str()) != Some("json") {
+                return None;
+            }
             let text = std::fs::read_to_string(e.path()).ok()?;
             (text.contains("/bin/wget")
                 && text.contains("198.18.1.1/32")
