@@ -201,8 +201,8 @@ fn profile_status(
         facts
             .image
             .as_deref()
-            .and_then(|i| i.split_once('@'))
-            .map(|(_, d)| d.to_owned())
+            .and_then(ociguard_policy::select::pinned_digest)
+            .map(str::to_owned)
     });
     let subject = ociguard_policy::profile::Subject::of(
         facts.image.as_deref(),

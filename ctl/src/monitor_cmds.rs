@@ -80,12 +80,16 @@ pub enum Cmd {
     },
 }
 
-fn connect(conn: &Conn) -> anyhow::Result<Client> {
-    let socket = match &conn.socket {
-        Some(s) => s.clone(),
+/// The monitor's socket: `given`, else `monitor_socket` of the ociguard config.
+pub fn socket(given: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
+    Ok(match given {
+        Some(s) => s.to_owned(),
         None => RuntimeConfig::load(&RuntimeConfig::path_from_env())?.monitor_socket,
-    };
-    Ok(Client::connect(&socket, TIMEOUT)?)
+    })
+}
+
+fn connect(conn: &Conn) -> anyhow::Result<Client> {
+    Ok(Client::connect(&socket(conn.socket.as_deref())?, TIMEOUT)?)
 }
 
 /// A `whoami`/`whois` answer: the container, or why there is none (exit status 1).

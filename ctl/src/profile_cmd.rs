@@ -10,7 +10,6 @@ use anyhow::{bail, Context as _};
 use ociguard_monitor::protocol::Request;
 use ociguard_policy::generate::{self, span, utc};
 use ociguard_policy::profile::{protocol_name, Profile};
-use ociguard_policy::RuntimeConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -42,21 +41,12 @@ pub struct GenerateArgs {
     socket: Option<PathBuf>,
 }
 
-fn socket(given: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(s) = given {
-        return Ok(s.to_owned());
-    }
-    let path = RuntimeConfig::path_from_env();
-    let config = RuntimeConfig::load(&path)?;
-    Ok(config.monitor_socket.clone())
-}
-
 /// The profiles `select` names, and the files ociguardd set aside.
 pub fn fetch(
     socket_path: Option<&Path>,
     select: Option<&str>,
 ) -> anyhow::Result<(Vec<Profile>, Vec<String>)> {
-    let sock = socket(socket_path)?;
+    let sock = crate::monitor_cmds::socket(socket_path)?;
     let resp = ociguard_monitor::client::request(
         &sock,
         &Request::Profiles {
@@ -188,7 +178,7 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
-    let sock = socket(args.socket.as_deref())?;
+    let sock = crate::monitor_cmds::socket(args.socket.as_deref())?;
     let (found, _) = fetch(Some(&sock), Some(&args.from))?;
     let node = ociguard_policy::behavior::NodeEnforcers::read(&sock);
     if found.is_empty() {

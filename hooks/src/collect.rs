@@ -100,8 +100,8 @@ fn image(ann: &BTreeMap<String, String>) -> Image {
         .cloned();
     let digest = name
         .as_deref()
-        .and_then(|n| n.split_once('@'))
-        .map(|(_, d)| d.to_owned())
+        .and_then(ociguard_policy::select::pinned_digest)
+        .map(str::to_owned)
         .or_else(|| {
             ann.get("io.kubernetes.cri-o.ImageRef")
                 .filter(|r| r.starts_with("sha256:") || r.contains("@sha256:"))

@@ -554,7 +554,8 @@ impl Guard {
         let Some(g) = self.guarded(pid) else {
             return true;
         };
-        let resolved = inside(&g.root, &fd_path(fd));
+        let host_path = fd_path(fd);
+        let resolved = inside(&g.root, &host_path);
         if mask.contains(MaskFlags::FAN_OPEN_EXEC_PERM) {
             let exec = read_exec(pid);
             let stdio: Vec<String> = (0..3)
@@ -573,11 +574,11 @@ impl Guard {
             if g.rules.observes() && self.kernel.is_none() {
                 if let Some(p) = &self.profiles {
                     let pid_u = u32::try_from(pid).unwrap_or(0);
-                    if p.exec(&g.key, &asked, &resolved, not_in_image, pid_u, &exec.argv)
+                    let resolved = || resolved.clone();
+                    if p.exec(&g.key, &asked, resolved, not_in_image, pid_u, &exec.argv)
                         == Verdict::Kill
                     {
-                        let _ =
-                            nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+                        sigkill(pid);
                         return false;
                     }
                 }
@@ -614,11 +615,10 @@ impl Guard {
             let exe = inside(&g.root, &link(&format!("/proc/{pid}/exe")));
             if g.rules.observes() {
                 if let Some(p) = &self.profiles {
-                    let path = g.container_path(&fd_path(fd));
+                    let path = g.container_path(&host_path);
                     let pid_u = u32::try_from(pid).unwrap_or(0);
                     if p.secret(&g.key, &path, &exe, pid_u) == Verdict::Kill {
-                        let _ =
-                            nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+                        sigkill(pid);
                         return false;
                     }
                 }
@@ -626,7 +626,7 @@ impl Guard {
             match g.rules.decide_secret(&exe) {
                 None => true,
                 Some((rule, action)) => {
-                    let detail = json!({"hook": "open", "path": fd_path(fd), "exe": exe});
+                    let detail = json!({"hook": "open", "path": host_path, "exe": exe});
                     self.act(&g, pid, rule, action, detail)
                 }
             }
@@ -636,7 +636,7 @@ impl Guard {
     /// Report (rate-limited) and carry out `action`; true to allow.
     fn act(&self, g: &Guarded, pid: i32, rule: Rule, action: Action, mut detail: Value) -> bool {
         if action == Action::Kill {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            sigkill(pid);
         }
         if let Some(count) = g.admit(rule) {
             let ppid = crate::procfs::read_small(&format!("/proc/{pid}/stat"))
@@ -748,25 +748,30 @@ impl Guard {
         let Some(p) = &self.profiles else {
             return;
         };
-        // The file it resolved to: the process's exe while it lives, else the asked path
-        // when its name is the file's, else the file's name in the asked path's directory.
-        let exe = inside(&g.root, &link(&format!("/proc/{}/exe", ev.pid)));
-        let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
-        let resolved = if !exe.is_empty() && base(&exe) == ev.file {
-            exe
-        } else if ev.file.is_empty() || base(&ev.path) == ev.file {
-            ev.path.clone()
-        } else {
-            match ev.path.rsplit_once('/') {
-                Some((dir, _)) => format!("{dir}/{}", ev.file),
-                None => ev.file.clone(),
+        // The program's name needs only the resolved file's name (a multi-call binary is
+        // told by it), which the event carries.
+        let program = behavior::program_name(&ev.path, &ev.file, &ev.argv);
+        // The file it resolved to, for the profile's first sight of the program: the
+        // process's exe while it lives, else the asked path when its name is the file's, else
+        // the file's name in the asked path's directory.
+        let resolved = || {
+            let exe = inside(&g.root, &link(&format!("/proc/{}/exe", ev.pid)));
+            let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
+            if !exe.is_empty() && base(&exe) == ev.file {
+                exe
+            } else if ev.file.is_empty() || base(&ev.path) == ev.file {
+                ev.path.clone()
+            } else {
+                match ev.path.rsplit_once('/') {
+                    Some((dir, _)) => format!("{dir}/{}", ev.file),
+                    None => ev.file.clone(),
+                }
             }
         };
-        let program = behavior::program_name(&ev.path, &resolved, &ev.argv);
         if p.exec(
             &g.key,
             &program,
-            &resolved,
+            resolved,
             ev.not_in_image,
             ev.pid,
             &ev.argv,
@@ -774,10 +779,7 @@ impl Guard {
         {
             // After the fact: the program has started (a tracepoint cannot refuse it). An
             // `allowed_exec` list refuses before it runs.
-            let _ = nix::sys::signal::kill(
-                Pid::from_raw(i32::try_from(ev.pid).unwrap_or(0)),
-                nix::sys::signal::SIGKILL,
-            );
+            sigkill(i32::try_from(ev.pid).unwrap_or(0));
         }
     }
 
@@ -876,6 +878,13 @@ impl Guarded {
             w.sent += 1;
             Some(std::mem::take(&mut w.suppressed) + 1)
         }
+    }
+}
+
+/// Kill `pid` (a guarded container's process) with SIGKILL; one that is gone already is fine.
+fn sigkill(pid: i32) {
+    if pid > 0 {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
     }
 }
 

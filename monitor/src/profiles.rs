@@ -368,12 +368,14 @@ impl Profiles {
         verdict
     }
 
-    /// A container ran `program` (as the guard names it), resolved to `resolved`.
+    /// A container ran `program` (as the guard names it); `resolved` gives the file it
+    /// resolved to, called only when the container runs the program for the first time (it
+    /// may cost a readlink, and a loop runs the same program thousands of times).
     pub fn exec(
         &self,
         key: &Key,
         program: &str,
-        resolved: &str,
+        resolved: impl Fn() -> String,
         not_in_image: bool,
         pid: u32,
         argv: &[String],
@@ -384,10 +386,10 @@ impl Profiles {
             program,
             "",
             |p, now| {
-                p.add_exec(program, resolved, not_in_image, now);
+                p.add_exec(program, &resolved(), not_in_image, now);
             },
             |p| p.has_exec(program),
-            || json!({"program": program, "path": resolved, "argv": argv}),
+            || json!({"program": program, "path": resolved(), "argv": argv}),
             Some(pid),
         )
     }
@@ -605,7 +607,14 @@ mod tests {
         let a = rec("a");
         p.watch(&a, &rules(true, OnAnomaly::Off), false);
         for _ in 0..3 {
-            p.exec(&a.key(), "/bin/ls", "/bin/busybox", false, 10, &[]);
+            p.exec(
+                &a.key(),
+                "/bin/ls",
+                || "/bin/busybox".into(),
+                false,
+                10,
+                &[],
+            );
         }
         p.secret(&a.key(), "/run/secrets/t", "/bin/cat", 10);
         p.egress(&a.key(), 6, "198.18.1.1".parse().unwrap(), Some(80));
@@ -622,18 +631,18 @@ mod tests {
         let b = rec("b");
         p.watch(&b, &rules(false, OnAnomaly::Kill), false);
         assert_eq!(
-            p.exec(&b.key(), "/bin/ls", "", false, 11, &[]),
+            p.exec(&b.key(), "/bin/ls", String::new, false, 11, &[]),
             Verdict::Allow
         );
         p.egress(&b.key(), 6, "198.18.1.1".parse().unwrap(), Some(80));
         assert!(anomalies(&hub).is_empty());
         assert_eq!(
-            p.exec(&b.key(), "/bin/wget", "", false, 12, &[]),
+            p.exec(&b.key(), "/bin/wget", String::new, false, 12, &[]),
             Verdict::Kill
         );
         // Once per container and program.
         assert_eq!(
-            p.exec(&b.key(), "/bin/wget", "", false, 13, &[]),
+            p.exec(&b.key(), "/bin/wget", String::new, false, 13, &[]),
             Verdict::Allow
         );
         p.egress(&b.key(), 6, "198.18.1.9".parse().unwrap(), Some(80));
@@ -668,8 +677,8 @@ mod tests {
         assert!(dir.path().join(format!("{}.json.corrupt", s.id())).exists());
         let c = rec("c");
         p.watch(&c, &rules(false, OnAnomaly::Report), false);
-        p.exec(&c.key(), "/bin/ls", "", false, 1, &[]);
-        p.exec(&c.key(), "/bin/cat", "", false, 1, &[]);
+        p.exec(&c.key(), "/bin/ls", String::new, false, 1, &[]);
+        p.exec(&c.key(), "/bin/cat", String::new, false, 1, &[]);
         let got = anomalies(&hub);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0]["kind"], "no-profile");
@@ -682,7 +691,7 @@ mod tests {
         let mut r = rec("d");
         r.image = Image::default();
         p.watch(&r, &rules(true, OnAnomaly::Off), false);
-        p.exec(&r.key(), "/bin/ls", "", false, 1, &[]);
+        p.exec(&r.key(), "/bin/ls", String::new, false, 1, &[]);
         let got = anomalies(&hub);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0]["kind"], "no-image");

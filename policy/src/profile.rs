@@ -355,6 +355,11 @@ impl Profile {
             port,
         });
         self.egress.insert(d);
+        self.fit();
+    }
+
+    /// Widen the destinations a level at a time until they are within [`MAX_DESTINATIONS`].
+    fn fit(&mut self) {
         while self.egress.len() > MAX_DESTINATIONS {
             if usize::from(self.egress_level) + 1 < V4_LEVELS.len() {
                 self.egress_level += 1;
@@ -364,9 +369,14 @@ impl Profile {
                 // (protocol, 0.0.0.0/0 or ::/0) pairs: at most 512; cannot be reached.
                 break;
             }
-            let old = std::mem::take(&mut self.egress);
-            self.egress = old.into_iter().map(|d| self.widen(d)).collect();
+            self.rewiden();
         }
+    }
+
+    /// Every destination at the current level (equal ones merge in the set).
+    fn rewiden(&mut self) {
+        let old = std::mem::take(&mut self.egress);
+        self.egress = old.into_iter().map(|d| self.widen(d)).collect();
     }
 
     pub fn has_exec(&self, program: &str) -> bool {
@@ -417,31 +427,12 @@ impl Profile {
             self.egress_level = other.egress_level;
         }
         self.ports_summarised |= other.ports_summarised;
-        let old = std::mem::take(&mut self.egress);
-        self.egress = old.into_iter().map(|d| self.widen(d)).collect();
-        let seen = self.destinations_seen + other.destinations_seen;
-        for d in &other.egress {
-            if !self.egress.iter().any(|m| {
-                m.protocol == d.protocol
-                    && m.net.contains(&d.net)
-                    && (m.port.is_none() || m.port == d.port)
-            }) {
-                let w = self.widen(*d);
-                self.egress.insert(w);
-            }
-        }
-        while self.egress.len() > MAX_DESTINATIONS
-            && (usize::from(self.egress_level) + 1 < V4_LEVELS.len() || !self.ports_summarised)
-        {
-            if usize::from(self.egress_level) + 1 < V4_LEVELS.len() {
-                self.egress_level += 1;
-            } else {
-                self.ports_summarised = true;
-            }
-            let old = std::mem::take(&mut self.egress);
-            self.egress = old.into_iter().map(|d| self.widen(d)).collect();
-        }
-        self.destinations_seen = seen;
+        // Both sides at the coarser level: an entry of one is then equal to, or disjoint
+        // from, every entry of the other.
+        self.egress.extend(other.egress.iter().copied());
+        self.rewiden();
+        self.fit();
+        self.destinations_seen += other.destinations_seen;
     }
 
     /// The prefix lengths destinations are kept at now, for people: `None` while they are

@@ -21,6 +21,11 @@ pub const IMAGE_ANNOTATIONS: &[&str] = &[
     "io.kubernetes.cri-o.ImageName",     // CRI-O
     "org.opencontainers.image.ref.name", // image-spec; set by some tools
 ];
+/// The digest an image reference pins (`name@sha256:...`), if it pins one.
+pub fn pinned_digest(reference: &str) -> Option<&str> {
+    reference.split_once('@').map(|(_, d)| d)
+}
+
 /// Annotations that carry the Kubernetes namespace.
 pub const NAMESPACE_ANNOTATIONS: &[&str] = &[
     "io.kubernetes.cri.sandbox-namespace", // containerd CRI

@@ -10,7 +10,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::monitor::{bins, events_where, Bins, Monitor};
+use common::monitor::{bins, events_where, monitored_world, Bins, Monitor};
 use common::netns::Net;
 use common::overlay::{Overlay, READER};
 use common::*;
@@ -30,13 +30,7 @@ const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.secret-token";
 const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 fn world(b: &Bins, behavior: &str, mode: &str) -> World {
-    let w = World::new();
-    w.write_config(&format!(
-        "runtime = \"/usr/bin/crun\"\nhook_path = \"{}\"\nmonitor_socket = \"{}\"\nspool_dir = \"{}\"\n",
-        b.hook.display(),
-        w.path().join("run/monitor.sock").display(),
-        w.path().join("spool").display()
-    ));
+    let w = monitored_world(b, "");
     w.policy("guard.toml", &guard_policy(behavior, mode));
     w
 }

@@ -12,7 +12,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::monitor::{bins, ctl, events_where, Bins, Monitor};
+use common::monitor::{bins, ctl, events_where, monitored_world, Bins, Monitor};
 use common::netns::Net;
 use common::overlay::{Overlay, READER};
 use common::*;
@@ -52,17 +52,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn world(b: &Bins) -> World {
-    let w = World::new();
-    w.write_config(&format!(
-        "runtime = \"/usr/bin/crun\"\nhook_path = \"{}\"\nmonitor_socket = \"{}\"\nspool_dir = \"{}\"\n",
-        b.hook.display(),
-        w.path().join("run/monitor.sock").display(),
-        w.path().join("spool").display()
-    ));
-    w
 }
 
 /// The workload: `find` running each `-exec` in turn (no shell is involved), in the namespace of `net`,
@@ -150,7 +139,7 @@ fn a_learned_profile_becomes_a_policy_the_workload_runs_clean_under_and_deviatio
     }
     let b = bins();
     let net = Net::new("prf", 2);
-    let w = world(&b);
+    let w = monitored_world(&b, "");
     let _api = Server::start(&w, &net.hosts[0].netns, "HELLO-API");
     let _other = Server::start(&w, &net.hosts[1].netns, "HELLO-OTHER");
     w.policy(

@@ -29,6 +29,19 @@ pub fn bins() -> Bins {
     }
 }
 
+/// A World whose config runs crun with this build's hook and a private ociguardd (socket
+/// `run/monitor.sock`, spool `spool/`), plus `extra` config lines.
+pub fn monitored_world(b: &Bins, extra: &str) -> World {
+    let w = World::new();
+    w.write_config(&format!(
+        "runtime = \"/usr/bin/crun\"\nhook_path = \"{}\"\nmonitor_socket = \"{}\"\nspool_dir = \"{}\"\n{extra}",
+        b.hook.display(),
+        w.path().join("run/monitor.sock").display(),
+        w.path().join("spool").display()
+    ));
+    w
+}
+
 /// `ociguardctl args...` with the World's config.
 pub fn ctl(w: &World, b: &Bins, args: &[&str]) -> Output {
     Command::new(&b.ctl)
