@@ -82,7 +82,18 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     match (&d.facts.image, &d.facts.image_source) {
         (Some(i), Some(src)) => writeln!(out, "  image  {i}  (from {src})")?,
         (Some(i), None) => writeln!(out, "  image  {i}")?,
-        _ => writeln!(out, "  image  (unknown)")?,
+        _ => writeln!(out, "  image  (unknown: {})", d.facts.image_unresolved())?,
+    }
+    if !d.facts.image_aliases.is_empty() {
+        writeln!(out, "  also named  {}", d.facts.image_aliases.join(", "))?;
+    }
+    match (&d.facts.image_digest, &d.facts.labels_unresolved) {
+        (Some(digest), _) => writeln!(out, "  digest {digest}")?,
+        (None, Some(why)) if d.facts.image.is_some() => writeln!(out, "  digest (unknown: {why})")?,
+        _ => {}
+    }
+    if let Some(why) = &d.facts.labels_unresolved {
+        writeln!(out, "  labels unresolved: {why}")?;
     }
     for (k, v) in &d.facts.annotations {
         writeln!(out, "  annotation {k}={v:?}")?;

@@ -94,19 +94,24 @@ pub fn engine(ann: &BTreeMap<String, String>, bundle: &str) -> Option<String> {
 }
 
 fn image(ann: &BTreeMap<String, String>) -> Image {
-    let name = IMAGE_ANNOTATIONS
-        .iter()
-        .find_map(|k| ann.get(*k).filter(|v| !v.is_empty()))
+    use ociguard_policy::annotations::{IMAGE, IMAGE_DIGEST};
+    let nonempty = |k: &str| ann.get(k).filter(|v| !v.is_empty());
+    // What ociguard's decision resolved (from an annotation or the engine's image store; the
+    // create rewrite sets or removes these keys, so they are never the workload's), else the
+    // engine's own annotations for a bundle ociguard did not rewrite.
+    let name = nonempty(IMAGE)
+        .or_else(|| IMAGE_ANNOTATIONS.iter().find_map(|k| nonempty(k)))
         .cloned();
-    let digest = name
-        .as_deref()
-        .and_then(ociguard_policy::select::pinned_digest)
-        .map(str::to_owned)
-        .or_else(|| {
-            ann.get("io.kubernetes.cri-o.ImageRef")
-                .filter(|r| r.starts_with("sha256:") || r.contains("@sha256:"))
-                .map(|r| r.rsplit('@').next().unwrap_or(r).to_owned())
-        });
+    let digest = nonempty(IMAGE_DIGEST).cloned().or_else(|| {
+        name.as_deref()
+            .and_then(ociguard_policy::select::pinned_digest)
+            .map(str::to_owned)
+            .or_else(|| {
+                ann.get("io.kubernetes.cri-o.ImageRef")
+                    .filter(|r| r.starts_with("sha256:") || r.contains("@sha256:"))
+                    .map(|r| r.rsplit('@').next().unwrap_or(r).to_owned())
+            })
+    });
     let labels = ann
         .iter()
         .filter(|(k, _)| k.starts_with(IMAGE_LABEL_PREFIX) && k.as_str() != IMAGE_ANNOTATIONS[2])
@@ -300,6 +305,31 @@ mod tests {
         let c = collect(&state, HookEvent::Poststop, Timestamp(9));
         assert_eq!(c.identity.pid, None);
         assert_eq!(c.identity.exited, Some(Timestamp(9)));
+    }
+
+    /// Docker and containerd's `ctr` write no image annotation: the image ociguard resolved
+    /// from their stores, written by its create rewrite, is the record's.
+    #[test]
+    fn the_image_ociguard_resolved_is_recorded() {
+        let ann = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let i = image(&ann(&[
+            ("org.ociguard.image", "localhost/bb:1"),
+            ("org.ociguard.image.digest", "sha256:dd"),
+        ]));
+        assert_eq!(i.name.as_deref(), Some("localhost/bb:1"));
+        assert_eq!(i.digest.as_deref(), Some("sha256:dd"));
+        // Preferred over the engine's annotation (the same name, or the store's answer).
+        let i = image(&ann(&[
+            ("io.kubernetes.cri.image-name", "app@sha256:ee"),
+            ("org.ociguard.image", "app@sha256:ee"),
+        ]));
+        assert_eq!(i.digest.as_deref(), Some("sha256:ee"));
+        assert_eq!(image(&ann(&[])).name, None);
     }
 
     /// A config as ociguard writes it, but pretty-printed, with escapes, a precompiled filter, a

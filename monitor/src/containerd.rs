@@ -33,7 +33,9 @@ use std::time::Duration;
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::events_client::EventsClient;
 use containerd_client::services::v1::images_client::ImagesClient;
-use containerd_client::services::v1::{GetContainerRequest, GetImageRequest, SubscribeRequest};
+use containerd_client::services::v1::{
+    GetContainerRequest, GetImageRequest, ListImagesRequest, SubscribeRequest,
+};
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::Request;
 use containerd_client::types::Envelope;
@@ -533,6 +535,36 @@ pub async fn image_ref(
         .filter(|d| !d.is_empty())
         .ok_or_else(|| format!("image {name} has no target"))?;
     Ok(ImageRef { name, target })
+}
+
+/// The other names of the image whose manifest is `target` in namespace `ns` (one round trip):
+/// the tags of an image a container was created by digest (`name@sha256:...`). Sorted, tags
+/// before other digest references, at most `max`.
+pub async fn image_aliases(
+    channel: Channel,
+    ns: &str,
+    target: &str,
+    max: usize,
+) -> Result<Vec<String>, String> {
+    let filter = format!("target.digest=={target}");
+    let mut names: Vec<String> = ImagesClient::new(channel)
+        .list(namespaced(
+            ListImagesRequest {
+                filters: vec![filter],
+            },
+            ns,
+        )?)
+        .await
+        .map_err(|s| format!("images of {target}: {}", s.message()))?
+        .into_inner()
+        .images
+        .into_iter()
+        .filter(|i| i.target.as_ref().is_some_and(|t| t.digest == target))
+        .map(|i| i.name)
+        .collect();
+    names.sort_by(|a, b| (a.contains('@'), a).cmp(&(b.contains('@'), b)));
+    names.truncate(max);
+    Ok(names)
 }
 
 #[cfg(test)]

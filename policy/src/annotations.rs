@@ -24,6 +24,11 @@ pub const OWN_PREFIX: &str = "org.ociguard.";
 pub const POLICY: &str = "org.ociguard.policy";
 pub const POLICY_DIGEST: &str = "org.ociguard.policy.digest";
 pub const POLICY_MODE: &str = "org.ociguard.policy.mode";
+/// The image the container runs and its digest, as ociguard resolved them for the decision
+/// (from an engine annotation or the engine's image store: Docker and containerd write no
+/// annotation). The identity hook records these; written or removed on every create.
+pub const IMAGE: &str = "org.ociguard.image";
+pub const IMAGE_DIGEST: &str = "org.ociguard.image.digest";
 /// `sha256:` of the egress ruleset the createRuntime hook installs.
 pub const EGRESS_DIGEST: &str = "org.ociguard.egress.digest";
 /// `sha256:` of the AppArmor profile set as `process.apparmorProfile`.
@@ -41,6 +46,8 @@ pub const OWN_KEYS: &[&str] = &[
     POLICY,
     POLICY_DIGEST,
     POLICY_MODE,
+    IMAGE,
+    IMAGE_DIGEST,
     EGRESS_DIGEST,
     APPARMOR_DIGEST,
     SECCOMP_BPF_DIGEST,

@@ -192,6 +192,13 @@ pub struct LabelSources {
     /// Upper bound on a label lookup (containerd API round trips).
     #[serde(default = "default_label_timeout")]
     pub timeout_ms: u64,
+    /// Docker's data root (`dockerd --data-root`): its container and image records.
+    #[serde(default = "default_docker_root")]
+    pub docker_root: PathBuf,
+    /// The containerd namespace dockerd creates its containers in (`--containerd-namespace`):
+    /// a bundle there is Docker's.
+    #[serde(default = "default_docker_namespace")]
+    pub docker_namespace: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -207,6 +214,8 @@ impl Default for LabelSources {
             containers_storage: default_storage(),
             containerd_socket: default_containerd_socket(),
             timeout_ms: default_label_timeout(),
+            docker_root: default_docker_root(),
+            docker_namespace: default_docker_namespace(),
         }
     }
 }
@@ -222,6 +231,12 @@ fn default_containerd_socket() -> PathBuf {
 }
 fn default_label_timeout() -> u64 {
     500
+}
+fn default_docker_root() -> PathBuf {
+    PathBuf::from("/var/lib/docker")
+}
+fn default_docker_namespace() -> String {
+    "moby".to_owned()
 }
 
 fn default_policy_dir() -> PathBuf {

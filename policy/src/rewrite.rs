@@ -167,7 +167,7 @@ pub fn apply(
     let root = spec.as_object_mut().ok_or(RewriteError::NotAnObject)?;
     let mut changes = Vec::new();
 
-    apply_annotations(root, policy, enforce, &mut changes)?;
+    apply_annotations(root, policy, enforce, facts, &mut changes)?;
     apply_seccomp(root, policy, enforce, &mut changes)?;
     apply_image_seccomp(root, policy, enforce, facts, &mut changes)?;
     apply_process(root, policy, enforce, &mut changes)?;
@@ -178,6 +178,7 @@ fn apply_annotations(
     root: &mut Map<String, Value>,
     policy: &LoadedPolicy,
     enforce: bool,
+    facts: &Facts,
     changes: &mut Vec<Change>,
 ) -> Result<(), RewriteError> {
     let allowed: Vec<&str> = policy
@@ -222,6 +223,17 @@ fn apply_annotations(
         annotations::POLICY_MODE.to_owned(),
         Value::String(policy.policy.mode.as_str().to_owned()),
     );
+    // What the decision knew of the image, for the identity record; an engine's or a pod's
+    // value under these keys never survives (set here, or removed).
+    for (key, value) in [
+        (annotations::IMAGE, &facts.image),
+        (annotations::IMAGE_DIGEST, &facts.image_digest),
+    ] {
+        match value {
+            Some(v) => ann.insert(key.to_owned(), Value::String(v.clone())),
+            None => ann.remove(key),
+        };
+    }
     Ok(())
 }
 
@@ -531,8 +543,23 @@ allow_unsafe = ["run.oci.keep_original_groups"]
             ann.insert("org.ociguard.secret.digest".into(), json!("sha256:forged"));
             ann.insert("org.ociguard.policy.digest".into(), json!("sha256:forged"));
             ann.insert("org.ociguard.egress.digest".into(), json!("sha256:owned"));
+            ann.insert("org.ociguard.image".into(), json!("trusted/forged:1"));
+            ann.insert("org.ociguard.image.digest".into(), json!("sha256:forged"));
             let changes = apply(&mut spec, &p, &Facts::default()).unwrap();
             let ann = &spec["annotations"];
+            // Nothing resolved the image: the forged ones are gone.
+            assert!(ann.get("org.ociguard.image").is_none(), "{mode}");
+            assert!(ann.get("org.ociguard.image.digest").is_none(), "{mode}");
+            let facts = Facts {
+                image: Some("localhost/bb:1".into()),
+                ..Default::default()
+            };
+            let mut again = spec.clone();
+            apply(&mut again, &p, &facts).unwrap();
+            assert_eq!(again["annotations"]["org.ociguard.image"], "localhost/bb:1");
+            assert!(again["annotations"]
+                .get("org.ociguard.image.digest")
+                .is_none());
             assert!(ann.get("org.ociguard.seccomp.digest").is_none(), "{mode}");
             assert!(ann.get("org.ociguard.secret.digest").is_none(), "{mode}");
             assert_eq!(ann["org.ociguard.policy.digest"], p.digest.as_str());

@@ -97,6 +97,14 @@ fn bounded_opt<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Erro
     }
 }
 
+fn bounded_list<S: Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|x| crate::excerpt::bounded(x)))
+}
+
+/// Most aliases of one image kept in [`Facts::image_aliases`] (a store may tag an image many
+/// times; each alias is one more glob test per policy).
+pub const MAX_IMAGE_ALIASES: usize = 16;
+
 /// What is known about a container when choosing its policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Facts {
@@ -107,6 +115,11 @@ pub struct Facts {
     pub image_source: Option<String>,
     #[serde(serialize_with = "bounded_opt")]
     pub image_digest: Option<String>,
+    /// Other names the engine's image store gives the same image (its tags when the container
+    /// was created by digest, `name@sha256:...`): `[match] images` matches any of them, so a
+    /// tag glob selects an image however it was started. At most [`MAX_IMAGE_ALIASES`].
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "bounded_list")]
+    pub image_aliases: Vec<String>,
     /// Image labels (from the engine's image store; untrusted: written by the image's author).
     #[serde(serialize_with = "redacted")]
     pub labels: BTreeMap<String, String>,
@@ -291,6 +304,18 @@ impl Facts {
     }
 }
 
+impl Facts {
+    /// Why the image (or its digest) is not known: the engine store's answer when it was asked
+    /// (socket absent, namespace, no such container...), else that nothing names it.
+    pub fn image_unresolved(&self) -> &str {
+        match (&self.labels_unresolved, &self.image) {
+            (Some(why), _) => why,
+            (None, Some(_)) => "the image store gave no digest for it",
+            (None, None) => "no image annotation, and the engine's image store was not asked",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Specificity {
     pub priority: i32,
@@ -343,28 +368,68 @@ struct Eval<'a> {
 impl Eval<'_> {
     /// A list condition: `value` must match one of `globs`.
     fn any_glob(&mut self, what: &str, globs: &[toml::Spanned<String>], value: Option<&str>) {
+        self.any_glob_among(what, globs, value.ok_or(""), &[]);
+    }
+
+    /// A list condition on a value known by several names (`value`, then `aliases`): one of
+    /// them must match one of `globs`. `Err(why)` is an unknown value, and why it is unknown.
+    fn any_glob_among(
+        &mut self,
+        what: &str,
+        globs: &[toml::Spanned<String>],
+        value: Result<&str, &str>,
+        aliases: &[String],
+    ) {
         if globs.is_empty() {
             return;
         }
         self.spec.conditions += 1;
-        let Some(value) = value else {
-            self.matched = false;
-            self.why.push(format!("{what} unknown"));
-            return;
+        let value = match value {
+            Ok(v) => v,
+            Err(why) => {
+                self.matched = false;
+                self.why.push(if why.is_empty() {
+                    format!("{what} unknown")
+                } else {
+                    format!("{what} unknown: {why}")
+                });
+                return;
+            }
         };
-        match globs.iter().find(|g| glob_match(g.get_ref(), value)) {
-            Some(g) => {
+        let found = std::iter::once(value)
+            .chain(aliases.iter().map(String::as_str))
+            .find_map(|v| {
+                globs
+                    .iter()
+                    .find(|g| glob_match(g.get_ref(), v))
+                    .map(|g| (v, g))
+            });
+        match found {
+            Some((v, g)) => {
                 if is_exact(g.get_ref()) {
                     self.spec.exact += 1;
                 }
-                self.why
-                    .push(format!("{what} {value:?} matches {:?}", g.get_ref()));
+                if v == value {
+                    self.why
+                        .push(format!("{what} {value:?} matches {:?}", g.get_ref()));
+                } else {
+                    self.why.push(format!(
+                        "{what} {value:?} (also named {v:?}) matches {:?}",
+                        g.get_ref()
+                    ));
+                }
             }
             None => {
                 self.matched = false;
                 let list: Vec<&str> = globs.iter().map(|g| g.get_ref().as_str()).collect();
-                self.why
-                    .push(format!("{what} {value:?} matches none of {list:?}"));
+                if aliases.is_empty() {
+                    self.why
+                        .push(format!("{what} {value:?} matches none of {list:?}"));
+                } else {
+                    self.why.push(format!(
+                        "{what} {value:?} (also named {aliases:?}) matches none of {list:?}"
+                    ));
+                }
             }
         }
     }
@@ -425,7 +490,12 @@ fn evaluate_one(policy: &LoadedPolicy, facts: &Facts) -> Considered {
         why: Vec::new(),
         facts,
     };
-    e.any_glob("image", &sel.images, e.facts.image.as_deref());
+    let image = e
+        .facts
+        .image
+        .as_deref()
+        .ok_or_else(|| facts.image_unresolved());
+    e.any_glob_among("image", &sel.images, image, &facts.image_aliases);
     if !sel.digests.is_empty() {
         e.spec.conditions += 1;
         match e.facts.image_digest.as_deref() {
@@ -439,7 +509,10 @@ fn evaluate_one(policy: &LoadedPolicy, facts: &Facts) -> Considered {
             }
             None => {
                 e.matched = false;
-                e.why.push("image digest unknown".to_owned());
+                e.why.push(format!(
+                    "image digest unknown: {}",
+                    facts.image_unresolved()
+                ));
             }
         }
     }
@@ -1026,6 +1099,75 @@ mod tests {
         assert_eq!(select(&s, &f).unwrap().policy.name(), "d");
         f.service_account = None;
         assert_eq!(select(&s, &f).unwrap().policy.name(), "default");
+    }
+
+    #[test]
+    fn a_tag_glob_matches_an_image_started_by_digest_through_its_aliases() {
+        let d = format!("sha256:{}", "b".repeat(64));
+        let s = set(&[
+            (
+                "/p/bb.toml",
+                "name = \"bb\"\n[match]\nimages = [\"localhost/bb:*\"]\n",
+            ),
+            (
+                "/p/pinned.toml",
+                &format!("name = \"pinned\"\npriority = 1\n[match]\ndigests = [\"{d}\"]\n"),
+            ),
+        ]);
+        let mut f = facts(Some(&format!("localhost/bb@{d}")), &[]);
+        // By digest, no aliases known: the tag glob cannot match.
+        let sel = select(&s, &f).unwrap();
+        assert_eq!(sel.policy.name(), "default");
+        // The store names its tags: the glob matches one, and says which.
+        f.image_aliases = vec!["localhost/other:2".into(), "localhost/bb:1".into()];
+        let sel = select(&s, &f).unwrap();
+        assert_eq!(sel.policy.name(), "bb");
+        let why = &sel
+            .considered
+            .iter()
+            .find(|c| c.policy == "bb")
+            .unwrap()
+            .why;
+        assert!(why[0].contains("also named \"localhost/bb:1\""), "{why:?}");
+        // A digest is matched only by `digests`, never by an `images` glob.
+        f.image_digest = Some(d);
+        assert_eq!(select(&s, &f).unwrap().policy.name(), "pinned");
+    }
+
+    #[test]
+    fn an_unknown_image_names_the_cause() {
+        let s = set(&[(
+            "/p/bb.toml",
+            &format!("name = \"bb\"\n[match]\nimages = [\"localhost/bb:*\"]\ndigests = [\"sha256:{}\"]\n", "c".repeat(64)),
+        )]);
+        let mut f = facts(None, &[]);
+        f.labels_unresolved = Some("containerd: socket /run/x.sock absent".into());
+        let sel = select(&s, &f).unwrap();
+        let why = &sel
+            .considered
+            .iter()
+            .find(|c| c.policy == "bb")
+            .unwrap()
+            .why;
+        assert_eq!(
+            why,
+            &[
+                "image unknown: containerd: socket /run/x.sock absent",
+                "image digest unknown: containerd: socket /run/x.sock absent"
+            ]
+        );
+        f.labels_unresolved = None;
+        let sel = select(&s, &f).unwrap();
+        let why = &sel
+            .considered
+            .iter()
+            .find(|c| c.policy == "bb")
+            .unwrap()
+            .why;
+        assert!(
+            why[0].starts_with("image unknown: no image annotation"),
+            "{why:?}"
+        );
     }
 
     #[test]

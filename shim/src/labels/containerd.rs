@@ -15,9 +15,10 @@ use std::path::{Component, Path};
 use std::time::Duration;
 
 use containerd_client::services::v1::{content_client::ContentClient, ReadContentRequest};
-use ociguard_monitor::containerd::{image_ref, namespaced};
+use ociguard_monitor::containerd::{image_aliases, image_ref, namespaced};
 use ociguard_monitor::protocol::Request;
 use ociguard_policy::config::LabelSources;
+use ociguard_policy::select::MAX_IMAGE_ALIASES;
 use serde::Deserialize;
 
 use super::{cache, labels_from_config, ImageInfo, LabelError, MAX_METADATA_FILE};
@@ -34,6 +35,11 @@ pub fn locate(bundle: &Path) -> Option<(&str, &str)> {
     let ns = comps[n - 2].as_os_str().to_str()?;
     let id = comps[n - 1].as_os_str().to_str()?;
     Some((ns, id))
+}
+
+/// A reference that pins a digest (`name@sha256:...`) rather than naming a tag.
+fn pinned(name: &str) -> bool {
+    ociguard_policy::select::pinned_digest(name).is_some()
 }
 
 fn err(e: impl std::fmt::Display) -> LabelError {
@@ -117,11 +123,16 @@ fn via_monitor(
             (found, "cached")
         }
     };
+    if pinned(&found.name) {
+        // Its tags are asked of containerd (the monitor knows only the names it saw).
+        return None;
+    }
     let path = cache::path(cache_dir, "containerd", &found.target)?;
     let labels = cache::get(&path, &found.target)?;
     Some(ImageInfo {
         name: Some(found.name),
         digest: Some(found.target),
+        aliases: Vec::new(),
         labels,
         source: format!(
             "containerd {namespace} via ociguardd {} ({how})",
@@ -214,6 +225,18 @@ async fn lookup(
         .await
         .map_err(err)?;
     let (name, target) = (found.name, found.target);
+    // Created by digest: its tags are what `[match] images` globs are written against.
+    let aliases = if pinned(&name) {
+        image_aliases(channel.clone(), namespace, &target, MAX_IMAGE_ALIASES + 1)
+            .await
+            .map_err(err)?
+            .into_iter()
+            .filter(|a| *a != name)
+            .take(MAX_IMAGE_ALIASES)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let source = format!(
         "containerd {namespace} {}",
         sources.containerd_socket.display()
@@ -223,6 +246,7 @@ async fn lookup(
         return Ok(ImageInfo {
             name: Some(name),
             digest: Some(target),
+            aliases,
             labels,
             source: format!("{source} (cached)"),
         });
@@ -259,6 +283,7 @@ async fn lookup(
     Ok(ImageInfo {
         name: Some(name),
         digest: Some(target),
+        aliases,
         labels,
         source,
     })

@@ -12,6 +12,8 @@ use base64::Engine as _;
 use ociguard_policy::config::StorageRoots;
 use serde::Deserialize;
 
+use ociguard_policy::select::MAX_IMAGE_ALIASES;
+
 use super::{cache, labels_from_config, read_limited, ImageInfo, LabelError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,9 +171,13 @@ pub fn resolve(
     let images_dir = loc.graph_root.join(format!("{}-images", loc.driver));
     let images_path = images_dir.join("images.json");
     let image = find_record::<ImageEntry>(&images_path, &read_limited(&images_path)?, &image_id)?;
-    let (name, digest) = match image {
-        Some(i) => (i.names.into_iter().next(), i.digest),
-        None => (None, None),
+    let (name, aliases, digest) = match image {
+        Some(i) => {
+            let mut names = i.names.into_iter();
+            let first = names.next();
+            (first, names.take(MAX_IMAGE_ALIASES).collect(), i.digest)
+        }
+        None => (None, Vec::new(), None),
     };
     let source = format!("containers/storage {}", loc.graph_root.display());
     let config_digest = format!("sha256:{image_id}");
@@ -180,6 +186,7 @@ pub fn resolve(
         return Ok(ImageInfo {
             name,
             digest,
+            aliases,
             labels,
             source: format!("{source} (cached)"),
         });
@@ -198,6 +205,7 @@ pub fn resolve(
     Ok(ImageInfo {
         name,
         digest,
+        aliases,
         labels,
         source,
     })

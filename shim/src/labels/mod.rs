@@ -9,6 +9,7 @@
 mod cache;
 pub mod containerd;
 pub mod containers_storage;
+pub mod docker;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,6 +37,8 @@ pub const MAX_METADATA_FILE: u64 = 16 * 1024 * 1024;
 pub struct ImageInfo {
     pub name: Option<String>,
     pub digest: Option<String>,
+    /// Other names of the same image in the store (its tags), bounded.
+    pub aliases: Vec<String>,
     pub labels: BTreeMap<String, String>,
     /// Human-readable origin, e.g. `containers/storage /var/lib/containers/storage`.
     pub source: String,
@@ -83,13 +86,23 @@ pub enum LabelError {
     },
     #[error("containerd: {0}")]
     Containerd(String),
+    #[error("docker: {0}")]
+    Docker(String),
 }
 
 /// Which engine laid out this bundle, and where to look.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Engine<'a> {
     ContainersStorage(containers_storage::Location),
-    Containerd { namespace: &'a str, id: &'a str },
+    Containerd {
+        namespace: &'a str,
+        id: &'a str,
+    },
+    /// dockerd's containers (in its containerd namespace).
+    Docker {
+        namespace: &'a str,
+        id: &'a str,
+    },
     Unknown,
 }
 
@@ -99,6 +112,9 @@ pub fn engine_of<'a>(bundle: &'a Path, sources: &LabelSources) -> Engine<'a> {
         return Engine::ContainersStorage(loc);
     }
     if let Some((namespace, id)) = containerd::locate(bundle) {
+        if namespace == sources.docker_namespace {
+            return Engine::Docker { namespace, id };
+        }
         return Engine::Containerd { namespace, id };
     }
     Engine::Unknown
@@ -129,6 +145,26 @@ pub fn resolve(
             cache_dir,
             monitor,
         )?,
+        Engine::Docker { namespace, id } => {
+            match docker::resolve(&sources.docker_root, id, cache_dir) {
+                Ok(info) => info,
+                // dockerd with containerd's image store keeps no records of its own: the
+                // containerd container in its namespace names the image then.
+                Err(docker) => containerd::resolve(
+                    sources,
+                    namespace,
+                    id,
+                    facts.image.as_deref(),
+                    cache_dir,
+                    monitor,
+                )
+                .map_err(|containerd| {
+                    LabelError::Docker(format!(
+                        "{docker}; and in containerd namespace {namespace}: {containerd}"
+                    ))
+                })?,
+            }
+        }
         Engine::Unknown => return Ok(None),
     };
     // Each resolver checks before caching; checked again here whatever the path taken.
@@ -230,17 +266,23 @@ pub fn enrich(
 ) {
     match resolve(bundle, facts, sources, cache_dir, monitor) {
         Ok(Some(info)) => {
+            let mut names = info.name.into_iter().chain(info.aliases);
             if facts.image.is_none() {
-                facts.image = info.name;
+                facts.image = names.next();
                 facts.image_source = Some(info.source.clone());
             }
+            let image = facts.image.clone();
+            facts.image_aliases = names
+                .filter(|n| Some(n) != image.as_ref())
+                .take(ociguard_policy::select::MAX_IMAGE_ALIASES)
+                .collect();
             facts.image_digest = info.digest;
             facts.labels = info.labels;
             facts.labels_source = Some(info.source);
         }
         Ok(None) => {
             facts.labels_unresolved = Some(format!(
-                "bundle {} is not in a containers/storage or containerd layout",
+                "bundle {} is not in a containers/storage, containerd or Docker layout",
                 bundle.display()
             ));
         }

@@ -79,6 +79,13 @@ impl Docker {
             .output()
     }
 
+    /// Its `--data-root` (containers' and images' records).
+    pub fn data_root(&self) -> PathBuf {
+        self.dir
+            .as_ref()
+            .map_or_else(PathBuf::new, |d| d.path().join("data"))
+    }
+
     /// dockerd's own log (for failure messages).
     pub fn log(&self) -> String {
         self.dir
