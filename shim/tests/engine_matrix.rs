@@ -1,5 +1,6 @@
-//! One policy, three engines: Podman (`--runtime`), Docker (`dockerd --add-runtime`, a private
-//! dockerd) and containerd (`ctr --runc-binary`, a private containerd), each running the same
+//! One policy, three engines: Podman and Docker configured by `ociguardctl setup ENGINE
+//! --default` (Podman reading the containers.conf it wrote; a private dockerd reading the
+//! daemon.json it merged) and containerd (`ctr --runc-binary`, a private containerd), each running the same
 //! busybox image through ociguard with a private ociguardd. For each engine: the policy is
 //! chosen by the image's *name* (a tag glob) and its label, which ociguard resolves from that
 //! engine's own store (Docker and `ctr` write no image annotation; containerd's container is
@@ -60,8 +61,10 @@ trait Engine {
     fn remove(&self, name: &str);
 }
 
+/// Podman with the containers.conf `ociguardctl setup podman --default` wrote as its only
+/// config (`CONTAINERS_CONF`): ociguard is its default runtime, no `--runtime` flag.
 struct Podman {
-    runtime: std::path::PathBuf,
+    conf: std::path::PathBuf,
 }
 
 /// The busybox image labelled `LABEL`, imported into Podman as `image`.
@@ -79,8 +82,7 @@ fn podman_import(image: &str) {
 impl Podman {
     fn podman(&self, args: &[&str]) -> Output {
         Command::new("podman")
-            .arg("--runtime")
-            .arg(&self.runtime)
+            .env("CONTAINERS_CONF", &self.conf)
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -154,8 +156,6 @@ impl Engine for DockerEngine {
         let args = [
             "run",
             "--rm",
-            "--runtime",
-            "ociguard",
             "--network",
             "none",
             "--name",
@@ -173,8 +173,6 @@ impl Engine for DockerEngine {
         let args = [
             "run",
             "-d",
-            "--runtime",
-            "ociguard",
             "--network",
             "none",
             "--name",
@@ -416,6 +414,24 @@ fn world(b: &Bins, labels: &str) -> World {
     w
 }
 
+/// `ociguardctl setup ENGINE --default` with the World's runtime wrapper as the binary.
+fn setup(w: &World, b: &Bins, engine: &str, config: &Path) {
+    let out = ctl(
+        w,
+        b,
+        &[
+            "setup",
+            engine,
+            "--default",
+            "--binary",
+            w.engine_runtime().to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "setup {engine}: {}", stderr(&out));
+}
+
 fn available(tool: &str) -> bool {
     ["/usr/bin", "/usr/sbin"]
         .iter()
@@ -431,10 +447,9 @@ fn podman() {
     }
     let b = bins();
     let w = world(&b, "");
-    let engine = Podman {
-        runtime: w.engine_runtime(),
-    };
-    exercise(&engine, &w, &b);
+    let conf = w.path().join("containers.conf");
+    setup(&w, &b, "podman", &conf);
+    exercise(&Podman { conf }, &w, &b);
 }
 
 #[test]
@@ -448,7 +463,10 @@ fn docker() {
     // The data root is known once dockerd runs, and dockerd needs the runtime's path first:
     // the World's config is written again with it (the wrapper reads it on every call).
     let w = world(&b, "");
-    let d = Docker::start(&w.engine_runtime()).unwrap();
+    let daemon_json = w.path().join("daemon.json");
+    std::fs::write(&daemon_json, r#"{"log-level": "warn"}"#).unwrap();
+    setup(&w, &b, "docker", &daemon_json);
+    let d = Docker::start_with_config(&daemon_json).unwrap();
     let w2 = format!("docker_root = \"{}\"\n", d.data_root().display());
     let text = std::fs::read_to_string(w.config()).unwrap();
     std::fs::write(w.config(), format!("{text}{w2}")).unwrap();

@@ -24,9 +24,21 @@ impl Docker {
             .then(|| "dockerd not installed (docker.io; scripts/host-setup.sh test)".to_owned())
     }
 
-    /// Start dockerd with `runtime` registered as runtime `ociguard` and wait (up to 30 s)
-    /// until it answers.
+    /// Start dockerd with `runtime` registered as runtime `ociguard` (`--add-runtime`) and wait
+    /// (up to 30 s) until it answers.
     pub fn start(runtime: &Path) -> std::io::Result<Docker> {
+        Docker::start_with(&[
+            "--add-runtime".into(),
+            format!("ociguard={}", runtime.display()).into(),
+        ])
+    }
+
+    /// Start dockerd with its runtimes from `daemon.json` at `config` (`--config-file`).
+    pub fn start_with_config(config: &Path) -> std::io::Result<Docker> {
+        Docker::start_with(&["--config-file".into(), config.into()])
+    }
+
+    fn start_with(extra: &[std::ffi::OsString]) -> std::io::Result<Docker> {
         // Short: dockerd's containerd puts sockets under the exec root (108-byte limit).
         let dir = tempfile::Builder::new().prefix("ogd-").tempdir_in("/run")?;
         let sock = dir.path().join("d.sock");
@@ -40,8 +52,7 @@ impl Docker {
             .arg(dir.path().join("dockerd.pid"))
             .arg("-H")
             .arg(format!("unix://{}", sock.display()))
-            .arg("--add-runtime")
-            .arg(format!("ociguard={}", runtime.display()))
+            .args(extra)
             .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
             .args(["--storage-driver", "vfs"])
             .stdin(Stdio::null())
