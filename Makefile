@@ -17,7 +17,7 @@ MUSL    := $(subst -gnu,-musl,$(HOST))
 HOOK    := target/hook/ociguard-hook
 export OCIGUARD_TEST_OCIGUARD_HOOK := $(CURDIR)/$(HOOK)
 
-.PHONY: all build demo test unit lint bench install clean fixtures host-test host-demo
+.PHONY: all build demo test unit lint bench install image clean fixtures host-test host-demo
 
 all: build
 
@@ -70,9 +70,25 @@ install: build
 	test -e $(DESTDIR)/etc/ociguard/config.toml || install -m 0644 deploy/config.toml $(DESTDIR)/etc/ociguard/config.toml
 	test -e $(DESTDIR)/etc/ociguard/policies/default.toml || install -m 0644 deploy/policies/default.toml $(DESTDIR)/etc/ociguard/policies/default.toml
 	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/ociguard/examples
-	cp -r deploy/policies deploy/engines $(DESTDIR)$(PREFIX)/share/ociguard/examples/
+	cp -r deploy/policies deploy/engines deploy/kubernetes $(DESTDIR)$(PREFIX)/share/ociguard/examples/
 	install -D -m 0644 deploy/systemd/ociguardd.service $(DESTDIR)/etc/systemd/system/ociguardd.service
 	@echo "installed; next: systemctl daemon-reload && systemctl enable --now ociguardd; ociguardctl setup ENGINE"
+
+# The node image of deploy/kubernetes/ (built locally; push it where your nodes pull from). Its
+# context is staged in target/image/: the release binaries (static), Debian's busybox-static for
+# the scripts' shell, the scripts and the default config.
+IMAGE   ?= ociguard:dev
+CONTAINER_ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
+BUSYBOX ?= /bin/busybox
+
+image: build
+	@if ldd $(BUSYBOX) >/dev/null 2>&1; then echo "$(BUSYBOX) is dynamically linked: install busybox-static" >&2; exit 1; fi
+	rm -rf target/image
+	mkdir -p target/image/bin target/image/share
+	cp $(RELEASE)/ociguard $(RELEASE)/ociguardd $(RELEASE)/ociguardctl $(HOOK) target/image/bin/
+	cp $(BUSYBOX) target/image/busybox
+	cp deploy/kubernetes/install.sh deploy/kubernetes/sync-policies.sh deploy/config.toml target/image/share/
+	$(CONTAINER_ENGINE) build -t $(IMAGE) -f deploy/kubernetes/Dockerfile target/image
 
 clean:
 	$(CARGO) clean

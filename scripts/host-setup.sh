@@ -46,7 +46,7 @@ for g in "${groups[@]}"; do
     case "$g" in
         demo) want+=(crun busybox-static libseccomp-dev protobuf-compiler gcc pkg-config
                      clang libelf-dev zlib1g-dev) ;;
-        test) want+=(crun runc busybox-static nftables apparmor libseccomp-dev jq
+        test) want+=(crun runc busybox-static nftables apparmor libseccomp-dev jq python3-yaml
                      podman containerd docker.io uidmap iproute2 gcc protobuf-compiler pkg-config
                      clang libelf-dev zlib1g-dev bpftool)
               want_podman_conf=1 ;;

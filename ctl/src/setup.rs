@@ -63,7 +63,7 @@ impl Engine {
 
     fn restart(self) -> &'static str {
         match self {
-            Engine::Containerd => "systemctl restart containerd; then a RuntimeClass with handler: ociguard (deploy/engines/runtimeclass.yaml)",
+            Engine::Containerd => "systemctl restart containerd; then a RuntimeClass with handler: ociguard (deploy/kubernetes/runtimeclass.yaml)",
             Engine::Podman => "nothing to restart: the next `podman run --runtime ociguard` uses it",
             Engine::Docker => "systemctl reload docker (or restart); then `docker run --runtime ociguard`",
             Engine::Crio => "systemctl restart crio; then a RuntimeClass with handler: ociguard",

@@ -286,19 +286,22 @@ fn read_trusted(
         path: path.to_owned(),
         source,
     };
-    let target;
+    let name = path.file_name().unwrap_or_default();
     let open_path = if is_link {
-        let name = path.file_name().unwrap_or_default();
         // Where the walk ends is a real file below trusted directories: opened without
         // following, and its descriptor checked like any other.
-        target = trust
+        trust
             .check_entry(dir, name, path, Kind::File)
-            .map_err(untrusted)?;
-        &target
+            .map_err(untrusted)?
     } else {
-        path
+        // Opened in the directory that was checked and listed (`dir`, resolved), never by the
+        // path as configured: when the policy directory is a symlink that is replaced while
+        // this set loads (deploy/kubernetes/sync-policies.sh swaps one to publish a new set),
+        // re-resolving it per file could read some files of the old set and some of the new,
+        // a set nobody validated, and from a directory whose trust was not checked.
+        dir.join(name)
     };
-    let mut file = trust::open_regular(open_path).map_err(|source| PolicyError::Read {
+    let mut file = trust::open_regular(&open_path).map_err(|source| PolicyError::Read {
         path: path.to_owned(),
         source,
     })?;
@@ -896,6 +899,29 @@ allow_unsafe = ["run.oci.keep_original_groups"]
                 .starts_with(&format!("{} -> ", link.display())),
             "{errs}"
         );
+    }
+
+    /// A policy directory that is a symlink is resolved once per load: when it is swapped to
+    /// another set while a load is under way (how deploy/kubernetes/sync-policies.sh
+    /// publishes), files are still read from the set that was listed, never a mix of both.
+    #[test]
+    fn files_are_read_from_the_directory_that_was_resolved() {
+        let base = tempfile::tempdir().unwrap();
+        let (old, new) = (base.path().join("g1"), base.path().join("g2"));
+        for (dir, name) in [(&old, "old"), (&new, "new")] {
+            std::fs::create_dir(dir).unwrap();
+            std::fs::write(dir.join("web.toml"), format!("name = \"{name}\"\n")).unwrap();
+        }
+        let link = base.path().join("policies");
+        std::os::unix::fs::symlink("g1", &link).unwrap();
+        let trust = Trust::new(None);
+        let resolved = trust.check_path(&link, Kind::Dir).unwrap();
+        // The swap, between listing and reading.
+        let tmp = base.path().join(".policies.tmp");
+        std::os::unix::fs::symlink("g2", &tmp).unwrap();
+        std::fs::rename(&tmp, &link).unwrap();
+        let text = read_trusted(&resolved, &link.join("web.toml"), false, &trust).unwrap();
+        assert_eq!(text, "name = \"old\"\n");
     }
 
     /// Kubernetes mounts a ConfigMap as `x.toml -> ..data/x.toml`, `..data -> ..<timestamp>`.

@@ -1,5 +1,5 @@
 //! Finding the workspace's binaries from a test (shared by the monitor's and the shim's
-//! integration tests: `#[path]`-included by both).
+//! integration tests, and ctl's Kubernetes tests: `#[path]`-included by each).
 
 use std::path::{Path, PathBuf};
 
