@@ -412,8 +412,8 @@ pub fn run(opts: &Options, stop: &Receiver<()>) -> Result<(), DaemonError> {
     if opts.exit_events {
         match exitwatch::subscribe() {
             Ok(fd) => {
-                let (s, o) = (Arc::clone(&store), ops.clone());
-                spawn("ociguardd-exits", move || exitwatch::run(fd, s, o))?;
+                let (s, o, c) = (Arc::clone(&store), ops.clone(), Arc::clone(hub.counters()));
+                spawn("ociguardd-exits", move || exitwatch::run(fd, s, o, c))?;
             }
             Err(e) => log::warn!(
                 "kernel process events unavailable ({e}): exit statuses will be recorded as unknown"

@@ -23,6 +23,7 @@ use serde_json::Value;
 use crate::events::Hub;
 use crate::protocol::Event;
 use crate::record::Timestamp;
+use crate::stats::{Count, Overflow};
 
 /// How often the file's identity is checked (logrotate's `create` moves it away).
 const REOPEN_CHECK: Duration = Duration::from_secs(5);
@@ -150,6 +151,7 @@ pub fn start(target: Target, hub: Arc<Hub>) -> io::Result<impl FnOnce() + Send +
             Err(RecvTimeoutError::Disconnected) => {
                 // Dropped by the hub for falling behind: say so in the stream, then go on.
                 log::warn!("event export fell behind: events were lost; following again");
+                hub.counters().inc(Count::Overflow(Overflow::Export));
                 let lost = serde_json::json!({
                     "time": Timestamp::now(),
                     "kind": "export-lost",

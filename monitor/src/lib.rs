@@ -32,6 +32,7 @@ pub mod record;
 #[cfg(feature = "daemon")]
 pub mod server;
 pub mod spool;
+pub mod stats;
 pub mod store;
 mod sys;
 
