@@ -67,6 +67,9 @@ pub struct Options {
     pub containerd_socket: Option<PathBuf>,
     /// Export every event as a JSON line (`--events-file`).
     pub events_file: Option<crate::export::Target>,
+    /// Follow ociguard's decision log (`decision_log` of config.toml): decisions counted,
+    /// refusals published as `refused` events.
+    pub decision_log: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -89,6 +92,7 @@ impl Default for Options {
             nflog_group: nflog::DEFAULT_GROUP,
             containerd_socket: None,
             events_file: None,
+            decision_log: None,
         }
     }
 }
@@ -430,6 +434,12 @@ pub fn run(opts: &Options, stop: &Receiver<()>) -> Result<(), DaemonError> {
             }
         })?;
         spawn("ociguardd-export", run)?;
+    }
+    if let Some(path) = &opts.decision_log {
+        spawn(
+            "ociguardd-decisions",
+            crate::decisions::follow(path.clone(), Arc::clone(&hub)),
+        )?;
     }
     let profiles = match Profiles::open(
         &opts.state_dir.join(PROFILES_DIR),

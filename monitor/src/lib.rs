@@ -16,6 +16,7 @@ pub mod client;
 pub mod containerd;
 #[cfg(feature = "daemon")]
 pub mod daemon;
+pub mod decisions;
 pub mod events;
 pub mod exitwatch;
 pub mod export;

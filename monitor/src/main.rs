@@ -81,6 +81,13 @@ struct Args {
     /// Append every event as a JSON line to this file (`-`: stdout), for a log shipper.
     #[arg(long, value_name = "PATH|-")]
     events_file: Option<String>,
+    /// ociguard's decision log, followed for metrics and `refused` events (default:
+    /// `decision_log` of the ociguard config).
+    #[arg(long, value_name = "PATH")]
+    decision_log: Option<PathBuf>,
+    /// Do not follow the decision log.
+    #[arg(long, conflicts_with = "decision_log")]
+    no_decision_log: bool,
     /// error, warn, info, debug or trace.
     #[arg(long, default_value = "info", value_parser = parse_level)]
     log_level: log::LevelFilter,
@@ -125,6 +132,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             .as_deref()
             .map(ociguard_monitor::export::Target::parse),
         nflog_group: args.nflog_group.unwrap_or(config.egress.nflog_group),
+        decision_log: (!args.no_decision_log)
+            .then(|| args.decision_log.unwrap_or(config.decision_log)),
         containerd_socket: (!args.no_containerd).then(|| {
             args.containerd_socket
                 .unwrap_or(config.labels.containerd_socket)
