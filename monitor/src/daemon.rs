@@ -70,6 +70,8 @@ pub struct Options {
     /// Follow ociguard's decision log (`decision_log` of config.toml): decisions counted,
     /// refusals published as `refused` events.
     pub decision_log: Option<PathBuf>,
+    /// Serve `GET /metrics` here (`--metrics-address`); nothing listens without it.
+    pub metrics_address: Option<crate::metrics::Address>,
 }
 
 impl Default for Options {
@@ -93,6 +95,7 @@ impl Default for Options {
             containerd_socket: None,
             events_file: None,
             decision_log: None,
+            metrics_address: None,
         }
     }
 }
@@ -124,6 +127,11 @@ pub enum DaemonError {
     #[error("event export {target:?}: {source}")]
     Export {
         target: crate::export::Target,
+        source: std::io::Error,
+    },
+    #[error("metrics address {address}: {source}")]
+    Metrics {
+        address: crate::metrics::Address,
         source: std::io::Error,
     },
     #[error("start thread {name}: {source}")]
@@ -435,6 +443,24 @@ pub fn run(opts: &Options, stop: &Receiver<()>) -> Result<(), DaemonError> {
         })?;
         spawn("ociguardd-export", run)?;
     }
+    // A metrics socket file of ours, removed at the stop like the others.
+    let mut metrics_file = None;
+    if let Some(address) = &opts.metrics_address {
+        let err = |source| DaemonError::Metrics {
+            address: address.clone(),
+            source,
+        };
+        let listener = crate::metrics::bind(address).map_err(err)?;
+        let bound_to = listener.address().map_err(err)?;
+        if let crate::metrics::Address::Unix(path) = &bound_to {
+            metrics_file = Some(Bound { path: path.clone() });
+        }
+        let metrics = crate::metrics::Metrics::new(Arc::clone(&store), Arc::clone(&hub));
+        spawn("ociguardd-metrics", move || {
+            crate::metrics::serve(listener, metrics)
+        })?;
+        log::info!("metrics: serving GET /metrics on {bound_to}");
+    }
     if let Some(path) = &opts.decision_log {
         spawn(
             "ociguardd-decisions",
@@ -512,6 +538,7 @@ pub fn run(opts: &Options, stop: &Receiver<()>) -> Result<(), DaemonError> {
 
     let (admin, admin_file) = bind(&opts.socket, 0o700, 0o600)?;
     let mut bound = vec![admin_file];
+    bound.extend(metrics_file);
     let s = Arc::clone(&shared);
     spawn("ociguardd-admin", move || {
         server::serve(admin, Role::Admin, s)

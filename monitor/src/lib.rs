@@ -25,6 +25,8 @@ pub mod guard;
 pub mod imagemap;
 pub mod journal;
 pub mod logger;
+#[cfg(feature = "daemon")]
+pub mod metrics;
 pub mod nflog;
 pub mod procfs;
 pub mod profiles;

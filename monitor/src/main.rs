@@ -81,6 +81,10 @@ struct Args {
     /// Append every event as a JSON line to this file (`-`: stdout), for a log shipper.
     #[arg(long, value_name = "PATH|-")]
     events_file: Option<String>,
+    /// Serve Prometheus metrics (`GET /metrics`) on HOST:PORT (e.g. 127.0.0.1:9464) or on a
+    /// Unix socket (an absolute path); nothing listens without it.
+    #[arg(long, value_name = "HOST:PORT|PATH", value_parser = ociguard_monitor::metrics::Address::parse)]
+    metrics_address: Option<ociguard_monitor::metrics::Address>,
     /// ociguard's decision log, followed for metrics and `refused` events (default:
     /// `decision_log` of the ociguard config).
     #[arg(long, value_name = "PATH")]
@@ -132,6 +136,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             .as_deref()
             .map(ociguard_monitor::export::Target::parse),
         nflog_group: args.nflog_group.unwrap_or(config.egress.nflog_group),
+        metrics_address: args.metrics_address,
         decision_log: (!args.no_decision_log)
             .then(|| args.decision_log.unwrap_or(config.decision_log)),
         containerd_socket: (!args.no_containerd).then(|| {
