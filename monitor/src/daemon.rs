@@ -67,6 +67,8 @@ pub struct Options {
     pub containerd_socket: Option<PathBuf>,
     /// Export every event as a JSON line (`--events-file`).
     pub events_file: Option<crate::export::Target>,
+    /// Also send every event's export line to syslog (`--events-syslog`).
+    pub events_syslog: Option<crate::export_syslog::Syslog>,
     /// Follow ociguard's decision log (`decision_log` of config.toml): decisions counted,
     /// refusals published as `refused` events.
     pub decision_log: Option<PathBuf>,
@@ -94,6 +96,7 @@ impl Default for Options {
             nflog_group: nflog::DEFAULT_GROUP,
             containerd_socket: None,
             events_file: None,
+            events_syslog: None,
             decision_log: None,
             metrics_address: None,
         }
@@ -127,6 +130,11 @@ pub enum DaemonError {
     #[error("event export {target:?}: {source}")]
     Export {
         target: crate::export::Target,
+        source: std::io::Error,
+    },
+    #[error("event export to syslog {}: {source}", socket.display())]
+    Syslog {
+        socket: PathBuf,
         source: std::io::Error,
     },
     #[error("metrics address {address}: {source}")]
@@ -442,6 +450,18 @@ pub fn run(opts: &Options, stop: &Receiver<()>) -> Result<(), DaemonError> {
             }
         })?;
         spawn("ociguardd-export", run)?;
+    }
+    if let Some(conf) = &opts.events_syslog {
+        let sink = crate::export_syslog::Sink::open(conf.clone()).map_err(|source| {
+            DaemonError::Syslog {
+                socket: conf.socket.clone(),
+                source,
+            }
+        })?;
+        spawn(
+            "ociguardd-syslog",
+            crate::export::follow(sink, Arc::clone(&hub)),
+        )?;
     }
     // A metrics socket file of ours, removed at the stop like the others.
     let mut metrics_file = None;

@@ -21,6 +21,8 @@ pub mod events;
 pub mod exitwatch;
 pub mod export;
 #[cfg(feature = "daemon")]
+pub mod export_syslog;
+#[cfg(feature = "daemon")]
 pub mod guard;
 pub mod imagemap;
 pub mod journal;

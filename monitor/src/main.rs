@@ -81,6 +81,13 @@ struct Args {
     /// Append every event as a JSON line to this file (`-`: stdout), for a log shipper.
     #[arg(long, value_name = "PATH|-")]
     events_file: Option<String>,
+    /// Also send every event's JSON line to syslog, as an RFC 3164 message to this datagram
+    /// socket (without a value: /dev/log).
+    #[arg(long, value_name = "SOCKET", num_args = 0..=1, default_missing_value = ociguard_monitor::export_syslog::DEV_LOG)]
+    events_syslog: Option<PathBuf>,
+    /// The syslog facility of --events-syslog (daemon, user, local0..local7, ...).
+    #[arg(long, default_value = "daemon", value_parser = ociguard_monitor::export_syslog::parse_facility)]
+    syslog_facility: syslog::Facility,
     /// Serve Prometheus metrics (`GET /metrics`) on HOST:PORT (e.g. 127.0.0.1:9464) or on a
     /// Unix socket (an absolute path); nothing listens without it.
     #[arg(long, value_name = "HOST:PORT|PATH", value_parser = ociguard_monitor::metrics::Address::parse)]
@@ -137,6 +144,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             .map(ociguard_monitor::export::Target::parse),
         nflog_group: args.nflog_group.unwrap_or(config.egress.nflog_group),
         metrics_address: args.metrics_address,
+        events_syslog: args
+            .events_syslog
+            .map(|socket| ociguard_monitor::export_syslog::Syslog {
+                socket,
+                facility: args.syslog_facility,
+            }),
         decision_log: (!args.no_decision_log)
             .then(|| args.decision_log.unwrap_or(config.decision_log)),
         containerd_socket: (!args.no_containerd).then(|| {
