@@ -131,6 +131,8 @@ fn gauge(v: i64) -> Box<dyn EncodeMetric> {
 }
 
 type Labels = Vec<(&'static str, String)>;
+/// A counter family: name, help, series.
+type CounterFamily = (&'static str, &'static str, Vec<(Labels, u64)>);
 
 impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
@@ -168,7 +170,7 @@ impl Collector for Scrape {
                 .filter_map(|(c, n)| pick(c).map(|l| (l, *n)))
                 .collect()
         };
-        let families: [(&str, &str, Vec<(Labels, u64)>); 8] = [
+        let families: [CounterFamily; 8] = [
             (
                 "ociguard_decisions",
                 "Decisions of ociguard create/run/restore read from the decision log, by result \
