@@ -837,34 +837,23 @@ fn metrics_and_export(args: &Args, ociguardd: &Path, w: &Path) -> Result<()> {
     let hub = Arc::new(Hub::new());
     let path = work.join("events.jsonl");
     std::thread::spawn(export::start(Target::File(path.clone()), Arc::clone(&hub))?);
-    let lines = |p: &Path| -> usize {
-        std::fs::read(p)
-            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-            .unwrap_or(0)
+    // Lines written so far, counted in what was appended since the last look.
+    let file = std::fs::File::open(&path)?;
+    let (seen, counted) = (std::cell::Cell::new(0u64), std::cell::Cell::new(0usize));
+    let chunk = std::cell::RefCell::new(vec![0u8; 1 << 20]);
+    let lines = || -> usize {
+        use std::os::unix::fs::FileExt;
+        let mut buf = chunk.borrow_mut();
+        while let Ok(n) = file.read_at(&mut buf[..], seen.get()) {
+            if n == 0 {
+                break;
+            }
+            seen.set(seen.get() + n as u64);
+            counted.set(counted.get() + buf[..n].iter().filter(|&&c| c == b'\n').count());
+        }
+        counted.get()
     };
-    // Counting the lines by reading the file would dominate: check its size instead, knowing
-    // the size of one line.
-    let one = export::line(&ociguard_monitor::Event {
-        seq: 1,
-        time: Timestamp::now(),
-        kind: EventKind::EgressDenied,
-        id: sample(1).id,
-        bundle: sample(1).bundle,
-        pid: sample(1).pid,
-        status: sample(1).status,
-        exit: None,
-        detail: Some("tcp 198.18.1.2:4444 uid 0".to_owned()),
-    })
-    .len() as u64;
-    let took = publish_paced(&hub, args.export_events, &|sent| {
-        // seq and time vary by a few bytes per line: wait for 99.5%, then the rest.
-        std::fs::metadata(&path).map_or(0, |m| m.len()) >= one * sent as u64 * 995 / 1000
-    })?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while lines(&path) < args.export_events && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let written = lines(&path);
+    let took = publish_paced(&hub, args.export_events, &|sent| lines() >= sent)?;
     let lost = std::fs::read_to_string(&path)?
         .matches("export-lost")
         .count();
@@ -872,7 +861,10 @@ fn metrics_and_export(args: &Args, ociguardd: &Path, w: &Path) -> Result<()> {
         "export: JSON lines to a file",
         args.export_events,
         took,
-        &format!("  ~{one} bytes/line, {written} lines, {lost} export-lost"),
+        &format!(
+            "  {} bytes/line, {lost} export-lost",
+            seen.get() / counted.get().max(1) as u64
+        ),
     );
 
     // ... and to a syslog datagram socket, read by a thread here.
