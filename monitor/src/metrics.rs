@@ -4,7 +4,7 @@
 //! and the counters are the ones the monitor keeps anyway ([`crate::stats`]); the
 //! `prometheus-client` crate only encodes them (a [`Collector`] read at each scrape). A scrape
 //! takes the store's read lock for one pass over the records and the counters' lock for a
-//! copy, never the hub's: publishing an event does not wait for a scraper.
+//! copy, never the hub's: publishing an event waits at most for that copy (a few dozen series).
 //!
 //! The HTTP side is a few lines over a std listener (TCP, or a Unix socket for a scraper on
 //! the node): one connection at a time, the request head read up to [`MAX_REQUEST`] bytes
