@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Subcommand;
-use ociguard_monitor::protocol::{Event, Request, Response};
+use ociguard_monitor::protocol::{Event, EventKind, Request, Response};
 use ociguard_monitor::record::{Identity, Status};
 use ociguard_monitor::Client;
 use ociguard_policy::RuntimeConfig;
@@ -316,7 +316,10 @@ fn event_line(e: &Event) -> String {
     if let Some(pid) = e.pid {
         s.push_str(&format!(" pid={pid}"));
     }
-    s.push_str(&format!(" status={}", e.status.as_str()));
+    // A refused container never ran: it has no status.
+    if e.kind != EventKind::Refused {
+        s.push_str(&format!(" status={}", e.status.as_str()));
+    }
     if let Some(x) = &e.exit {
         s.push_str(&format!(" exit={x}"));
     }
@@ -329,7 +332,7 @@ fn event_line(e: &Event) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ociguard_monitor::protocol::{EventKind, Live};
+    use ociguard_monitor::protocol::Live;
     use ociguard_monitor::record::{Exit, ExitSource, PolicyRef, Timestamp};
 
     #[test]
@@ -357,6 +360,13 @@ mod tests {
         assert_eq!(
             event_line(&e),
             "2023-11-14T22:13:20.123Z started       web-1 pid=42 status=running"
+        );
+        e.kind = EventKind::Refused;
+        e.pid = None;
+        e.detail = Some(r#"{"command":"create","error":"no policy"}"#.into());
+        assert_eq!(
+            event_line(&e),
+            r#"2023-11-14T22:13:20.123Z refused       web-1 ({"command":"create","error":"no policy"})"#
         );
     }
 

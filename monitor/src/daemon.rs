@@ -67,6 +67,13 @@ pub struct Options {
     pub containerd_socket: Option<PathBuf>,
     /// Export every event as a JSON line (`--events-file`).
     pub events_file: Option<crate::export::Target>,
+    /// Also send every event's export line to syslog (`--events-syslog`).
+    pub events_syslog: Option<crate::export_syslog::Syslog>,
+    /// Follow ociguard's decision log (`decision_log` of config.toml): decisions counted,
+    /// refusals published as `refused` events.
+    pub decision_log: Option<PathBuf>,
+    /// Serve `GET /metrics` here (`--metrics-address`); nothing listens without it.
+    pub metrics_address: Option<crate::metrics::Address>,
 }
 
 impl Default for Options {
@@ -89,6 +96,9 @@ impl Default for Options {
             nflog_group: nflog::DEFAULT_GROUP,
             containerd_socket: None,
             events_file: None,
+            events_syslog: None,
+            decision_log: None,
+            metrics_address: None,
         }
     }
 }
@@ -120,6 +130,16 @@ pub enum DaemonError {
     #[error("event export {target:?}: {source}")]
     Export {
         target: crate::export::Target,
+        source: std::io::Error,
+    },
+    #[error("event export to syslog {}: {source}", socket.display())]
+    Syslog {
+        socket: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("metrics address {address}: {source}")]
+    Metrics {
+        address: crate::metrics::Address,
         source: std::io::Error,
     },
     #[error("start thread {name}: {source}")]
@@ -412,8 +432,8 @@ pub fn run(opts: &Options, stop: &Receiver<()>) -> Result<(), DaemonError> {
     if opts.exit_events {
         match exitwatch::subscribe() {
             Ok(fd) => {
-                let (s, o) = (Arc::clone(&store), ops.clone());
-                spawn("ociguardd-exits", move || exitwatch::run(fd, s, o))?;
+                let (s, o, c) = (Arc::clone(&store), ops.clone(), Arc::clone(hub.counters()));
+                spawn("ociguardd-exits", move || exitwatch::run(fd, s, o, c))?;
             }
             Err(e) => log::warn!(
                 "kernel process events unavailable ({e}): exit statuses will be recorded as unknown"
@@ -430,6 +450,42 @@ pub fn run(opts: &Options, stop: &Receiver<()>) -> Result<(), DaemonError> {
             }
         })?;
         spawn("ociguardd-export", run)?;
+    }
+    if let Some(conf) = &opts.events_syslog {
+        let sink = crate::export_syslog::Sink::open(conf.clone()).map_err(|source| {
+            DaemonError::Syslog {
+                socket: conf.socket.clone(),
+                source,
+            }
+        })?;
+        spawn(
+            "ociguardd-syslog",
+            crate::export::follow(sink, Arc::clone(&hub)),
+        )?;
+    }
+    // A metrics socket file of ours, removed at the stop like the others.
+    let mut metrics_file = None;
+    if let Some(address) = &opts.metrics_address {
+        let err = |source| DaemonError::Metrics {
+            address: address.clone(),
+            source,
+        };
+        let listener = crate::metrics::bind(address).map_err(err)?;
+        let bound_to = listener.address().map_err(err)?;
+        if let crate::metrics::Address::Unix(path) = &bound_to {
+            metrics_file = Some(Bound { path: path.clone() });
+        }
+        let metrics = crate::metrics::Metrics::new(Arc::clone(&store), Arc::clone(&hub));
+        spawn("ociguardd-metrics", move || {
+            crate::metrics::serve(listener, metrics)
+        })?;
+        log::info!("metrics: serving GET /metrics on {bound_to}");
+    }
+    if let Some(path) = &opts.decision_log {
+        spawn(
+            "ociguardd-decisions",
+            crate::decisions::follow(path.clone(), Arc::clone(&hub)),
+        )?;
     }
     let profiles = match Profiles::open(
         &opts.state_dir.join(PROFILES_DIR),
@@ -502,6 +558,7 @@ pub fn run(opts: &Options, stop: &Receiver<()>) -> Result<(), DaemonError> {
 
     let (admin, admin_file) = bind(&opts.socket, 0o700, 0o600)?;
     let mut bound = vec![admin_file];
+    bound.extend(metrics_file);
     let s = Arc::clone(&shared);
     spawn("ociguardd-admin", move || {
         server::serve(admin, Role::Admin, s)

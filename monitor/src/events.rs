@@ -8,10 +8,11 @@
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::protocol::{Event, EventKind};
 use crate::record::{Identity, Timestamp};
+use crate::stats::{Count, Counters, Overflow};
 
 /// Events kept for `events` without `--follow` (and sent first to a new follower).
 pub const HISTORY: usize = 1024;
@@ -37,6 +38,9 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Hub {
     inner: Mutex<Inner>,
+    /// What happened since the start (`--metrics-address`): the hub counts what it publishes,
+    /// the threads that publish to it count what they see besides.
+    counters: Arc<Counters>,
 }
 
 impl Hub {
@@ -44,10 +48,15 @@ impl Hub {
         Hub::default()
     }
 
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
     pub fn publish(&self, kind: EventKind, rec: &Identity, detail: Option<String>) {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
+        self.counters.inc(Count::Event(kind));
         inner.seq += 1;
         let event = Event {
             seq: inner.seq,
@@ -75,6 +84,7 @@ impl Hub {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) => {
                     log::warn!("events: a follower fell {SUBSCRIBER_QUEUE} events behind: dropped");
+                    self.counters.inc(Count::Overflow(Overflow::Follower));
                     false
                 }
                 Err(TrySendError::Disconnected(_)) => false,

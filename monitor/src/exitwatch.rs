@@ -15,6 +15,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{bind, recv, send, setsockopt, sockopt, MsgFlags, NetlinkAddr};
 
 use crate::record::{Exit, ExitSource};
+use crate::stats::{Count, Counters, Overflow};
 use crate::store::Store;
 use crate::sys;
 use crate::writer::Op;
@@ -184,7 +185,7 @@ pub fn parse_events(datagram: &[u8]) -> Vec<ProcEvent> {
 
 /// Read exit events forever, passing those of registered containers' init processes to the
 /// writer. On queue overflow (`ENOBUFS`) events were lost: ask for a reconciliation.
-pub fn run(fd: OwnedFd, store: Arc<RwLock<Store>>, ops: Sender<Op>) {
+pub fn run(fd: OwnedFd, store: Arc<RwLock<Store>>, ops: Sender<Op>, counters: Arc<Counters>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
@@ -192,6 +193,7 @@ pub fn run(fd: OwnedFd, store: Arc<RwLock<Store>>, ops: Sender<Op>) {
             Err(Errno::EINTR) => continue,
             Err(Errno::ENOBUFS) => {
                 log::warn!("exit events: kernel queue overflowed, events lost; reconciling");
+                counters.inc(Count::Overflow(Overflow::ExitEvents));
                 if ops.send(Op::Reconcile { reply: None }).is_err() {
                     return;
                 }

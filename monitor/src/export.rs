@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::events::Hub;
-use crate::protocol::Event;
+use crate::protocol::{Event, EventKind};
 use crate::record::Timestamp;
+use crate::stats::{Count, Overflow};
 
 /// How often the file's identity is checked (logrotate's `create` moves it away).
 const REOPEN_CHECK: Duration = Duration::from_secs(5);
@@ -131,6 +132,23 @@ impl Sink {
     }
 }
 
+/// Where export lines go: a file here, syslog in `export_syslog`.
+pub trait Out: Send + 'static {
+    /// Write one line (newline included) of an event of `kind` (`None`: `export-lost`).
+    fn write(&mut self, kind: Option<EventKind>, line: &[u8]);
+    /// Nothing to write for a while: a chance to check the destination.
+    fn idle(&mut self) {}
+}
+
+impl Out for Sink {
+    fn write(&mut self, _: Option<EventKind>, line: &[u8]) {
+        Sink::write(self, line);
+    }
+    fn idle(&mut self) {
+        self.check();
+    }
+}
+
 /// Check that `target` can be written (at start, so a bad path is an error, not a log line),
 /// and return the loop to run on a thread of its own.
 pub fn start(target: Target, hub: Arc<Hub>) -> io::Result<impl FnOnce() + Send + 'static> {
@@ -142,14 +160,21 @@ pub fn start(target: Target, hub: Arc<Hub>) -> io::Result<impl FnOnce() + Send +
         error_logged: None,
     };
     sink.open()?;
+    Ok(follow(sink, hub))
+}
+
+/// The loop writing every event to `out`, to run on a thread of its own: a subscriber of the
+/// hub, dropped if it falls behind, which then says so in the stream and subscribes again.
+pub fn follow(mut out: impl Out, hub: Arc<Hub>) -> impl FnOnce() + Send + 'static {
     let mut rx = hub.subscribe_to(|_, _| true);
-    Ok(move || loop {
+    move || loop {
         match rx.recv_timeout(REOPEN_CHECK) {
-            Ok(e) => sink.write(&line(&e)),
-            Err(RecvTimeoutError::Timeout) => sink.check(),
+            Ok(e) => out.write(Some(e.kind), &line(&e)),
+            Err(RecvTimeoutError::Timeout) => out.idle(),
             Err(RecvTimeoutError::Disconnected) => {
                 // Dropped by the hub for falling behind: say so in the stream, then go on.
                 log::warn!("event export fell behind: events were lost; following again");
+                hub.counters().inc(Count::Overflow(Overflow::Export));
                 let lost = serde_json::json!({
                     "time": Timestamp::now(),
                     "kind": "export-lost",
@@ -157,11 +182,11 @@ pub fn start(target: Target, hub: Arc<Hub>) -> io::Result<impl FnOnce() + Send +
                 });
                 let mut bytes = serde_json::to_vec(&lost).unwrap_or_default();
                 bytes.push(b'\n');
-                sink.write(&bytes);
+                out.write(None, &bytes);
                 rx = hub.subscribe_to(|_, _| true);
             }
         }
-    })
+    }
 }
 
 #[cfg(test)]

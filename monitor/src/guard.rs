@@ -43,6 +43,7 @@ use crate::events::Hub;
 use crate::profiles::{Profiles, Verdict};
 use crate::protocol::EventKind;
 use crate::record::{Identity, Key};
+use crate::stats::Count;
 use crate::store::Store;
 
 /// What the fanotify backend cannot hold, for `explain` and the decision.
@@ -638,6 +639,7 @@ impl Guard {
         if action == Action::Kill {
             sigkill(pid);
         }
+        self.count(g, rule, action);
         if let Some(count) = g.admit(rule) {
             let ppid = crate::procfs::read_small(&format!("/proc/{pid}/stat"))
                 .ok()
@@ -698,6 +700,7 @@ impl Guard {
         } else {
             Action::Kill
         };
+        self.count(&g, rule, action);
         let Some(count) = g.admit(rule) else {
             return;
         };
@@ -799,11 +802,21 @@ impl Guard {
     /// The BPF enforcer's ring buffer had no room for `n` events.
     pub fn kernel_lost(&self, n: u64) {
         log::warn!("bpf: {n} event(s) lost (the ring buffer was full)");
+        self.hub.counters().add(Count::BpfLost, n);
         self.hub.publish(
             EventKind::BehaviorLost,
             &Identity::default(),
             Some(json!({"enforcer": "bpf", "lost": n}).to_string()),
         );
+    }
+
+    /// Count one held operation (every one: events are rate-limited, the count is not).
+    fn count(&self, g: &Guarded, rule: Rule, action: Action) {
+        self.hub.counters().inc(Count::Behavior {
+            policy: g.rules.policy.as_str().into(),
+            rule: rule.as_str(),
+            action: action.as_str(),
+        });
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -16,14 +16,19 @@ pub mod client;
 pub mod containerd;
 #[cfg(feature = "daemon")]
 pub mod daemon;
+pub mod decisions;
 pub mod events;
 pub mod exitwatch;
 pub mod export;
+#[cfg(feature = "daemon")]
+pub mod export_syslog;
 #[cfg(feature = "daemon")]
 pub mod guard;
 pub mod imagemap;
 pub mod journal;
 pub mod logger;
+#[cfg(feature = "daemon")]
+pub mod metrics;
 pub mod nflog;
 pub mod procfs;
 pub mod profiles;
@@ -32,6 +37,7 @@ pub mod record;
 #[cfg(feature = "daemon")]
 pub mod server;
 pub mod spool;
+pub mod stats;
 pub mod store;
 mod sys;
 

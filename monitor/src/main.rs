@@ -81,6 +81,24 @@ struct Args {
     /// Append every event as a JSON line to this file (`-`: stdout), for a log shipper.
     #[arg(long, value_name = "PATH|-")]
     events_file: Option<String>,
+    /// Also send every event's JSON line to syslog, as an RFC 3164 message to this datagram
+    /// socket (without a value: /dev/log).
+    #[arg(long, value_name = "SOCKET", num_args = 0..=1, default_missing_value = ociguard_monitor::export_syslog::DEV_LOG)]
+    events_syslog: Option<PathBuf>,
+    /// The syslog facility of --events-syslog (daemon, user, local0..local7, ...).
+    #[arg(long, default_value = "daemon", value_parser = ociguard_monitor::export_syslog::parse_facility)]
+    syslog_facility: syslog::Facility,
+    /// Serve Prometheus metrics (`GET /metrics`) on HOST:PORT (e.g. 127.0.0.1:9464) or on a
+    /// Unix socket (an absolute path); nothing listens without it.
+    #[arg(long, value_name = "HOST:PORT|PATH", value_parser = ociguard_monitor::metrics::Address::parse)]
+    metrics_address: Option<ociguard_monitor::metrics::Address>,
+    /// ociguard's decision log, followed for metrics and `refused` events (default:
+    /// `decision_log` of the ociguard config).
+    #[arg(long, value_name = "PATH")]
+    decision_log: Option<PathBuf>,
+    /// Do not follow the decision log.
+    #[arg(long, conflicts_with = "decision_log")]
+    no_decision_log: bool,
     /// error, warn, info, debug or trace.
     #[arg(long, default_value = "info", value_parser = parse_level)]
     log_level: log::LevelFilter,
@@ -125,6 +143,15 @@ fn run(args: Args) -> anyhow::Result<()> {
             .as_deref()
             .map(ociguard_monitor::export::Target::parse),
         nflog_group: args.nflog_group.unwrap_or(config.egress.nflog_group),
+        metrics_address: args.metrics_address,
+        events_syslog: args
+            .events_syslog
+            .map(|socket| ociguard_monitor::export_syslog::Syslog {
+                socket,
+                facility: args.syslog_facility,
+            }),
+        decision_log: (!args.no_decision_log)
+            .then(|| args.decision_log.unwrap_or(config.decision_log)),
         containerd_socket: (!args.no_containerd).then(|| {
             args.containerd_socket
                 .unwrap_or(config.labels.containerd_socket)

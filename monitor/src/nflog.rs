@@ -58,6 +58,7 @@ use crate::procfs::ProcView;
 use crate::profiles::Profiles;
 use crate::protocol::{Event, EventKind};
 use crate::record::{Identity, Key, Status, Timestamp};
+use crate::stats::{policy_label, Count, Overflow};
 use crate::store::Store;
 
 /// NFLOG group when neither config.toml nor `--nflog-group` says otherwise.
@@ -1120,6 +1121,7 @@ impl Reader {
                 Err(Errno::EINTR) => continue,
                 Err(Errno::ENOBUFS) => {
                     watch.lost += 1;
+                    self.hub.counters().inc(Count::Overflow(Overflow::Nflog));
                     if watch.lost_logged.map_or(true, |t| {
                         now.saturating_duration_since(t) >= LOST_LOG_INTERVAL
                     }) {
@@ -1167,6 +1169,15 @@ impl Reader {
                 for o in d.observed.iter().chain(&d.denials) {
                     p.egress(&m.key, o.protocol, o.dst, o.port);
                 }
+            }
+            if !d.denials.is_empty() {
+                // Every denial, before rate limiting (the events are a sample of them).
+                self.hub.counters().add(
+                    Count::EgressDenied {
+                        policy: policy_label(m.rec.policy.as_ref()),
+                    },
+                    d.denials.len() as u64,
+                );
             }
             for denial in d.denials {
                 let admit = m.limiter.admit(now, global);

@@ -29,6 +29,7 @@ use serde_json::{json, Value};
 use crate::events::Hub;
 use crate::protocol::EventKind;
 use crate::record::{Identity, Key};
+use crate::stats::{policy_label, Count};
 use crate::store::Store;
 
 /// How often changed profiles are written.
@@ -451,6 +452,10 @@ impl Profiles {
         if let Value::Object(m) = &mut detail {
             rec.describe_image(m);
         }
+        self.hub.counters().inc(Count::Anomaly {
+            policy: policy_label(rec.policy.as_ref()),
+            kind: detail["kind"].as_str().unwrap_or("").into(),
+        });
         self.hub
             .publish(EventKind::Anomaly, rec, Some(detail.to_string()));
     }

@@ -196,7 +196,7 @@ impl Response {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
     Registered,
@@ -223,6 +223,10 @@ pub enum EventKind {
     /// have (`detail.kind` exec, secret, egress), or has no profile to compare with
     /// (`no-profile`, once per container), or no image to tie one to (`no-image`).
     Anomaly,
+    /// `ociguard create` (or `run`, `restore`) refused a container: a `refused` record of the
+    /// decision log, which ociguardd follows. `detail` is a JSON object (command, policy, error
+    /// excerpt); `bundle` is the container's, and it has no record (it never started).
+    Refused,
 }
 
 impl EventKind {
@@ -238,6 +242,7 @@ impl EventKind {
             EventKind::BehaviorAudit => "behavior-audit",
             EventKind::BehaviorLost => "behavior-lost",
             EventKind::Anomaly => "anomaly",
+            EventKind::Refused => "refused",
         }
     }
 }

@@ -156,6 +156,8 @@ impl Writer {
         proc: Arc<dyn ProcView>,
         opts: WriterOptions,
     ) -> Writer {
+        let mut journal = journal;
+        journal.time_flushes(Arc::clone(hub.counters()));
         Writer {
             journal,
             store,

@@ -641,3 +641,102 @@ fn every_event_is_exported_as_a_json_line_and_a_bad_export_path_stops_the_start(
         "{err}"
     );
 }
+
+#[test]
+fn metrics_count_a_refusal_from_the_decision_log_and_it_is_exported_as_an_event() {
+    use ociguard_monitor::metrics::{self, Address};
+    // A free port: bound by us, then released for ociguardd.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut m = Monitor::stopped(&[]);
+    let decisions = m.dir.path().join("log/decisions.jsonl");
+    let events = m.dir.path().join("events.jsonl");
+    std::fs::create_dir_all(decisions.parent().unwrap()).unwrap();
+    std::fs::write(
+        m.dir.path().join("no-config.toml"),
+        format!("decision_log = {:?}\n", decisions.to_str().unwrap()),
+    )
+    .unwrap();
+    let refused = |id: &str| {
+        format!(
+            r#"{{"time":"t","command":"create","id":"{id}","bundle":"/b/{id}","runtime":"/usr/bin/crun","result":"refused","decision":{{"policy":"web"}},"error":"egress: nft missing"}}"#
+        )
+    };
+    // Decided before the monitor started: not counted again.
+    std::fs::write(&decisions, refused("before") + "\n").unwrap();
+    let address = format!("127.0.0.1:{port}");
+    m.extra = ["--metrics-address", &address, "--events-file"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([events.to_str().unwrap().to_owned()])
+        .collect();
+    m.start();
+    let addr = Address::parse(&address).unwrap();
+    assert!(m.register(ident("reg-1")).ok);
+
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&decisions)
+        .unwrap();
+    writeln!(f, "{}", refused("after")).unwrap();
+    let applied = r#"{"command":"create","id":"ok-1","bundle":"/b","result":"applied","decision":{"policy":"web"}}"#;
+    // Half a line: counted only once its newline is written.
+    f.write_all(&applied.as_bytes()[..20]).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let scrape = || {
+        let (status, body) = metrics::get(&addr, "/metrics").unwrap();
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        body
+    };
+    let body = loop {
+        let body = scrape();
+        if body.contains(r#"ociguard_events_total{kind="refused"}"#) {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "{body}\n{}", m.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for want in [
+        r#"ociguard_decisions_total{result="refused",policy="web"} 1"#,
+        r#"ociguard_events_total{kind="refused"} 1"#,
+        r#"ociguard_events_total{kind="registered"} 1"#,
+        r#"ociguard_containers{policy="",state="created"} 1"#,
+        r#"ociguard_journal_fsync_seconds_count{op="append"} 1"#,
+    ] {
+        assert!(body.contains(want), "{want:?} not in:\n{body}");
+    }
+    assert!(!body.contains(r#"result="applied""#), "{body}");
+    f.write_all(&applied.as_bytes()[20..]).unwrap();
+    f.write_all(b"\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !scrape().contains(r#"ociguard_decisions_total{result="applied",policy="web"} 1"#) {
+        assert!(Instant::now() < deadline, "{}", scrape());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        metrics::get(&addr, "/other").unwrap().0,
+        "HTTP/1.1 404 Not Found"
+    );
+
+    // The refusal is an event like any other: exported.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains(r#""kind":"refused""#)) {
+            break l.to_owned();
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["id"], "after");
+    assert_eq!(v["bundle"], "/b/after");
+    assert_eq!(v["detail"]["policy"], "web");
+    assert_eq!(v["detail"]["error"], "egress: nft missing");
+    let text = std::fs::read_to_string(&events).unwrap();
+    assert!(!text.contains(r#""before""#), "{text}");
+}

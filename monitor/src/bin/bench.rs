@@ -7,24 +7,32 @@
 //! 3. `whois` over the socket (a container's pid, and a host pid: the slowest path) and the
 //!    in-process lookup alone;
 //! 4. the monitor's resident memory with 10,000 registered containers (and after a restart,
-//!    i.e. replaying a 10,000-record journal).
+//!    i.e. replaying a 10,000-record journal);
+//! 5. metrics and export (`--only-metrics` for this part alone): a `/metrics` scrape of a real
+//!    ociguardd with 1,000 registered containers, the hub's event throughput with and without
+//!    a scraper running, and the events per second the JSON-lines exporter writes to a file
+//!    and sends to a syslog socket.
 
 #![allow(clippy::print_stdout)] // a report: stdout is its output
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
-use ociguard_monitor::exitwatch;
+use ociguard_monitor::events::{Hub, SUBSCRIBER_QUEUE};
+use ociguard_monitor::export::{self, Target};
+use ociguard_monitor::metrics::{self, Address, Metrics};
 use ociguard_monitor::procfs::{self, Real};
+use ociguard_monitor::protocol::EventKind;
 use ociguard_monitor::protocol::{Lifecycle, Request};
 use ociguard_monitor::record::{Identity, Image, Kubernetes, Namespaces, PolicyRef, Timestamp};
 use ociguard_monitor::store::Store;
+use ociguard_monitor::{exitwatch, export_syslog};
 use ociguard_monitor::{journal::Entry, Client};
 
 #[derive(Parser, Debug)]
@@ -46,6 +54,17 @@ struct Args {
     whois_iterations: usize,
     #[arg(long, default_value_t = 10_000)]
     containers: usize,
+    /// Registered containers while `/metrics` is scraped.
+    #[arg(long, default_value_t = 1_000)]
+    scrape_containers: usize,
+    #[arg(long, default_value_t = 500)]
+    scrape_iterations: usize,
+    /// Events published for the hub and export throughputs.
+    #[arg(long, default_value_t = 200_000)]
+    export_events: usize,
+    /// Only part 5 (metrics and export).
+    #[arg(long)]
+    only_metrics: bool,
 }
 
 fn sibling(name: &str) -> Result<PathBuf> {
@@ -65,6 +84,10 @@ impl Drop for Daemon {
 }
 
 fn start(bin: &Path, work: &Path) -> Result<Daemon> {
+    start_with(bin, work, &[])
+}
+
+fn start_with(bin: &Path, work: &Path, extra: &[&str]) -> Result<Daemon> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -79,6 +102,7 @@ fn start(bin: &Path, work: &Path) -> Result<Daemon> {
         .arg(work.join("spool"))
         .arg("--no-bpf")
         .args(["--log-level", "warn", "--compact-after", "1000000"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -321,12 +345,12 @@ fn rss_kib(pid: u32) -> Result<u64> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let ociguardd = match args.ociguardd {
-        Some(p) => p,
+    let ociguardd = match &args.ociguardd {
+        Some(p) => p.clone(),
         None => sibling("ociguardd")?,
     };
-    let hook = match args.hook {
-        Some(p) => p,
+    let hook = match &args.hook {
+        Some(p) => p.clone(),
         None => sibling("ociguard-hook")?,
     };
     let work = tempfile::Builder::new()
@@ -344,6 +368,9 @@ fn main() -> Result<()> {
         "ociguard identity benchmark — journal on {} ({fs})",
         w.display()
     );
+    if args.only_metrics {
+        return metrics_and_export(&args, &ociguardd, w);
+    }
     let mut daemon = start(&ociguardd, w)?;
     let socket = w.join("run/monitor.sock");
 
@@ -632,5 +659,239 @@ fn main() -> Result<()> {
     }
     let _ = sleeper.kill();
     let _ = sleeper.wait();
+    drop(daemon);
+    metrics_and_export(&args, &ociguardd, w)
+}
+
+/// Events per second, as a report line.
+fn rate(name: &str, n: usize, took: Duration, note: &str) {
+    println!(
+        "{name:<52} {:>10.0} events/s  ({n} in {took:.2?}){note}",
+        n as f64 / took.as_secs_f64()
+    );
+}
+
+/// Publish `n` events of a Kubernetes-sized record on `hub`, in bursts the followers' queues
+/// hold, each burst once `done(published so far)` says the followers caught up.
+fn publish_paced(hub: &Hub, n: usize, done: &dyn Fn(usize) -> bool) -> Result<Duration> {
+    let rec = sample(1);
+    let burst = SUBSCRIBER_QUEUE / 2;
+    let t = Instant::now();
+    let mut sent = 0;
+    while sent < n {
+        let k = burst.min(n - sent);
+        for _ in 0..k {
+            hub.publish(
+                EventKind::EgressDenied,
+                &rec,
+                Some("tcp 198.18.1.2:4444 uid 0".to_owned()),
+            );
+        }
+        sent += k;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done(sent) {
+            if Instant::now() > deadline {
+                bail!("the exporter did not catch up ({sent} published)");
+            }
+            std::thread::yield_now();
+        }
+    }
+    Ok(t.elapsed())
+}
+
+/// 5. Metrics scrape cost and event export throughput.
+fn metrics_and_export(args: &Args, ociguardd: &Path, w: &Path) -> Result<()> {
+    // a. A real ociguardd with N containers, scraped over HTTP.
+    let work = w.join("metrics");
+    std::fs::create_dir_all(&work)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let daemon = start_with(
+        ociguardd,
+        &work,
+        &[
+            "--metrics-address",
+            &address,
+            "--no-guard",
+            "--no-decision-log",
+        ],
+    )?;
+    let socket = work.join("run/monitor.sock");
+    let mut client = Client::connect(&socket, Duration::from_secs(10))?;
+    for i in 0..args.scrape_containers {
+        let r = client.request(&Request::Register {
+            event: Lifecycle::Started,
+            identity: sample(i),
+        })?;
+        if !r.ok {
+            bail!("register: {r:?}");
+        }
+    }
+    let addr = Address::parse(&address).map_err(anyhow::Error::msg)?;
+    let mut times = Vec::with_capacity(args.scrape_iterations);
+    let mut size = 0;
+    for _ in 0..args.scrape_iterations {
+        let t = Instant::now();
+        let (status, body) = metrics::get(&addr, "/metrics")?;
+        times.push(t.elapsed());
+        if !status.contains("200") {
+            bail!("scrape: {status}");
+        }
+        size = body.len();
+    }
+    report(
+        &format!(
+            "scrape /metrics over HTTP ({} containers)",
+            args.scrape_containers
+        ),
+        times,
+        None,
+    );
+    println!("{:<52} {size} bytes", "  its size");
+    drop(client);
+    drop(daemon);
+
+    // In process: the render alone, and the hub with and without a scraper.
+    let store = Arc::new(RwLock::new(Store::new(None)));
+    {
+        let mut s = store.write().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        for i in 0..args.scrape_containers {
+            s.apply(Entry::Put(sample(i)));
+        }
+    }
+    let hub = Arc::new(Hub::new());
+    let m = Metrics::new(Arc::clone(&store), Arc::clone(&hub));
+    let mut times = Vec::with_capacity(args.scrape_iterations);
+    for _ in 0..args.scrape_iterations {
+        let t = Instant::now();
+        std::hint::black_box(m.render());
+        times.push(t.elapsed());
+    }
+    report(
+        &format!(
+            "render /metrics in process ({} containers)",
+            args.scrape_containers
+        ),
+        times,
+        None,
+    );
+
+    // The hub alone: one follower draining it (like `ociguardctl events --follow`).
+    let hub_rate = |scraper: bool| -> Result<(Duration, usize)> {
+        let hub = Arc::new(Hub::new());
+        let rx = hub.subscribe_to(|_, _| true);
+        let got = Arc::new(AtomicUsize::new(0));
+        let g = Arc::clone(&got);
+        std::thread::spawn(move || {
+            while rx.recv().is_ok() {
+                g.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let scrapes = Arc::new(AtomicUsize::new(0));
+        let scraping = scraper.then(|| -> Result<_> {
+            let l = metrics::bind(&Address::Tcp("127.0.0.1:0".parse()?))?;
+            let addr = l.address()?;
+            let m = Metrics::new(Arc::clone(&store), Arc::clone(&hub));
+            std::thread::spawn(move || metrics::serve(l, m));
+            let (stop, scrapes) = (Arc::clone(&stop), Arc::clone(&scrapes));
+            Ok(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if metrics::get(&addr, "/metrics").is_ok() {
+                        scrapes.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }))
+        });
+        let scraping = scraping.transpose()?;
+        let took = publish_paced(&hub, args.export_events, &|sent| {
+            got.load(Ordering::Relaxed) >= sent
+        })?;
+        stop.store(true, Ordering::Relaxed);
+        if let Some(h) = scraping {
+            let _ = h.join();
+        }
+        Ok((took, scrapes.load(Ordering::Relaxed)))
+    };
+    let (took, _) = hub_rate(false)?;
+    rate(
+        "hub: publish -> a follower, no scraper",
+        args.export_events,
+        took,
+        "",
+    );
+    let (took, scrapes) = hub_rate(true)?;
+    rate(
+        "hub: publish -> a follower, scraped back to back",
+        args.export_events,
+        took,
+        &format!(
+            "  {scrapes} scrapes, {:.0}/s",
+            scrapes as f64 / took.as_secs_f64()
+        ),
+    );
+
+    // b. The JSON-lines exporter to a file on this disk.
+    let hub = Arc::new(Hub::new());
+    let path = work.join("events.jsonl");
+    std::thread::spawn(export::start(Target::File(path.clone()), Arc::clone(&hub))?);
+    // Lines written so far, counted in what was appended since the last look.
+    let file = std::fs::File::open(&path)?;
+    let (seen, counted) = (std::cell::Cell::new(0u64), std::cell::Cell::new(0usize));
+    let chunk = std::cell::RefCell::new(vec![0u8; 1 << 20]);
+    let lines = || -> usize {
+        use std::os::unix::fs::FileExt;
+        let mut buf = chunk.borrow_mut();
+        while let Ok(n) = file.read_at(&mut buf[..], seen.get()) {
+            if n == 0 {
+                break;
+            }
+            seen.set(seen.get() + n as u64);
+            counted.set(counted.get() + buf[..n].iter().filter(|&&c| c == b'\n').count());
+        }
+        counted.get()
+    };
+    let took = publish_paced(&hub, args.export_events, &|sent| lines() >= sent)?;
+    let lost = std::fs::read_to_string(&path)?
+        .matches("export-lost")
+        .count();
+    rate(
+        "export: JSON lines to a file",
+        args.export_events,
+        took,
+        &format!(
+            "  {} bytes/line, {lost} export-lost",
+            seen.get() / counted.get().max(1) as u64
+        ),
+    );
+
+    // ... and to a syslog datagram socket, read by a thread here.
+    let hub = Arc::new(Hub::new());
+    let sock = work.join("syslog.sock");
+    let server = std::os::unix::net::UnixDatagram::bind(&sock)?;
+    let got = Arc::new(AtomicUsize::new(0));
+    let g = Arc::clone(&got);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        while server.recv(&mut buf).is_ok() {
+            g.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let sink = export_syslog::Sink::open(export_syslog::Syslog {
+        socket: sock,
+        ..Default::default()
+    })?;
+    std::thread::spawn(export::follow(sink, Arc::clone(&hub)));
+    let took = publish_paced(&hub, args.export_events, &|sent| {
+        got.load(Ordering::Relaxed) >= sent
+    })?;
+    rate(
+        "export: syslog datagrams (RFC 3164, a local socket)",
+        args.export_events,
+        took,
+        "",
+    );
     Ok(())
 }
