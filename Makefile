@@ -11,10 +11,12 @@ SECCOMP_LIBDIR := $(shell pkg-config --variable=libdir libseccomp 2>/dev/null)
 ifneq ($(SECCOMP_LIBDIR),)
 export LIBSECCOMP_LIB_PATH := $(SECCOMP_LIBDIR)
 endif
-# The ociguard-hook that is installed, tested and benchmarked: a static musl build when that
-# target can be had, else the glibc one (scripts/build-hook.sh says why).
+# The ociguard and ociguard-hook that are installed, tested and benchmarked: static musl builds
+# when that target can be had, else the glibc ones (scripts/build-static.sh says why).
 MUSL    := $(subst -gnu,-musl,$(HOST))
-HOOK    := target/hook/ociguard-hook
+SHIM    := target/static/ociguard
+HOOK    := target/static/ociguard-hook
+export OCIGUARD_TEST_OCIGUARD := $(CURDIR)/$(SHIM)
 export OCIGUARD_TEST_OCIGUARD_HOOK := $(CURDIR)/$(HOOK)
 
 .PHONY: all build demo test unit lint bench install image clean fixtures host-test host-demo
@@ -23,7 +25,8 @@ all: build
 
 build:
 	$(CARGO) build --release --workspace --bins
-	CARGO="$(CARGO)" scripts/build-hook.sh $(MUSL) $(RELEASE)/ociguard-hook $(HOOK)
+	CARGO="$(CARGO)" scripts/build-static.sh $(MUSL) ociguard-shim ociguard $(RELEASE)/ociguard $(SHIM)
+	CARGO="$(CARGO)" scripts/build-static.sh $(MUSL) ociguard-hooks ociguard-hook $(RELEASE)/ociguard-hook $(HOOK)
 
 host-demo:
 	scripts/host-setup.sh demo
@@ -37,7 +40,7 @@ fixtures: host-test
 # Runs a real container through ociguard with a policy in effect and shows the difference.
 demo: host-demo build
 	OCIGUARD_SKIP_CAPTURE=1 test-bundles/build.sh
-	scripts/demo.sh $(RELEASE)/ociguard
+	scripts/demo.sh $(SHIM)
 
 # Unit tests need nothing; integration tests run real crun/podman/containerd as root and
 # print "skip: <reason>" when they cannot. They also run the other packages' binaries
@@ -57,11 +60,11 @@ lint:
 bench: host-test build
 	OCIGUARD_SKIP_CAPTURE=1 test-bundles/build.sh
 	OCIGUARD_FORCE_CAPTURE=0 test-bundles/build.sh
-	$(CARGO) run --release -p ociguard-bench -- --ociguard $(RELEASE)/ociguard --hook $(HOOK)
+	$(CARGO) run --release -p ociguard-bench -- --ociguard $(SHIM) --hook $(HOOK)
 	$(RELEASE)/ociguard-monitor-bench --ociguardd $(RELEASE)/ociguardd --hook $(HOOK)
 
 install: build
-	install -D -m 0755 $(RELEASE)/ociguard $(DESTDIR)$(PREFIX)/bin/ociguard
+	install -D -m 0755 $(SHIM) $(DESTDIR)$(PREFIX)/bin/ociguard
 	install -D -m 0755 $(RELEASE)/ociguardctl $(DESTDIR)$(PREFIX)/bin/ociguardctl
 	install -D -m 0755 $(RELEASE)/ociguardd $(DESTDIR)$(PREFIX)/bin/ociguardd
 	install -D -m 0755 $(HOOK) $(DESTDIR)$(PREFIX)/bin/ociguard-hook
@@ -85,7 +88,7 @@ image: build
 	@if ldd $(BUSYBOX) >/dev/null 2>&1; then echo "$(BUSYBOX) is dynamically linked: install busybox-static" >&2; exit 1; fi
 	rm -rf target/image
 	mkdir -p target/image/bin target/image/share
-	cp $(RELEASE)/ociguard $(RELEASE)/ociguardd $(RELEASE)/ociguardctl $(HOOK) target/image/bin/
+	cp $(SHIM) $(RELEASE)/ociguardd $(RELEASE)/ociguardctl $(HOOK) target/image/bin/
 	cp $(BUSYBOX) target/image/busybox
 	cp deploy/kubernetes/install.sh deploy/kubernetes/sync-policies.sh deploy/config.toml target/image/share/
 	$(CONTAINER_ENGINE) build -t $(IMAGE) -f deploy/kubernetes/Dockerfile target/image

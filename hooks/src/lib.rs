@@ -13,7 +13,6 @@ pub mod collect;
 pub mod deliver;
 pub mod egress;
 pub mod enginelog;
-pub mod heap;
 pub mod kubernetes;
 pub mod nfnl;
 pub mod state;

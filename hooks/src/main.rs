@@ -137,7 +137,7 @@ impl Cli {
 }
 
 #[global_allocator]
-static HEAP: ociguard_hooks::heap::Heap = ociguard_hooks::heap::heap();
+static HEAP: ociguard_heap::Heap = ociguard_heap::heap();
 
 /// Exit statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use ociguard_shim::{Delegate, Execve, Outcome};
 
+/// A run of `ociguard` is short and ends in `execve` or exit: its heap is never returned
+/// (musl's allocator would unmap and remap as blocks come and go; see `ociguard_heap`).
+#[global_allocator]
+static HEAP: ociguard_heap::Heap = ociguard_heap::heap();
+
 fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let (logger, result) = ociguard_shim::run(&args);

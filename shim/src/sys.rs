@@ -53,3 +53,18 @@ mod tests {
         assert!(!super::SIGPIPE_WAS_IGNORED.load(std::sync::atomic::Ordering::Relaxed));
     }
 }
+
+/// Debian's static libseccomp is compiled with `_FORTIFY_SOURCE` against glibc: its PFC exporter
+/// (`gen_pfc.o`, `seccomp_export_pfc`, which ociguard never calls) calls glibc's fortified
+/// `__fprintf_chk`, which musl does not have. The musl build of `ociguard` (started on every
+/// runtime call: musl skips glibc's `cpuid` probing at start) defines it as an export that
+/// fails, so the archive links; nothing else in libseccomp refers to it.
+#[cfg(target_env = "musl")]
+#[no_mangle]
+pub extern "C" fn __fprintf_chk(
+    _stream: *mut libc::c_void,
+    _flag: libc::c_int,
+    _format: *const libc::c_char,
+) -> libc::c_int {
+    -1
+}

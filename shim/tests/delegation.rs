@@ -31,7 +31,7 @@ fn fake_world() -> (World, PathBuf) {
 }
 
 fn run(w: &World, args: &[&str], exit: i32) -> std::process::Output {
-    Command::new(OCIGUARD)
+    Command::new(&*OCIGUARD)
         .env("OCIGUARD_CONFIG", w.config())
         .env("FAKE_EXIT", exit.to_string())
         .env("ENGINE_VAR", "kept")
@@ -92,7 +92,7 @@ fn inherited_fds_and_stdin_reach_the_runtime() {
     let script = format!(
         "exec 7</etc/hostname; echo payload | OCIGUARD_CONFIG={} {} --root /r state c1 >/dev/null",
         w.config().display(),
-        OCIGUARD
+        *OCIGUARD
     );
     let out = Command::new("/bin/sh")
         .arg("-c")
@@ -360,7 +360,7 @@ fn unreadable_bundle_is_refused() {
     std::fs::set_permissions(w.config(), std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = Command::new("setpriv")
         .args(["--reuid", "nobody", "--regid", "nogroup", "--clear-groups"])
-        .arg(OCIGUARD)
+        .arg(&*OCIGUARD)
         .env("OCIGUARD_CONFIG", w.config())
         .args(["create", "--bundle", b.to_str().unwrap(), "c1"])
         .output()

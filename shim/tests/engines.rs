@@ -38,7 +38,7 @@ fn tool(name: &str) -> Option<PathBuf> {
 /// conmon or the shim), and on `create` first runs `ociguardctl explain --json` on the untouched
 /// bundle and keeps the bundle's config before and after, so the test can compare.
 fn wrapper(w: &World) -> PathBuf {
-    let ctl = Path::new(OCIGUARD).with_file_name("ociguardctl");
+    let ctl = common::monitor::sibling_bin("ociguardctl");
     let path = w.path().join("runtime-wrapper");
     let script = format!(
         r#"#!/bin/sh
@@ -62,7 +62,7 @@ exec {ociguard} "$@"
 "#,
         config = w.config().display(),
         ctl = ctl.display(),
-        ociguard = OCIGUARD,
+        ociguard = *OCIGUARD,
         dir = w.path().display()
     );
     std::fs::write(&path, script).unwrap();

@@ -12,7 +12,19 @@ use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
-pub const OCIGUARD: &str = env!("CARGO_BIN_EXE_ociguard");
+/// The `ociguard` under test: `OCIGUARD_TEST_OCIGUARD` when set (`make` points it at the
+/// static musl build it installs and benchmarks), else this package's own build.
+pub static OCIGUARD: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| match std::env::var("OCIGUARD_TEST_OCIGUARD") {
+        Ok(p) if !p.is_empty() => {
+            assert!(
+                Path::new(&p).exists(),
+                "OCIGUARD_TEST_OCIGUARD={p} does not exist"
+            );
+            p
+        }
+        _ => env!("CARGO_BIN_EXE_ociguard").to_owned(),
+    });
 
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -118,7 +130,7 @@ impl World {
     }
     /// `ociguard --root <root> args...`
     pub fn ociguard(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(OCIGUARD);
+        let mut c = Command::new(&*OCIGUARD);
         c.env("OCIGUARD_CONFIG", self.config())
             .arg("--root")
             .arg(self.root())
@@ -131,7 +143,7 @@ impl World {
     pub fn ociguard_detached(&self, args: &[&str]) -> Output {
         let err_path = self.path().join("detached.stderr");
         let err = std::fs::File::create(&err_path).unwrap();
-        let status = Command::new(OCIGUARD)
+        let status = Command::new(&*OCIGUARD)
             .env("OCIGUARD_CONFIG", self.config())
             .arg("--root")
             .arg(self.root())
@@ -159,8 +171,9 @@ impl World {
         std::fs::write(
             &path,
             format!(
-                "#!/bin/sh\nexport OCIGUARD_CONFIG={}\nexec {OCIGUARD} \"$@\"\n",
-                self.config().display()
+                "#!/bin/sh\nexport OCIGUARD_CONFIG={}\nexec {} \"$@\"\n",
+                self.config().display(),
+                *OCIGUARD
             ),
         )
         .unwrap();
