@@ -10,6 +10,7 @@
 //! Pure: text in, text out; `ociguardctl` checks the result with the policy loader before it
 //! writes it.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
@@ -35,6 +36,49 @@ pub struct Options<'a> {
     /// The enforcers of the node the policy is for (`enforcers.json`), when known: a rule
     /// none of them holds is written commented out, so the `required` policy can start.
     pub enforcers: Option<&'a [Enforcer]>,
+}
+
+/// Recorded text (image names, program and secret paths: a container under a `learn` policy
+/// chooses them) made fit for a TOML comment. A newline in it would end the comment and turn the
+/// rest of the text into policy lines, and TOML allows no other control character in a comment:
+/// each is written escaped (`\u{a}`) instead.
+fn c(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.chars()
+            .map(|ch| {
+                if ch.is_control() {
+                    ch.escape_unicode().to_string()
+                } else {
+                    ch.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Whether a recorded program path can be written into `allowed_exec`/`secret_readers` as
+/// itself. Those lists hold globs: a program a container named `/tmp/*` must not become a rule
+/// allowing every program in `/tmp`, and one the loader refuses (a control character, an
+/// unbalanced `[`) must not make the whole generated policy unloadable. Such programs are left
+/// out, so they stay refused.
+fn literal_path(s: &str) -> bool {
+    crate::behavior::check_glob(s).is_ok() && !s.contains(['*', '?', '[', ']', '{', '}', '\\'])
+}
+
+/// A comment naming the recorded paths that [`literal_path`] kept out of a list.
+fn left_out(t: &mut String, what: &str, paths: &[&String]) {
+    if !paths.is_empty() {
+        let names: Vec<&str> = paths.iter().map(|p| p.as_str()).collect();
+        let _ = writeln!(
+            t,
+            "# {} {what} with names a policy cannot hold as a literal path are left out (NOT allowed): {}",
+            paths.len(),
+            c(&names.join(", "))
+        );
+    }
 }
 
 /// A TOML string literal (quoted and escaped as TOML requires).
@@ -133,10 +177,10 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
         let _ = writeln!(
             t,
             "#   {}  image {}  digest {}  identity {}",
-            s.subject.id(),
-            s.subject.image.as_deref().unwrap_or("-"),
-            s.subject.digest.as_deref().unwrap_or("-"),
-            s.subject.identity
+            c(&s.subject.id()),
+            c(s.subject.image.as_deref().unwrap_or("-")),
+            c(s.subject.digest.as_deref().unwrap_or("-")),
+            c(&s.subject.identity)
         );
     }
     let _ = writeln!(
@@ -146,11 +190,11 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
         utc(p.first_seen),
         utc(p.last_seen),
         span(p.last_seen.saturating_sub(p.first_seen)),
-        p.policies
+        c(&p.policies
             .iter()
             .map(|s| q(s))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "))
     );
     t.push_str(
         "# It allows exactly what was observed. Review it, `ociguardctl policy check` it, and\n\
@@ -172,7 +216,7 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
         let _ = writeln!(
             t,
             "# image digest(s) {}: add `digests = [...]` to pin them where the engine reports digests",
-            digests.into_iter().collect::<Vec<_>>().join(", ")
+            c(&digests.into_iter().collect::<Vec<_>>().join(", "))
         );
     }
     let sas: BTreeSet<(&str, &str)> = profiles
@@ -197,7 +241,9 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
 
     // [behavior]
     t.push_str("\n[behavior]\nmode = \"required\"\n");
-    let programs: Vec<String> = p.execs.keys().cloned().collect();
+    let (programs, odd): (Vec<&String>, Vec<&String>) =
+        p.execs.keys().partition(|k| literal_path(k));
+    let programs: Vec<String> = programs.into_iter().cloned().collect();
     let _ = writeln!(
         t,
         "# {} program(s) observed{}",
@@ -212,6 +258,7 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
             String::new()
         }
     );
+    left_out(&mut t, "program(s)", &odd);
     if programs.is_empty() {
         t.push_str("# (none: every exec is refused)\ndeny_exec = [\"/**\"]\n");
     } else {
@@ -232,11 +279,11 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
         let _ = writeln!(
             t,
             "# shells were run ({}): deny_shells is left off, allowed_exec still lists them",
-            shells
+            c(&shells
                 .iter()
                 .map(|s| s.as_str())
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "))
         );
     }
     t.push_str("reverse_shell = true\n");
@@ -252,11 +299,11 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
         let _ = writeln!(
             t,
             "# the workload ran files written after it started ({}): drop_exec is left off",
-            dropped
+            c(&dropped
                 .iter()
                 .map(|s| s.as_str())
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "))
         );
     }
     match opts.enforcers {
@@ -266,11 +313,18 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
         _ => t.push_str("environ = true\n"),
     }
     t.push_str("protect_secrets = true\n");
-    let readers: BTreeSet<String> = p.secrets.values().flatten().cloned().collect();
+    let (readers, odd): (BTreeSet<&String>, BTreeSet<&String>) =
+        p.secrets.values().flatten().partition(|r| literal_path(r));
+    let readers: BTreeSet<String> = readers.into_iter().cloned().collect();
+    left_out(
+        &mut t,
+        "secret reader(s)",
+        &odd.into_iter().collect::<Vec<_>>(),
+    );
     let _ = writeln!(
         t,
         "# secret reads observed: {}",
-        if p.secrets.is_empty() {
+        c(&if p.secrets.is_empty() {
             "none (no program may read the secrets)".to_owned()
         } else {
             p.secrets
@@ -283,7 +337,7 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
                 })
                 .collect::<Vec<_>>()
                 .join("; ")
-        }
+        })
     );
     if p.dropped.secrets > 0 {
         let _ = writeln!(
@@ -419,6 +473,41 @@ mod tests {
         assert!(text.contains("shells were run (/bin/sh)"));
         assert!(policy(&[], &opts("x")).is_err());
         assert!(policy(&[profile()], &opts("a b")).is_err());
+    }
+
+    /// Found by fuzzing (fuzz/regressions/profile_decode/): a newline in a recorded name ended
+    /// the comment it was quoted in, and the rest became policy lines.
+    #[test]
+    fn recorded_names_cannot_write_policy_lines() {
+        let evil = "/tmp/x\nenviron = false\n#";
+        let s = Subject::of(Some("img\n[egress]\nmode = \"off\""), None, None, None).unwrap();
+        let mut p = Profile::new(s, 1);
+        p.add_container("learn\nx = 1", 1);
+        p.add_exec("/bin/sh", "", false, 1);
+        p.add_exec(evil, "", true, 1);
+        p.add_exec("/tmp/*", "", true, 1);
+        p.add_secret("/run/secrets/a\rb", evil, 1);
+        let text = policy(
+            &[p],
+            &Options {
+                name: "x",
+                now: 0,
+                enforcers: None,
+            },
+        )
+        .unwrap();
+        let loaded = crate::load::parse_policy(std::path::Path::new("g.toml"), &text)
+            .unwrap_or_else(|e| panic!("{text}\n{e:?}"));
+        assert!(loaded.policy.behavior.environ, "{text}");
+        let listed = |l: &[toml::Spanned<String>]| -> Vec<String> {
+            l.iter().map(|s| s.get_ref().clone()).collect()
+        };
+        assert_eq!(listed(&loaded.policy.behavior.allowed_exec), ["/bin/sh"]);
+        assert!(loaded.policy.behavior.secret_readers.is_empty());
+        assert!(text.contains("2 program(s) with names a policy cannot hold"));
+        assert!(!text.lines().any(|l| l.starts_with("environ = false")));
+        assert!(text.contains("/tmp/x\\u{a}environ = false"), "{text}");
+        assert_eq!(c("plain /bin/sh"), "plain /bin/sh");
     }
 
     #[test]
