@@ -68,6 +68,19 @@ fn literal_path(s: &str) -> bool {
     crate::behavior::check_glob(s).is_ok() && !s.contains(['*', '?', '[', ']', '{', '}', '\\'])
 }
 
+/// An image name as a `[match] images` glob matching exactly that name: glob syntax in it is
+/// escaped (an image named `*`, or `!x`, must not select every image).
+fn glob_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '{' | '}' | '\\' | '!') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
 /// A comment naming the recorded paths that [`literal_path`] kept out of a list.
 fn left_out(t: &mut String, what: &str, paths: &[&String]) {
     if !paths.is_empty() {
@@ -204,7 +217,8 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
     t.push_str("mode = \"enforce\"\n\n[match]\n");
     let images: BTreeSet<String> = profiles
         .iter()
-        .filter_map(|s| s.subject.image.clone().or_else(|| s.subject.digest.clone()))
+        .filter_map(|s| s.subject.image.as_deref().or(s.subject.digest.as_deref()))
+        .map(glob_literal)
         .collect();
     let images: Vec<String> = images.into_iter().collect();
     let _ = writeln!(t, "images = {}", list(&images));
@@ -508,6 +522,30 @@ mod tests {
         assert!(!text.lines().any(|l| l.starts_with("environ = false")));
         assert!(text.contains("/tmp/x\\u{a}environ = false"), "{text}");
         assert_eq!(c("plain /bin/sh"), "plain /bin/sh");
+    }
+
+    /// Found by fuzzing (fuzz/regressions/profile_decode/): an image name with glob syntax
+    /// made a policy that did not load, or one that selected other images.
+    #[test]
+    fn image_names_are_matched_literally() {
+        for image in ["docker.i/olrbi]ry/nginx:1", "*", "!x", "a{b,c}\\?"] {
+            let s = Subject::of(Some(image), None, None, None).unwrap();
+            let mut p = Profile::new(s, 1);
+            p.add_container("learn", 1);
+            let opts = Options {
+                name: "x",
+                now: 0,
+                enforcers: None,
+            };
+            let text = policy(&[p], &opts).unwrap();
+            let loaded = crate::load::parse_policy(std::path::Path::new("g.toml"), &text)
+                .unwrap_or_else(|e| panic!("{text}\n{e:?}"));
+            let globs = &loaded.policy.selector.images;
+            assert_eq!(globs.len(), 1, "{text}");
+            let glob = globs[0].get_ref();
+            assert!(glob_match(glob, image), "{glob} must match {image}");
+            assert!(!glob_match(glob, "docker.io/library/other:1"), "{glob}");
+        }
     }
 
     #[test]
