@@ -25,6 +25,8 @@ pub enum GenerateError {
     Empty,
     #[error("policy name {0:?}: use letters, digits, '-', '_' and '.' (at most 63)")]
     Name(String),
+    #[error("the profiles name no image: a policy from them would select every container")]
+    NoImage,
 }
 
 /// Inputs besides the profiles.
@@ -220,6 +222,11 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
         .filter_map(|s| s.subject.image.as_deref().or(s.subject.digest.as_deref()))
         .map(glob_literal)
         .collect();
+    // ociguardd records no profile without an image, but a profile file is read back: an
+    // empty `images` would make the policy select every container (the loader refuses it).
+    if images.is_empty() {
+        return Err(GenerateError::NoImage);
+    }
     let images: Vec<String> = images.into_iter().collect();
     let _ = writeln!(t, "images = {}", list(&images));
     let digests: BTreeSet<&str> = profiles
@@ -487,6 +494,14 @@ mod tests {
         assert!(text.contains("shells were run (/bin/sh)"));
         assert!(policy(&[], &opts("x")).is_err());
         assert!(policy(&[profile()], &opts("a b")).is_err());
+        // Found by fuzzing (fuzz/regressions/profile_decode/): a profile naming no image.
+        let mut nameless = profile();
+        nameless.subject.image = None;
+        nameless.subject.digest = None;
+        assert!(matches!(
+            policy(&[nameless], &opts("x")),
+            Err(GenerateError::NoImage)
+        ));
     }
 
     /// Found by fuzzing (fuzz/regressions/profile_decode/): a newline in a recorded name ended
