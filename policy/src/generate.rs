@@ -165,7 +165,14 @@ pub fn default_name(p: &Profile) -> String {
     let base = base.split(':').next().unwrap_or(base);
     let clean: String = base
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        // Policy names are lowercase (the loader's rule).
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(40)
         .collect();
     format!("learned-{clean}")
@@ -569,5 +576,9 @@ mod tests {
         assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(span(90_061), "1 d 1 h");
         assert_eq!(default_name(&profile()), "learned-app");
+        // Found by fuzzing (fuzz/regressions/profile_decode/): an upper-case letter in the
+        // image name made a default name the loader refuses.
+        let s = Subject::of(Some("registry/App_X:1"), None, None, None).unwrap();
+        assert_eq!(default_name(&Profile::new(s, 0)), "learned-app-x");
     }
 }
