@@ -405,10 +405,13 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
         t.push_str("# (none: the container may only use loopback)\n");
     }
     for d in &p.egress {
-        let net = if d.net.prefix_len() == d.net.max_prefix_len() {
-            d.net.addr().to_string()
+        // ociguardd stores networks without host bits, but a profile file is read back: the
+        // loader refuses `198.18.1.2/24`.
+        let net = d.net.trunc();
+        let net = if net.prefix_len() == net.max_prefix_len() {
+            net.addr().to_string()
         } else {
-            d.net.to_string()
+            net.to_string()
         };
         t.push_str("\n[[egress.allow]]\n");
         let _ = writeln!(t, "cidr = {}", q(&net));
@@ -478,6 +481,22 @@ mod tests {
         assert_eq!(allowed, ["/bin/ls", "/bin/server"]);
         assert!(pol.behavior.deny_shells && pol.behavior.drop_exec && pol.behavior.environ);
         assert_eq!(pol.egress.allow.len(), 2);
+        // Found by fuzzing (fuzz/regressions/profile_decode/): a stored network with host bits.
+        let mut p = profile();
+        p.egress = [crate::profile::Destination {
+            net: "198.18.1.2/24".parse().unwrap(),
+            protocol: 6,
+            port: Some(443),
+        }]
+        .into();
+        let opts = Options {
+            name: "x",
+            now: 0,
+            enforcers: None,
+        };
+        let text = policy(&[p], &opts).unwrap();
+        assert!(text.contains("cidr = \"198.18.1.0/24\""), "{text}");
+        crate::load::parse_policy(std::path::Path::new("g.toml"), &text).unwrap();
         assert!(text.contains("learned from 1 container(s) between 2025-12-06T05:46:40Z"));
         assert!(text.contains("(1 min)"), "{text}");
         assert_eq!(pol.profile.on_anomaly, crate::behavior::OnAnomaly::Report);
