@@ -251,6 +251,9 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
         .iter()
         .filter_map(|s| s.subject.identity.strip_prefix("serviceaccount:"))
         .filter_map(|sa| sa.split_once('/'))
+        // An empty part (only in a profile file not written by ociguardd) is an empty glob,
+        // which the loader refuses.
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
         .collect();
     if !sas.is_empty() {
         let nss: BTreeSet<String> = sas.iter().map(|(ns, _)| (*ns).to_owned()).collect();
@@ -496,6 +499,11 @@ mod tests {
         };
         let text = policy(&[p], &opts).unwrap();
         assert!(text.contains("cidr = \"198.18.1.0/24\""), "{text}");
+        crate::load::parse_policy(std::path::Path::new("g.toml"), &text).unwrap();
+        // Found by fuzzing: a service account identity with an empty namespace.
+        let mut p = profile();
+        p.subject.identity = "serviceaccount:/web".to_owned();
+        let text = policy(&[p], &opts).unwrap();
         crate::load::parse_policy(std::path::Path::new("g.toml"), &text).unwrap();
         assert!(text.contains("learned from 1 container(s) between 2025-12-06T05:46:40Z"));
         assert!(text.contains("(1 min)"), "{text}");
