@@ -19,7 +19,7 @@ HOOK    := target/static/ociguard-hook
 export OCIGUARD_TEST_OCIGUARD := $(CURDIR)/$(SHIM)
 export OCIGUARD_TEST_OCIGUARD_HOOK := $(CURDIR)/$(HOOK)
 
-.PHONY: all build demo test unit lint bench install image clean fixtures host-test host-demo
+.PHONY: all build demo test unit lint bench install image clean fixtures host-test host-demo fuzz
 
 all: build
 
@@ -62,6 +62,23 @@ bench: host-test build
 	OCIGUARD_FORCE_CAPTURE=0 test-bundles/build.sh
 	$(CARGO) run --release -p ociguard-bench -- --ociguard $(SHIM) --hook $(HOOK)
 	$(RELEASE)/ociguard-monitor-bench --ociguardd $(RELEASE)/ociguardd --hook $(HOOK)
+
+# Fuzz the parsers of untrusted input for FUZZ_SECONDS each (fuzz/README.md): nightly and
+# cargo-fuzz, seeds from test-bundles/ (captured when possible) and the repo's own files. Not
+# part of `test`, which runs the kept crashers on stable (fuzz/harness).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= config_json policy_toml hook_state monitor_protocol crio_labels nflog profile_decode
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	rustup run nightly rustc -V >/dev/null || rustup toolchain install nightly --profile minimal
+	test-bundles/build.sh || echo "skip: no captured engine configs as seeds"
+	fuzz/seed.sh
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t && \
+	  cargo +nightly fuzz run -O --debug-assertions $$t corpus/$$t seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+	    -print_final_stats=1 || exit 1; \
+	done
 
 install: build
 	install -D -m 0755 $(SHIM) $(DESTDIR)$(PREFIX)/bin/ociguard

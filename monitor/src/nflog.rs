@@ -101,6 +101,9 @@ const DATAGRAMS_PER_TURN: usize = 64;
 const LOST_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 const NLMSG_HDRLEN: usize = 16;
+/// `nlmsg_type` of an NFLOG packet: `NFNL_SUBSYS_ULOG << 8 | NFULNL_MSG_PACKET`.
+const NFLOG_PACKET: u16 = (libc::NFNL_SUBSYS_ULOG as u16) << 8 | libc::NFULNL_MSG_PACKET as u16;
+const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NflogError {
@@ -295,6 +298,18 @@ pub fn parse_datagram(buf: &[u8]) -> Datagram {
         if len < NLMSG_HDRLEN || len > buf.len() - at {
             d.malformed += 1;
             break;
+        }
+        // Only NFLOG packets and netlink answers are ours to decode. netlink-packet-netfilter
+        // also parses other subsystems' messages (nftables), and panics on some malformed ones
+        // (an attribute shorter than its header); a socket bound to an NFLOG group carries
+        // none, so they are skipped unparsed.
+        let kind = buf
+            .get(at + 4..at + 6)
+            .and_then(|b| b.try_into().ok())
+            .map(u16::from_ne_bytes);
+        if !matches!(kind, Some(NFLOG_PACKET | NLMSG_ERROR)) {
+            at = at.saturating_add((len + 3) & !3);
+            continue;
         }
         match NetlinkMessage::<NetfilterMessage>::deserialize(&buf[at..at + len]) {
             Ok(msg) => classify(msg.payload, &mut d),
@@ -1304,6 +1319,15 @@ mod tests {
         p.extend_from_slice(&dst.octets());
         p.extend_from_slice(rest);
         p
+    }
+
+    /// Found by fuzzing: an nftables message whose nested attribute is shorter than its
+    /// header made netlink-packet-netfilter panic (subtract with overflow) in the reader.
+    #[test]
+    fn other_subsystems_are_skipped_unparsed() {
+        let m = include_bytes!("../../fuzz/regressions/nflog/nftables-short-attribute");
+        let d = parse_datagram(m);
+        assert!(d.denials.is_empty() && d.observed.is_empty() && d.answers.is_empty());
     }
 
     #[test]

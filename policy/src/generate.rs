@@ -10,6 +10,7 @@
 //! Pure: text in, text out; `ociguardctl` checks the result with the policy loader before it
 //! writes it.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
@@ -24,6 +25,8 @@ pub enum GenerateError {
     Empty,
     #[error("policy name {0:?}: use letters, digits, '-', '_' and '.' (at most 63)")]
     Name(String),
+    #[error("the profiles name no image: a policy from them would select every container")]
+    NoImage,
 }
 
 /// Inputs besides the profiles.
@@ -35,6 +38,62 @@ pub struct Options<'a> {
     /// The enforcers of the node the policy is for (`enforcers.json`), when known: a rule
     /// none of them holds is written commented out, so the `required` policy can start.
     pub enforcers: Option<&'a [Enforcer]>,
+}
+
+/// Recorded text (image names, program and secret paths: a container under a `learn` policy
+/// chooses them) made fit for a TOML comment. A newline in it would end the comment and turn the
+/// rest of the text into policy lines, and TOML allows no other control character in a comment:
+/// each is written escaped (`\u{a}`) instead.
+fn c(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.chars()
+            .map(|ch| {
+                if ch.is_control() {
+                    ch.escape_unicode().to_string()
+                } else {
+                    ch.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Whether a recorded program path can be written into `allowed_exec`/`secret_readers` as
+/// itself. Those lists hold globs: a program a container named `/tmp/*` must not become a rule
+/// allowing every program in `/tmp`, and one the loader refuses (a control character, an
+/// unbalanced `[`) must not make the whole generated policy unloadable. Such programs are left
+/// out, so they stay refused.
+fn literal_path(s: &str) -> bool {
+    crate::behavior::check_glob(s).is_ok() && !s.contains(['*', '?', '[', ']', '{', '}', '\\'])
+}
+
+/// An image name as a `[match] images` glob matching exactly that name: glob syntax in it is
+/// escaped (an image named `*`, or `!x`, must not select every image).
+fn glob_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '{' | '}' | '\\' | '!') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// A comment naming the recorded paths that [`literal_path`] kept out of a list.
+fn left_out(t: &mut String, what: &str, paths: &[&String]) {
+    if !paths.is_empty() {
+        let names: Vec<&str> = paths.iter().map(|p| p.as_str()).collect();
+        let _ = writeln!(
+            t,
+            "# {} {what} with names a policy cannot hold as a literal path are left out (NOT allowed): {}",
+            paths.len(),
+            c(&names.join(", "))
+        );
+    }
 }
 
 /// A TOML string literal (quoted and escaped as TOML requires).
@@ -106,7 +165,14 @@ pub fn default_name(p: &Profile) -> String {
     let base = base.split(':').next().unwrap_or(base);
     let clean: String = base
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        // Policy names are lowercase (the loader's rule).
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(40)
         .collect();
     format!("learned-{clean}")
@@ -133,10 +199,10 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
         let _ = writeln!(
             t,
             "#   {}  image {}  digest {}  identity {}",
-            s.subject.id(),
-            s.subject.image.as_deref().unwrap_or("-"),
-            s.subject.digest.as_deref().unwrap_or("-"),
-            s.subject.identity
+            c(&s.subject.id()),
+            c(s.subject.image.as_deref().unwrap_or("-")),
+            c(s.subject.digest.as_deref().unwrap_or("-")),
+            c(&s.subject.identity)
         );
     }
     let _ = writeln!(
@@ -146,11 +212,11 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
         utc(p.first_seen),
         utc(p.last_seen),
         span(p.last_seen.saturating_sub(p.first_seen)),
-        p.policies
+        c(&p.policies
             .iter()
             .map(|s| q(s))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "))
     );
     t.push_str(
         "# It allows exactly what was observed. Review it, `ociguardctl policy check` it, and\n\
@@ -160,8 +226,14 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
     t.push_str("mode = \"enforce\"\n\n[match]\n");
     let images: BTreeSet<String> = profiles
         .iter()
-        .filter_map(|s| s.subject.image.clone().or_else(|| s.subject.digest.clone()))
+        .filter_map(|s| s.subject.image.as_deref().or(s.subject.digest.as_deref()))
+        .map(glob_literal)
         .collect();
+    // ociguardd records no profile without an image, but a profile file is read back: an
+    // empty `images` would make the policy select every container (the loader refuses it).
+    if images.is_empty() {
+        return Err(GenerateError::NoImage);
+    }
     let images: Vec<String> = images.into_iter().collect();
     let _ = writeln!(t, "images = {}", list(&images));
     let digests: BTreeSet<&str> = profiles
@@ -172,13 +244,16 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
         let _ = writeln!(
             t,
             "# image digest(s) {}: add `digests = [...]` to pin them where the engine reports digests",
-            digests.into_iter().collect::<Vec<_>>().join(", ")
+            c(&digests.into_iter().collect::<Vec<_>>().join(", "))
         );
     }
     let sas: BTreeSet<(&str, &str)> = profiles
         .iter()
         .filter_map(|s| s.subject.identity.strip_prefix("serviceaccount:"))
         .filter_map(|sa| sa.split_once('/'))
+        // An empty part (only in a profile file not written by ociguardd) is an empty glob,
+        // which the loader refuses.
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
         .collect();
     if !sas.is_empty() {
         let nss: BTreeSet<String> = sas.iter().map(|(ns, _)| (*ns).to_owned()).collect();
@@ -197,7 +272,9 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
 
     // [behavior]
     t.push_str("\n[behavior]\nmode = \"required\"\n");
-    let programs: Vec<String> = p.execs.keys().cloned().collect();
+    let (programs, odd): (Vec<&String>, Vec<&String>) =
+        p.execs.keys().partition(|k| literal_path(k));
+    let programs: Vec<String> = programs.into_iter().cloned().collect();
     let _ = writeln!(
         t,
         "# {} program(s) observed{}",
@@ -212,6 +289,7 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
             String::new()
         }
     );
+    left_out(&mut t, "program(s)", &odd);
     if programs.is_empty() {
         t.push_str("# (none: every exec is refused)\ndeny_exec = [\"/**\"]\n");
     } else {
@@ -232,11 +310,11 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
         let _ = writeln!(
             t,
             "# shells were run ({}): deny_shells is left off, allowed_exec still lists them",
-            shells
+            c(&shells
                 .iter()
                 .map(|s| s.as_str())
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "))
         );
     }
     t.push_str("reverse_shell = true\n");
@@ -252,11 +330,11 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
         let _ = writeln!(
             t,
             "# the workload ran files written after it started ({}): drop_exec is left off",
-            dropped
+            c(&dropped
                 .iter()
                 .map(|s| s.as_str())
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "))
         );
     }
     match opts.enforcers {
@@ -266,11 +344,18 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
         _ => t.push_str("environ = true\n"),
     }
     t.push_str("protect_secrets = true\n");
-    let readers: BTreeSet<String> = p.secrets.values().flatten().cloned().collect();
+    let (readers, odd): (BTreeSet<&String>, BTreeSet<&String>) =
+        p.secrets.values().flatten().partition(|r| literal_path(r));
+    let readers: BTreeSet<String> = readers.into_iter().cloned().collect();
+    left_out(
+        &mut t,
+        "secret reader(s)",
+        &odd.into_iter().collect::<Vec<_>>(),
+    );
     let _ = writeln!(
         t,
         "# secret reads observed: {}",
-        if p.secrets.is_empty() {
+        c(&if p.secrets.is_empty() {
             "none (no program may read the secrets)".to_owned()
         } else {
             p.secrets
@@ -283,7 +368,7 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
                 })
                 .collect::<Vec<_>>()
                 .join("; ")
-        }
+        })
     );
     if p.dropped.secrets > 0 {
         let _ = writeln!(
@@ -323,10 +408,13 @@ pub fn policy(profiles: &[Profile], opts: &Options<'_>) -> Result<String, Genera
         t.push_str("# (none: the container may only use loopback)\n");
     }
     for d in &p.egress {
-        let net = if d.net.prefix_len() == d.net.max_prefix_len() {
-            d.net.addr().to_string()
+        // ociguardd stores networks without host bits, but a profile file is read back: the
+        // loader refuses `198.18.1.2/24`.
+        let net = d.net.trunc();
+        let net = if net.prefix_len() == net.max_prefix_len() {
+            net.addr().to_string()
         } else {
-            d.net.to_string()
+            net.to_string()
         };
         t.push_str("\n[[egress.allow]]\n");
         let _ = writeln!(t, "cidr = {}", q(&net));
@@ -396,6 +484,27 @@ mod tests {
         assert_eq!(allowed, ["/bin/ls", "/bin/server"]);
         assert!(pol.behavior.deny_shells && pol.behavior.drop_exec && pol.behavior.environ);
         assert_eq!(pol.egress.allow.len(), 2);
+        // Found by fuzzing (fuzz/regressions/profile_decode/): a stored network with host bits.
+        let mut p = profile();
+        p.egress = [crate::profile::Destination {
+            net: "198.18.1.2/24".parse().unwrap(),
+            protocol: 6,
+            port: Some(443),
+        }]
+        .into();
+        let opts = Options {
+            name: "x",
+            now: 0,
+            enforcers: None,
+        };
+        let text = policy(&[p], &opts).unwrap();
+        assert!(text.contains("cidr = \"198.18.1.0/24\""), "{text}");
+        crate::load::parse_policy(std::path::Path::new("g.toml"), &text).unwrap();
+        // Found by fuzzing: a service account identity with an empty namespace.
+        let mut p = profile();
+        p.subject.identity = "serviceaccount:/web".to_owned();
+        let text = policy(&[p], &opts).unwrap();
+        crate::load::parse_policy(std::path::Path::new("g.toml"), &text).unwrap();
         assert!(text.contains("learned from 1 container(s) between 2025-12-06T05:46:40Z"));
         assert!(text.contains("(1 min)"), "{text}");
         assert_eq!(pol.profile.on_anomaly, crate::behavior::OnAnomaly::Report);
@@ -419,6 +528,73 @@ mod tests {
         assert!(text.contains("shells were run (/bin/sh)"));
         assert!(policy(&[], &opts("x")).is_err());
         assert!(policy(&[profile()], &opts("a b")).is_err());
+        // Found by fuzzing (fuzz/regressions/profile_decode/): a profile naming no image.
+        let mut nameless = profile();
+        nameless.subject.image = None;
+        nameless.subject.digest = None;
+        assert!(matches!(
+            policy(&[nameless], &opts("x")),
+            Err(GenerateError::NoImage)
+        ));
+    }
+
+    /// Found by fuzzing (fuzz/regressions/profile_decode/): a newline in a recorded name ended
+    /// the comment it was quoted in, and the rest became policy lines.
+    #[test]
+    fn recorded_names_cannot_write_policy_lines() {
+        let evil = "/tmp/x\nenviron = false\n#";
+        let s = Subject::of(Some("img\n[egress]\nmode = \"off\""), None, None, None).unwrap();
+        let mut p = Profile::new(s, 1);
+        p.add_container("learn\nx = 1", 1);
+        p.add_exec("/bin/sh", "", false, 1);
+        p.add_exec(evil, "", true, 1);
+        p.add_exec("/tmp/*", "", true, 1);
+        p.add_secret("/run/secrets/a\rb", evil, 1);
+        let text = policy(
+            &[p],
+            &Options {
+                name: "x",
+                now: 0,
+                enforcers: None,
+            },
+        )
+        .unwrap();
+        let loaded = crate::load::parse_policy(std::path::Path::new("g.toml"), &text)
+            .unwrap_or_else(|e| panic!("{text}\n{e:?}"));
+        assert!(loaded.policy.behavior.environ, "{text}");
+        let listed = |l: &[toml::Spanned<String>]| -> Vec<String> {
+            l.iter().map(|s| s.get_ref().clone()).collect()
+        };
+        assert_eq!(listed(&loaded.policy.behavior.allowed_exec), ["/bin/sh"]);
+        assert!(loaded.policy.behavior.secret_readers.is_empty());
+        assert!(text.contains("2 program(s) with names a policy cannot hold"));
+        assert!(!text.lines().any(|l| l.starts_with("environ = false")));
+        assert!(text.contains("/tmp/x\\u{a}environ = false"), "{text}");
+        assert_eq!(c("plain /bin/sh"), "plain /bin/sh");
+    }
+
+    /// Found by fuzzing (fuzz/regressions/profile_decode/): an image name with glob syntax
+    /// made a policy that did not load, or one that selected other images.
+    #[test]
+    fn image_names_are_matched_literally() {
+        for image in ["docker.i/olrbi]ry/nginx:1", "*", "!x", "a{b,c}\\?"] {
+            let s = Subject::of(Some(image), None, None, None).unwrap();
+            let mut p = Profile::new(s, 1);
+            p.add_container("learn", 1);
+            let opts = Options {
+                name: "x",
+                now: 0,
+                enforcers: None,
+            };
+            let text = policy(&[p], &opts).unwrap();
+            let loaded = crate::load::parse_policy(std::path::Path::new("g.toml"), &text)
+                .unwrap_or_else(|e| panic!("{text}\n{e:?}"));
+            let globs = &loaded.policy.selector.images;
+            assert_eq!(globs.len(), 1, "{text}");
+            let glob = globs[0].get_ref();
+            assert!(glob_match(glob, image), "{glob} must match {image}");
+            assert!(!glob_match(glob, "docker.io/library/other:1"), "{glob}");
+        }
     }
 
     #[test]
@@ -427,5 +603,9 @@ mod tests {
         assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(span(90_061), "1 d 1 h");
         assert_eq!(default_name(&profile()), "learned-app");
+        // Found by fuzzing (fuzz/regressions/profile_decode/): an upper-case letter in the
+        // image name made a default name the loader refuses.
+        let s = Subject::of(Some("registry/App_X:1"), None, None, None).unwrap();
+        assert_eq!(default_name(&Profile::new(s, 0)), "learned-app-x");
     }
 }
