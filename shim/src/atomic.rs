@@ -1,5 +1,15 @@
-//! Whole-file writes that never leave a torn file behind: a temp file in the same directory,
-//! fsynced, renamed over the target. Concurrent writers each rename a complete file.
+//! Whole-file writes that a reader never sees half-done: a temp file in the same directory,
+//! renamed over the target, so concurrent writers each rename a complete file. Whether it is
+//! also fsynced first is the caller's choice, by what a crash would leave behind:
+//!
+//! - [`store`] (fsynced) for files trusted once present *across* a crash: the AppArmor profile
+//!   cache, whose entry a later create reuses as it is.
+//! - [`store_cache`] (no fsync) for everything whose readers check what they read, or which no
+//!   one reads after a crash: the label cache and the egress rulesets (content-addressed, checked
+//!   against their digest by create and by the hook), and the container records (they describe
+//!   live containers, and no container survives a crash: the next create rewrites its record).
+//!   An fsync costs a disk flush per create on a disk-backed state directory and protects none
+//!   of these.
 
 use std::fs;
 use std::io::Write as _;
@@ -22,13 +32,13 @@ pub enum StoreError {
 }
 
 /// Write `bytes` to `path` (mode 0600) in `dir`, created 0700 if missing, fsynced before the
-/// rename: for records that are trusted once present.
+/// rename: for files trusted as they are once present, even after a crash.
 pub fn store(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     write(dir, path, bytes, true)
 }
 
-/// [`store`] without the fsync, for caches whose readers verify what they read (a torn entry
-/// after a crash is a miss): a cache must not add a disk flush to every create.
+/// [`store`] without the fsync, for files whose readers verify what they read (a torn entry
+/// after a crash is a miss) or that nothing reads after a crash.
 pub fn store_cache(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     write(dir, path, bytes, false)
 }

@@ -4,7 +4,7 @@
 //! `/etc/shadow`, say) is refused rather than followed, so ociguard never reads, rewrites or
 //! copies into an error message a file outside the bundle, and never replaces a link's target.
 
-use std::fs::{File, Metadata};
+use std::fs::Metadata;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -68,9 +68,15 @@ pub fn read(path: &Path) -> Result<BundleFile, BundleError> {
 }
 
 /// Replace `path` (read earlier as `original`) with `bytes` so that a reader sees either the old
-/// or the new file, never a partial one, and a crash leaves one of the two: write a temp file in
-/// the same directory, give it the original's mode and owner, fsync it, rename(2) it over
-/// `path`, fsync the directory. The temp file is created with O_CREAT|O_EXCL under a random
+/// or the new file, never a partial one: write a temp file in the same directory, give it the
+/// original's mode and owner, rename(2) it over `path`.
+///
+/// Neither the file nor the directory is fsynced: nothing runs from a bundle that a crash left
+/// behind without a new `create`, which rewrites it. containerd's and Docker's bundles are on
+/// tmpfs (gone), Podman regenerates `config.json` at every start, CRI-O's restored containers are
+/// stopped and recreated. A bundle torn by a crash is at worst a create that fails (malformed
+/// JSON), never one that runs unrewritten. Two flushes per create on a disk-backed bundle
+/// (Podman's) protected nothing. The temp file is created with O_CREAT|O_EXCL under a random
 /// name, so a name planted in the bundle (a symlink, a fifo) is never opened: creation fails
 /// and the next random name is tried. rename(2) replaces the directory entry itself, never a
 /// link's target.
@@ -98,13 +104,9 @@ pub fn write_atomic(path: &Path, original: &Metadata, bytes: &[u8]) -> Result<()
     std::os::unix::fs::fchown(tmp.as_file(), Some(original.uid()), Some(original.gid()))
         .map_err(err("chown temp file"))?;
     tmp.write_all(bytes).map_err(err("write temp file"))?;
-    tmp.as_file().sync_all().map_err(err("fsync temp file"))?;
     tmp.persist(path)
         .map_err(|e| e.error)
         .map_err(err("rename temp file"))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err("fsync directory"))?;
     Ok(())
 }
 
@@ -170,7 +172,7 @@ mod tests {
     fn an_oversized_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.json");
-        let f = File::create(&p).unwrap();
+        let f = fs::File::create(&p).unwrap();
         f.set_len(MAX_FILE + 1).unwrap();
         assert!(matches!(read(&p), Err(BundleError::TooLarge { .. })));
     }

@@ -88,7 +88,9 @@ impl ContainerRecord {
         // A record is plain strings and maps: serialising it cannot fail.
         let bytes = serde_json::to_vec(self).unwrap_or_default();
         let dir = path.parent().unwrap_or(Path::new("/"));
-        crate::atomic::store(dir, path, &bytes)?;
+        // No fsync: a record describes a live container and none survives a crash; the next
+        // create of the id rewrites it (and `exec` treats an unreadable record as a refusal).
+        crate::atomic::store_cache(dir, path, &bytes)?;
         Ok(())
     }
 

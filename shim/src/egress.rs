@@ -155,7 +155,9 @@ pub fn commit(plan: Option<&EgressPlan>) -> Result<(), EgressError> {
         }
     }
     let dir = plan.path.parent().unwrap_or(Path::new("/"));
-    crate::atomic::store(dir, &plan.path, plan.ruleset.file.as_bytes())?;
+    // No fsync: a file torn by a crash fails the digest check above (rewritten) and the hook's
+    // (refused), never installs.
+    crate::atomic::store_cache(dir, &plan.path, plan.ruleset.file.as_bytes())?;
     Ok(())
 }
 
