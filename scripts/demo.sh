@@ -34,7 +34,7 @@ deny = ["mkdir", "mkdirat"]
 drop_capabilities = ["CAP_NET_RAW"]
 no_new_privileges = true
 [identity]
-mode = "off"        # the demo runs no ociguardd (see README: Container identity)
+mode = "off"        # the demo runs no ociguardd (see docs/monitor.md: Identity per policy)
 TOML
 
 make_bundle() { # dir
