@@ -3,7 +3,8 @@
 //!
 //! The line is the event as `ociguardctl events --json` prints it, with `detail` parsed into an
 //! object when it is JSON (behaviour, anomaly and lost events) and kept as a string otherwise
-//! (egress denials, lifecycle notes). The fields are documented in docs/monitor.md ("Event export").
+//! (egress denials, lifecycle notes). The fields are documented in docs/monitor.md ("Event
+//! export").
 //!
 //! Never in the way: the exporter is a subscriber like `ociguardctl events --follow`; if the
 //! file cannot keep up (4,096 events behind) the hub drops it, and the exporter subscribes again
