@@ -52,6 +52,17 @@ pub fn record_path(state_dir: &Path, root: Option<&Path>, id: &str) -> PathBuf {
         .join(format!("{id}.json"))
 }
 
+/// Remove container `id`'s record when the engine deletes it: records would otherwise pile
+/// up, one per container the node ever ran. Removed before the runtime's `delete` runs (the
+/// shim then `execve`s it): if that delete fails and the container lives on, an `exec` rebuilds
+/// the record from the bundle as for any container without one. No record is not an error.
+pub fn forget(state_dir: &Path, root: Option<&Path>, id: &str) -> std::io::Result<()> {
+    match std::fs::remove_file(record_path(state_dir, root, id)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 impl ContainerRecord {
     /// Build the record from the rewritten config.json document.
     pub fn from_spec(

@@ -141,6 +141,13 @@ fn dispatch(
             let flag_index = invocation.subcommand_index.map_or(0, |i| i + 1);
             Ok(forward(exec::intercept(&ctx, e, args, flag_index)?))
         }
+        Command::Delete(d) => {
+            if let Err(e) = container_state::forget(&config.state_dir, ctx.root, &d.id) {
+                // The delete itself is the engine's: never held up by our bookkeeping.
+                logger.warn(&format!("container {}: remove its record: {e}", d.id));
+            }
+            Ok(forward(args.to_vec()))
+        }
         Command::Features => Ok(Outcome::Print {
             stdout: features::document(features::delegate_features(&runtime), &runtime)?,
         }),

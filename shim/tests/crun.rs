@@ -130,9 +130,34 @@ fn lifecycle_commands_behave_like_crun() {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    // The container's record (for `exec`) lives until its delete, and not after.
+    let record = |w: &World| {
+        walk(&w.path().join("state/containers"))
+            .into_iter()
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n == format!("{id}.json").as_str())
+            })
+    };
+    assert!(record(&w).is_some(), "create wrote no record");
     let out = w.ociguard(&["delete", id]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!w.ociguard(&["state", id]).status.success());
+    assert_eq!(record(&w), None, "delete left the record behind");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 #[test]
