@@ -29,10 +29,11 @@ pub mod seccomp;
 #[cfg(feature = "bpf")]
 pub mod seccomp_bpf;
 pub mod select;
+pub mod set;
 pub mod spec;
 pub mod trust;
 
 pub use config::RuntimeConfig;
 pub use decision::{decide, Decision, Rewritten};
-pub use load::{LoadedPolicy, PolicySet};
 pub use model::{Mode, Policy};
+pub use set::{LoadedPolicy, PolicySet};

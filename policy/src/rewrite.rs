@@ -14,10 +14,10 @@ use serde_json::{Map, Value};
 use crate::annotations;
 use crate::capabilities;
 use crate::image_seccomp;
-use crate::load::{capability_name, LoadedPolicy};
 use crate::model::Mode;
 use crate::seccomp::{self, DenyAction};
 use crate::select::Facts;
+use crate::set::LoadedPolicy;
 
 /// One thing the rewrite did (or, in audit mode, would have done).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -361,7 +361,7 @@ fn apply_process(
         let drop: Vec<String> = policy
             .drop_capabilities
             .iter()
-            .map(|c| capability_name(*c))
+            .map(|c| capabilities::capability_name(*c))
             .collect();
         match process.get_mut("capabilities") {
             Some(Value::Object(caps)) => {
