@@ -8,8 +8,9 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::change::Change;
 use crate::model::{LabelRequirement, Mode};
-use crate::rewrite::{self, Change, RewriteError};
+use crate::rewrite::{self, RewriteError};
 use crate::select::{self, Considered, Facts, SelectError};
 use crate::set::PolicySet;
 use crate::spec::{self, SpecError};

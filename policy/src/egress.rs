@@ -57,13 +57,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::capabilities;
+use crate::change::Change;
 use crate::config::Installer;
 use crate::digest::sha256;
 use crate::model::{
     AllowEntry, DenyVerdict, EgressMode, EgressRules, OnUnresolvable, Policy, PortSpec, Protocol,
 };
 use crate::oci_hooks::{self, EngineLog, HookEditError};
-use crate::rewrite::Change;
 
 pub mod netlink;
 

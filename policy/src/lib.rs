@@ -10,6 +10,7 @@ pub mod annotations;
 pub mod apparmor;
 pub mod behavior;
 pub mod capabilities;
+pub mod change;
 pub mod config;
 pub mod decision;
 pub mod digest;
