@@ -136,7 +136,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         writeln!(out, "config.json: already as ociguard would write it")?;
     }
     for c in &d.changes {
-        if let ociguard_policy::rewrite::Change::Behavior {
+        if let ociguard_policy::change::Change::Behavior {
             enforcer,
             rules,
             not_held,

@@ -21,8 +21,8 @@ use std::ops::Range;
 use serde_json::Value;
 
 use crate::digest::sha256;
-use crate::load::LoadedPolicy;
 use crate::model::{AppArmorRules, Policy};
+use crate::set::LoadedPolicy;
 
 /// Every generated profile's name starts with this.
 pub const NAME_PREFIX: &str = "ociguard-";

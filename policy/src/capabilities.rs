@@ -1,5 +1,6 @@
 //! Edits of `process.capabilities` (the five capability sets of the OCI spec).
 
+use oci_spec::runtime::Capability;
 use serde_json::{Map, Value};
 
 /// The sets of an OCI `process.capabilities` object.
@@ -14,6 +15,15 @@ pub const SETS: [&str; 5] = [
 /// runc's `spec` default, used when a policy drops capabilities from a spec that lists none
 /// (an absent object would otherwise leave the runtime's own, possibly larger, default in place).
 pub const SPEC_DEFAULT: [&str; 3] = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
+
+/// `CAP_X` spelling of a capability (oci-spec's serde name).
+pub fn capability_name(c: Capability) -> String {
+    match serde_json::to_value(c) {
+        Ok(serde_json::Value::String(s)) => s,
+        // oci-spec serialises every variant as a string; keep a readable fallback regardless.
+        _ => format!("CAP_{c}"),
+    }
+}
 
 /// `cap_net_raw`, `NET_RAW` → `CAP_NET_RAW` for comparison.
 pub fn normalize(name: &str) -> String {

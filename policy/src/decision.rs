@@ -8,11 +8,12 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::change::Change;
 use crate::model::{LabelRequirement, Mode};
-use crate::rewrite::{self, Change, RewriteError};
+use crate::rewrite::{self, RewriteError};
 use crate::select::{self, Considered, Facts, SelectError};
+use crate::set::PolicySet;
 use crate::spec::{self, SpecError};
-use crate::PolicySet;
 
 /// Why a container got its policy and what that did to its config.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -10,6 +10,7 @@ pub mod annotations;
 pub mod apparmor;
 pub mod behavior;
 pub mod capabilities;
+pub mod change;
 pub mod config;
 pub mod decision;
 pub mod digest;
@@ -29,10 +30,11 @@ pub mod seccomp;
 #[cfg(feature = "bpf")]
 pub mod seccomp_bpf;
 pub mod select;
+pub mod set;
 pub mod spec;
 pub mod trust;
 
 pub use config::RuntimeConfig;
 pub use decision::{decide, Decision, Rewritten};
-pub use load::{LoadedPolicy, PolicySet};
 pub use model::{Mode, Policy};
+pub use set::{LoadedPolicy, PolicySet};

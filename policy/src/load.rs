@@ -15,53 +15,13 @@ use oci_spec::runtime::Capability;
 use toml::Spanned;
 
 use crate::annotations;
+use crate::capabilities::capability_name;
 use crate::digest;
 use crate::location::Location;
-use crate::model::{Mode, Policy, DEFAULT_POLICY};
+use crate::model::{Policy, DEFAULT_POLICY};
 use crate::seccomp;
+use crate::set::{LoadedPolicy, PolicySet};
 use crate::trust::{self, Kind, Trust, TrustError};
-
-/// A validated policy with where it came from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoadedPolicy {
-    pub policy: Policy,
-    /// `None` for the built-in default.
-    pub source: Option<PathBuf>,
-    /// `sha256:<hex>` over the canonical bytes (see [`crate::digest`]).
-    pub digest: String,
-    /// Capabilities to drop, parsed; `None` in the list position means "ALL".
-    pub drop_all_capabilities: bool,
-    pub drop_capabilities: Vec<Capability>,
-}
-
-impl LoadedPolicy {
-    pub fn name(&self) -> &str {
-        self.policy.name.get_ref()
-    }
-    pub fn source_display(&self) -> String {
-        self.source
-            .as_ref()
-            .map_or_else(|| "built-in".to_owned(), |p| p.display().to_string())
-    }
-}
-
-/// All policies of a directory.
-#[derive(Debug, Clone)]
-pub struct PolicySet {
-    /// Sorted by file name; the default policy is not in here.
-    pub policies: Vec<LoadedPolicy>,
-    /// The directory's `default` policy, or the built-in one ([`builtin_default`]).
-    pub default: LoadedPolicy,
-}
-
-impl Default for PolicySet {
-    fn default() -> Self {
-        PolicySet {
-            policies: Vec::new(),
-            default: builtin_default(),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -263,16 +223,6 @@ impl PolicySet {
         }
         Ok(set)
     }
-
-    /// The policy a decision names (name and digest must both match).
-    pub fn get(&self, name: &str, digest: &str) -> Option<&LoadedPolicy> {
-        self.iter().find(|p| p.name() == name && p.digest == digest)
-    }
-
-    /// Every policy, the default last.
-    pub fn iter(&self) -> impl Iterator<Item = &LoadedPolicy> {
-        self.policies.iter().chain(std::iter::once(&self.default))
-    }
 }
 
 /// Read one policy file of the checked directory `dir` (resolved), named `path` in errors.
@@ -313,36 +263,6 @@ fn read_trusted(
             source,
         })?;
     Ok(text)
-}
-
-/// The built-in default: enforce, inject the built-in seccomp profile when the engine gave none,
-/// nothing else (it must not break ordinary workloads on a fresh install).
-pub fn builtin_default() -> LoadedPolicy {
-    let policy = Policy {
-        name: Spanned::new(0..0, DEFAULT_POLICY.to_owned()),
-        mode: Mode::Enforce,
-        priority: 0,
-        selectable_by_label: true,
-        labels: Default::default(),
-        decision_log: Default::default(),
-        selector: Default::default(),
-        seccomp: Default::default(),
-        process: Default::default(),
-        annotations: Default::default(),
-        apparmor: Default::default(),
-        behavior: Default::default(),
-        profile: Default::default(),
-        identity: Default::default(),
-        egress: Default::default(),
-    };
-    let digest = digest::policy_digest(&policy);
-    LoadedPolicy {
-        policy,
-        source: None,
-        digest,
-        drop_all_capabilities: false,
-        drop_capabilities: Vec::new(),
-    }
 }
 
 /// Parse and validate one file; all problems in it are returned.
@@ -523,15 +443,6 @@ pub fn parse_policy(path: &Path, text: &str) -> Result<LoadedPolicy, Vec<PolicyE
     })
 }
 
-/// `CAP_X` spelling of a capability (oci-spec's serde name).
-pub fn capability_name(c: Capability) -> String {
-    match serde_json::to_value(c) {
-        Ok(serde_json::Value::String(s)) => s,
-        // oci-spec serialises every variant as a string; keep a readable fallback regardless.
-        _ => format!("CAP_{c}"),
-    }
-}
-
 fn valid_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
@@ -575,6 +486,7 @@ fn check_glob(glob: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::set::builtin_default;
 
     fn load(files: &[(&str, &str)]) -> Result<PolicySet, LoadErrors> {
         PolicySet::from_texts(files.iter().map(|(p, t)| (Path::new(*p), *t)))

@@ -93,15 +93,12 @@ pub struct Policy {
     /// `[behavior]`: what the running container may do (exec, shells, secrets); held by
     /// ociguardd's guard. Left out of the canonical bytes when off, so adding it changed no
     /// existing policy's digest.
-    #[serde(
-        default,
-        skip_serializing_if = "crate::behavior::BehaviorRules::is_off"
-    )]
-    pub behavior: crate::behavior::BehaviorRules,
+    #[serde(default, skip_serializing_if = "BehaviorRules::is_off")]
+    pub behavior: BehaviorRules,
     /// `[profile]`: compare what the container does with the learned profile of its image
     /// and service identity. Left out of the canonical bytes when off.
-    #[serde(default, skip_serializing_if = "crate::behavior::ProfileRules::is_off")]
-    pub profile: crate::behavior::ProfileRules,
+    #[serde(default, skip_serializing_if = "ProfileRules::is_off")]
+    pub profile: ProfileRules,
     #[serde(default)]
     pub identity: IdentityRules,
     /// Left out of the canonical bytes when unrestricted, so adding the section to the model
@@ -277,6 +274,159 @@ pub struct AppArmorRules {
     /// Executables allowed to read the secret paths.
     #[serde(default)]
     pub secret_readers: Vec<Spanned<String>>,
+}
+
+/// What happens when a rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Report only.
+    Audit,
+    /// The operation fails with EPERM.
+    #[default]
+    Deny,
+    /// The operation fails and the process is killed (SIGKILL).
+    Kill,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Audit => "audit",
+            Action::Deny => "deny",
+            Action::Kill => "kill",
+        }
+    }
+}
+
+/// The rules, by the name events and `explain` use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    ExecDenied,
+    ExecNotAllowed,
+    Shell,
+    ReverseShell,
+    DropExec,
+    Secret,
+    Environ,
+    Loader,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::ExecDenied => "exec-denied",
+            Rule::ExecNotAllowed => "exec-not-allowed",
+            Rule::Shell => "shell",
+            Rule::ReverseShell => "reverse-shell",
+            Rule::DropExec => "drop-exec",
+            Rule::Secret => "secret",
+            Rule::Environ => "environ",
+            Rule::Loader => "loader",
+        }
+    }
+}
+
+/// `[behavior]` as written.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BehaviorRules {
+    /// `required`: the container does not start unless an enforcer holds these rules;
+    /// `if-available`: it starts either way and the decision says why nothing holds them.
+    #[serde(default)]
+    pub mode: AppArmorMode,
+    /// What a match does, unless `kill` names the rule.
+    #[serde(default)]
+    pub action: Action,
+    /// Rules whose match kills the process (`["reverse-shell"]`).
+    #[serde(default)]
+    pub kill: Vec<Rule>,
+    /// Globs of executables the container may not run (by the path asked for or resolved).
+    #[serde(default)]
+    pub deny_exec: Vec<Spanned<String>>,
+    /// If non-empty, the only executables (globs) the container may run.
+    #[serde(default)]
+    pub allowed_exec: Vec<Spanned<String>>,
+    /// Refuse every shell (see [`DEFAULT_SHELLS`](crate::behavior::DEFAULT_SHELLS), or `shells`).
+    #[serde(default)]
+    pub deny_shells: bool,
+    /// What counts as a shell; default [`DEFAULT_SHELLS`](crate::behavior::DEFAULT_SHELLS).
+    #[serde(default)]
+    pub shells: Vec<Spanned<String>>,
+    /// Refuse a shell whose stdin, stdout or stderr is a socket, or an interactive shell
+    /// (`-i`) without a terminal (a FIFO pipe shell).
+    #[serde(default)]
+    pub reverse_shell: bool,
+    /// Refuse to execute a file that was not part of the image: changed or created after the
+    /// container started, or unlinked.
+    #[serde(default)]
+    pub drop_exec: bool,
+    /// Paths inside the container that are secrets in addition to the secret mounts.
+    #[serde(default)]
+    pub secret_paths: Vec<Spanned<String>>,
+    /// Executables (globs) that may read the secrets; with `protect_secrets`, nobody else.
+    #[serde(default)]
+    pub secret_readers: Vec<Spanned<String>>,
+    /// Refuse reads of the secrets by anything but `secret_readers`.
+    #[serde(default)]
+    pub protect_secrets: bool,
+    /// Refuse reading another process's `/proc/PID/environ` or `/proc/PID/mem`.
+    #[serde(default)]
+    pub environ: bool,
+}
+
+impl BehaviorRules {
+    /// Is there anything to enforce? (Left out of the canonical bytes when not.)
+    pub fn is_off(&self) -> bool {
+        self.mode == AppArmorMode::Off
+    }
+
+    pub fn action_of(&self, rule: Rule) -> Action {
+        if self.kill.contains(&rule) {
+            Action::Kill
+        } else {
+            self.action
+        }
+    }
+}
+
+/// What an action outside the learned profile does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnAnomaly {
+    /// No comparison with the profile.
+    #[default]
+    Off,
+    /// An `anomaly` event naming the identity, the image digest and the profile.
+    Report,
+    /// Reported, and the process that did it is killed (SIGKILL). An unexpected destination
+    /// is refused by the egress allowlist, not by a kill: a packet names no process.
+    Kill,
+}
+
+impl OnAnomaly {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnAnomaly::Off => "off",
+            OnAnomaly::Report => "report",
+            OnAnomaly::Kill => "kill",
+        }
+    }
+}
+
+/// `[profile]` as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileRules {
+    #[serde(default)]
+    pub on_anomaly: OnAnomaly,
+}
+
+impl ProfileRules {
+    pub fn is_off(&self) -> bool {
+        self.on_anomaly == OnAnomaly::Off
+    }
 }
 
 /// Whether the container's identity must be registered with ociguardd before it runs.

@@ -12,8 +12,8 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use crate::annotations::OWN_PREFIX;
-use crate::load::{LoadedPolicy, PolicySet};
 use crate::model::{ContainerType, Selector};
+use crate::set::{LoadedPolicy, PolicySet};
 
 /// Annotations that carry the image reference, by engine, in order of preference.
 pub const IMAGE_ANNOTATIONS: &[&str] = &[

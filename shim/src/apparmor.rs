@@ -15,9 +15,9 @@ use std::process::{Command, Stdio};
 
 use ociguard_policy::annotations::{self, APPARMOR_DIGEST};
 use ociguard_policy::apparmor::{self as render, Profile};
+use ociguard_policy::change::Change;
 use ociguard_policy::excerpt::excerpt;
 use ociguard_policy::model::AppArmorMode;
-use ociguard_policy::rewrite::Change;
 use ociguard_policy::{LoadedPolicy, Mode, Rewritten, RuntimeConfig};
 
 use crate::{atomic, Context};

@@ -11,8 +11,8 @@ use ociguard_policy::annotations;
 use std::path::Path;
 
 use ociguard_policy::behavior::{self, Compiled, Enforcer, NodeEnforcers, OnAnomaly};
+use ociguard_policy::change::Change;
 use ociguard_policy::model::Mode;
-use ociguard_policy::rewrite::Change;
 use ociguard_policy::{LoadedPolicy, Rewritten};
 use serde_json::Value;
 

@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+use ociguard_policy::change::Change;
 use ociguard_policy::identity::{self as hooks, HookTarget};
 use ociguard_policy::model::IdentityMode;
 use ociguard_policy::oci_hooks::EngineLog;
-use ociguard_policy::rewrite::Change;
 use ociguard_policy::{Decision, LoadedPolicy, Rewritten};
 
 use crate::argv::LogFormat;

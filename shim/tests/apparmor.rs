@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use common::*;
-use ociguard_policy::rewrite::Change;
+use ociguard_policy::change::Change;
 use ociguard_policy::{decide, PolicySet};
 use ociguard_shim::apparmor::{self, AppArmorError, Host, Loaded};
 use ociguard_shim::container_state::{record_path, ContainerRecord};
