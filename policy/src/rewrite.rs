@@ -12,8 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::annotations;
 use crate::capabilities;
-// Named here too: the record of what `apply` did is what its callers match on.
-pub use crate::change::Change;
+use crate::change::Change;
 use crate::image_seccomp;
 use crate::model::Mode;
 use crate::seccomp::{self, DenyAction};

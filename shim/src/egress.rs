@@ -15,13 +15,13 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use ociguard_policy::change::Change;
 use ociguard_policy::digest::sha256;
 use ociguard_policy::egress::{
     self as rules, EgressError as RenderError, HookTarget, Resolution, Ruleset,
 };
 use ociguard_policy::model::EgressMode;
 use ociguard_policy::oci_hooks::EngineLog;
-use ociguard_policy::rewrite::Change;
 use ociguard_policy::{LoadedPolicy, Mode, Rewritten};
 use serde_json::Value;
 
