@@ -60,7 +60,7 @@ lint:
 bench: host-test build
 	OCIGUARD_SKIP_CAPTURE=1 test-bundles/build.sh
 	OCIGUARD_FORCE_CAPTURE=0 test-bundles/build.sh
-	$(CARGO) run --release -p ociguard-bench -- --ociguard $(SHIM) --hook $(HOOK)
+	$(CARGO) run --release -p ociguard-bench -- --ociguard $(SHIM) --hook $(HOOK) --bin-dir $(RELEASE)
 	$(RELEASE)/ociguard-monitor-bench --ociguardd $(RELEASE)/ociguardd --hook $(HOOK)
 
 # Fuzz the parsers of untrusted input for FUZZ_SECONDS each (fuzz/README.md): nightly and

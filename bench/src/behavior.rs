@@ -34,6 +34,7 @@ const RULES: &str = "reverse_shell = true\ndrop_exec = true\nenviron = true\n";
 
 pub struct Setup<'a> {
     pub ociguard: &'a Path,
+    pub ociguardd: &'a Path,
     pub hook: &'a Path,
     pub crun: &'a Path,
     pub rootfs: &'a Path,
@@ -49,7 +50,7 @@ pub fn run(s: &Setup<'_>) -> Result<()> {
         hook: &hook,
         ..*s
     };
-    let ociguardd = s.ociguard.with_file_name("ociguardd");
+    let ociguardd = s.ociguardd.to_owned();
     if !ociguardd.exists() {
         bail!("{} not built (make build)", ociguardd.display());
     }

@@ -51,6 +51,20 @@ struct Args {
     /// Only the `[behavior]` measurements.
     #[arg(long)]
     only_behavior: bool,
+    /// Where ociguardd is (default: next to `--ociguard`; `make bench` measures the static
+    /// `ociguard` of target/static/ against the release ociguardd).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+impl Args {
+    /// `name` in `--bin-dir`, else next to `--ociguard`.
+    fn sibling(&self, name: &str) -> Option<PathBuf> {
+        self.bin_dir
+            .as_deref()
+            .or_else(|| self.ociguard.parent())
+            .map(|d| d.join(name))
+    }
 }
 
 const POLICY: &str = r#"
@@ -174,6 +188,9 @@ fn behavior_section(args: &Args, rootfs: &Path, w: &Path) -> Result<()> {
     match hook_path(args) {
         Some(hook) => behavior::run(&behavior::Setup {
             ociguard: &args.ociguard,
+            ociguardd: &args
+                .sibling("ociguardd")
+                .context("no directory for ociguardd")?,
             hook: &hook,
             crun: &args.crun,
             rootfs,
@@ -532,11 +549,9 @@ struct Monitor {
 impl Monitor {
     fn start(args: &Args, w: &Path, containerd: &Path) -> Result<Monitor> {
         let bin = args
-            .ociguard
-            .parent()
-            .map(|d| d.join("ociguardd"))
+            .sibling("ociguardd")
             .filter(|p| p.exists())
-            .context("ociguardd not built next to ociguard")?;
+            .context("ociguardd not built (--bin-dir, or next to ociguard)")?;
         let dir = w.join("monitor");
         let socket = dir.join("run/monitor.sock");
         let child = Command::new(bin)
