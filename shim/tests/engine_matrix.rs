@@ -50,10 +50,16 @@ trait Engine {
     fn store(&self) -> &'static str;
     /// Import the busybox image labelled `LABEL`; the reference to run it by.
     fn import(&self, w: &World) -> String;
+    /// `run` with `flag` (`--rm`: to the end, removing the container; `-d`: detached).
+    fn launch(&self, flag: &str, image: &str, name: &str, cmd: &[&str]) -> Output;
     /// Run `sh -c script` to the end, removing the container.
-    fn run(&self, image: &str, name: &str, script: &str) -> Output;
+    fn run(&self, image: &str, name: &str, script: &str) -> Output {
+        self.launch("--rm", image, name, &["sh", "-c", script])
+    }
     /// Start `sleep 600` detached.
-    fn start(&self, image: &str, name: &str) -> Output;
+    fn start(&self, image: &str, name: &str) -> Output {
+        self.launch("-d", image, name, &["sleep", "600"])
+    }
     /// Run `sh -c script` in the running container, privileged where the engine can.
     fn exec(&self, name: &str, script: &str) -> Output;
     /// The container's id as the runtime sees it.
@@ -102,16 +108,11 @@ impl Engine for Podman {
         podman_import(image);
         image.to_owned()
     }
-    fn run(&self, image: &str, name: &str, script: &str) -> Output {
-        let mut args = vec!["run", "--rm", "--name", name, "--network", "none"];
+    fn launch(&self, flag: &str, image: &str, name: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["run", flag, "--name", name, "--network", "none"];
         args.extend_from_slice(ULIMITS);
-        args.extend_from_slice(&["--tmpfs", "/tmp", image, "sh", "-c", script]);
-        self.podman(&args)
-    }
-    fn start(&self, image: &str, name: &str) -> Output {
-        let mut args = vec!["run", "-d", "--name", name, "--network", "none"];
-        args.extend_from_slice(ULIMITS);
-        args.extend_from_slice(&["--tmpfs", "/tmp", image, "sleep", "600"]);
+        args.extend_from_slice(&["--tmpfs", "/tmp", image]);
+        args.extend_from_slice(cmd);
         self.podman(&args)
     }
     fn exec(&self, name: &str, script: &str) -> Output {
@@ -152,37 +153,10 @@ impl Engine for DockerEngine {
         assert!(out.status.success(), "docker import: {}", stderr(&out));
         image.to_owned()
     }
-    fn run(&self, image: &str, name: &str, script: &str) -> Output {
-        let args = [
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--name",
-            name,
-            "--tmpfs",
-            "/tmp",
-            image,
-            "sh",
-            "-c",
-            script,
-        ];
-        self.0.docker(&args).unwrap()
-    }
-    fn start(&self, image: &str, name: &str) -> Output {
-        let args = [
-            "run",
-            "-d",
-            "--network",
-            "none",
-            "--name",
-            name,
-            "--tmpfs",
-            "/tmp",
-            image,
-            "sleep",
-            "600",
-        ];
+    fn launch(&self, flag: &str, image: &str, name: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["run", flag, "--network", "none", "--name", name];
+        args.extend_from_slice(&["--tmpfs", "/tmp", image]);
+        args.extend_from_slice(cmd);
         self.0.docker(&args).unwrap()
     }
     fn exec(&self, name: &str, script: &str) -> Output {
@@ -254,32 +228,11 @@ impl Engine for Ctr {
             .unwrap_or_else(|| panic!("no digest reference among {names}"))
             .to_owned()
     }
-    fn run(&self, image: &str, name: &str, script: &str) -> Output {
+    fn launch(&self, flag: &str, image: &str, name: &str, cmd: &[&str]) -> Output {
         let rt = self.runtime.to_str().unwrap();
-        self.ctr(&[
-            "run",
-            "--rm",
-            "--runc-binary",
-            rt,
-            image,
-            name,
-            "sh",
-            "-c",
-            script,
-        ])
-    }
-    fn start(&self, image: &str, name: &str) -> Output {
-        let rt = self.runtime.to_str().unwrap();
-        self.ctr(&[
-            "run",
-            "-d",
-            "--runc-binary",
-            rt,
-            image,
-            name,
-            "sleep",
-            "600",
-        ])
+        let mut args = vec!["run", flag, "--runc-binary", rt, image, name];
+        args.extend_from_slice(cmd);
+        self.ctr(&args)
     }
     fn exec(&self, name: &str, script: &str) -> Output {
         self.ctr(&["task", "exec", "--exec-id", "mx", name, "sh", "-c", script])
