@@ -129,6 +129,17 @@ pub fn resolve(
     cache_dir: &Path,
     monitor: Option<&Path>,
 ) -> Result<Option<ImageInfo>, LabelError> {
+    // containerd's own containers, and Docker's when dockerd keeps its images in containerd.
+    let in_containerd = |namespace: &str, id: &str| {
+        containerd::resolve(
+            sources,
+            namespace,
+            id,
+            facts.image.as_deref(),
+            cache_dir,
+            monitor,
+        )
+    };
     let info = match engine_of(bundle, sources) {
         Engine::ContainersStorage(loc) => {
             let image_ref = facts
@@ -137,34 +148,17 @@ pub fn resolve(
                 .map(String::as_str);
             containers_storage::resolve(&loc, image_ref, cache_dir)?
         }
-        Engine::Containerd { namespace, id } => containerd::resolve(
-            sources,
-            namespace,
-            id,
-            facts.image.as_deref(),
-            cache_dir,
-            monitor,
-        )?,
-        Engine::Docker { namespace, id } => {
-            match docker::resolve(&sources.docker_root, id, cache_dir) {
-                Ok(info) => info,
-                // dockerd with containerd's image store keeps no records of its own: the
-                // containerd container in its namespace names the image then.
-                Err(docker) => containerd::resolve(
-                    sources,
-                    namespace,
-                    id,
-                    facts.image.as_deref(),
-                    cache_dir,
-                    monitor,
-                )
-                .map_err(|containerd| {
+        Engine::Containerd { namespace, id } => in_containerd(namespace, id)?,
+        // dockerd with containerd's image store keeps no records of its own: the containerd
+        // container in its namespace names the image then.
+        Engine::Docker { namespace, id } => docker::resolve(&sources.docker_root, id, cache_dir)
+            .or_else(|docker| {
+                in_containerd(namespace, id).map_err(|containerd| {
                     LabelError::Docker(format!(
                         "{docker}; and in containerd namespace {namespace}: {containerd}"
                     ))
-                })?,
-            }
-        }
+                })
+            })?,
         Engine::Unknown => return Ok(None),
     };
     // Each resolver checks before caching; checked again here whatever the path taken.
