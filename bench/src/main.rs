@@ -376,7 +376,7 @@ fn in_process(args: &Args, repo: &Path, w: &Path) -> Result<()> {
     // The whole interception as `ociguard create` runs it, minus process start-up and exec.
     let config = ociguard_policy::RuntimeConfig::load(&w.join("config.toml"))?;
     let logger = ociguard_shim::logging::Logger::default();
-    let runtime = args.crun.clone();
+    let runtime = ociguard_policy::config::Runtime::Exec(args.crun.clone());
     let ctx = ociguard_shim::Context {
         config: &config,
         runtime: &runtime,

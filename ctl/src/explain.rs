@@ -3,6 +3,7 @@
 //! It runs the shim's own planning step (`ociguard_shim::create::plan`), so what it prints is
 //! what `create` applies: same facts, same policy, same bytes.
 
+use ociguard_policy::config::Runtime;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,8 +29,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let config_path = RuntimeConfig::path_from_env();
     let config = RuntimeConfig::load(&config_path)?;
     let runtime = config
-        .resolve_runtime(&config_path, None)
-        .unwrap_or_else(|_| PathBuf::from("(none)"));
+        .resolve_runtime(&config_path, None, ociguard_shim::delegate::HAS_BUILTIN)
+        .unwrap_or_else(|_| Runtime::Exec(PathBuf::from("(none)")));
     let logger = Logger::default();
     let ctx = ociguard_shim::Context {
         config: &config,

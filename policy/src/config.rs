@@ -28,12 +28,45 @@ const SEARCH_DIRS: &[&str] = &[
     "/bin",
 ];
 
-/// The delegate runtime: one path or name, or a search list tried in order.
+/// The name that selects the runtime built into `ociguard` (youki's libcontainer, in process)
+/// instead of a runtime binary; also what a search list falls back to when it finds nothing.
+pub const BUILTIN: &str = "builtin";
+
+/// The delegate runtime: one path or name, or a search list tried in order. `"builtin"` (alone
+/// or as an entry of the list) is the runtime built into `ociguard`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum RuntimeSetting {
     One(String),
     SearchList(Vec<String>),
+}
+
+/// The runtime a command is delegated to, once resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Runtime {
+    /// A runtime binary (crun, runc), run by `execve`.
+    Exec(PathBuf),
+    /// The runtime built into `ociguard` (youki's libcontainer), run in process.
+    Builtin,
+}
+
+impl Runtime {
+    /// The binary's path; `None` for the builtin runtime.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Runtime::Exec(path) => Some(path),
+            Runtime::Builtin => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Runtime::Exec(path) => write!(f, "{}", path.display()),
+            Runtime::Builtin => f.write_str(BUILTIN),
+        }
+    }
 }
 
 impl Default for RuntimeSetting {
@@ -367,18 +400,29 @@ impl RuntimeConfig {
         Ok(config)
     }
 
-    /// Resolve the delegate runtime to an absolute, executable path that is not `self_exe`.
+    /// Resolve the delegate runtime: an absolute, executable path that is not `self_exe`, or
+    /// the builtin runtime. `builtin` says whether this `ociguard` has one: it is chosen when
+    /// configured by name, or when the search list (the default `["crun", "runc"]`) finds
+    /// nothing. A single runtime named explicitly never falls back: the operator chose it.
     pub fn resolve_runtime(
         &self,
         config_path: &Path,
         self_exe: Option<&Path>,
-    ) -> Result<PathBuf, ConfigError> {
-        let candidates: Vec<&str> = match &self.runtime {
-            RuntimeSetting::One(one) => vec![one.as_str()],
-            RuntimeSetting::SearchList(list) => list.iter().map(String::as_str).collect(),
+        builtin: bool,
+    ) -> Result<Runtime, ConfigError> {
+        let (candidates, fallback): (Vec<&str>, bool) = match &self.runtime {
+            RuntimeSetting::One(one) => (vec![one.as_str()], false),
+            RuntimeSetting::SearchList(list) => (list.iter().map(String::as_str).collect(), true),
         };
         let mut tried = Vec::new();
         for candidate in candidates {
+            if candidate == BUILTIN {
+                if builtin {
+                    return Ok(Runtime::Builtin);
+                }
+                tried.push("builtin (not in this build of ociguard)".to_owned());
+                continue;
+            }
             let paths: Vec<PathBuf> = if candidate.contains('/') {
                 vec![PathBuf::from(candidate)]
             } else {
@@ -397,10 +441,13 @@ impl RuntimeConfig {
                             });
                         }
                     }
-                    return Ok(path);
+                    return Ok(Runtime::Exec(path));
                 }
                 tried.push(path.display().to_string());
             }
+        }
+        if fallback && builtin {
+            return Ok(Runtime::Builtin);
         }
         Err(ConfigError::NoRuntime {
             tried: tried.join(", "),
@@ -492,20 +539,52 @@ mod tests {
             ..Default::default()
         };
         // not executable yet
-        assert!(matches!(
-            c.resolve_runtime(cfg, None),
-            Err(ConfigError::NoRuntime { .. })
-        ));
+        // not executable yet; a runtime named alone never falls back to the builtin one
+        for builtin in [false, true] {
+            assert!(matches!(
+                c.resolve_runtime(cfg, None, builtin),
+                Err(ConfigError::NoRuntime { .. })
+            ));
+        }
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(c.resolve_runtime(cfg, None).unwrap(), fake);
+        assert_eq!(
+            c.resolve_runtime(cfg, None, true).unwrap(),
+            Runtime::Exec(fake.clone())
+        );
         let me = fake.canonicalize().unwrap();
         assert!(matches!(
-            c.resolve_runtime(cfg, Some(&me)),
+            c.resolve_runtime(cfg, Some(&me), true),
             Err(ConfigError::RuntimeIsSelf { .. })
         ));
         c.runtime = RuntimeSetting::SearchList(vec!["no-such-runtime-xyz".into()]);
-        let err = c.resolve_runtime(cfg, None).unwrap_err().to_string();
+        let err = c.resolve_runtime(cfg, None, false).unwrap_err().to_string();
         assert!(err.contains("/usr/bin/no-such-runtime-xyz"), "{err}");
+        // A search list that finds nothing falls back to the builtin runtime when there is one.
+        assert_eq!(
+            c.resolve_runtime(cfg, None, true).unwrap(),
+            Runtime::Builtin
+        );
+        // Named, in a list or alone.
+        c.runtime = RuntimeSetting::One(BUILTIN.into());
+        assert_eq!(
+            c.resolve_runtime(cfg, None, true).unwrap(),
+            Runtime::Builtin
+        );
+        let err = c.resolve_runtime(cfg, None, false).unwrap_err().to_string();
+        assert!(err.contains("builtin (not in this build"), "{err}");
+        c.runtime = RuntimeSetting::SearchList(vec![
+            "no-such-runtime-xyz".into(),
+            BUILTIN.into(),
+            fake.display().to_string(),
+        ]);
+        assert_eq!(
+            c.resolve_runtime(cfg, None, true).unwrap(),
+            Runtime::Builtin
+        );
+        assert_eq!(
+            c.resolve_runtime(cfg, None, false).unwrap(),
+            Runtime::Exec(fake)
+        );
     }
 }

@@ -135,6 +135,15 @@ pub struct ExecArgs {
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
     pub tty: bool,
+    /// `--cwd`, every `--env`/`-e` in order, `--user`/`-u` (`UID[:GID]`), every
+    /// `--additional-gids`/`-g`, `--preserve-fds`: the process built without `--process`.
+    pub cwd: Option<PathBuf>,
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub additional_gids: Vec<String>,
+    pub preserve_fds: Option<u32>,
+    /// The process's argv: every token after the id.
+    pub args: Vec<OsString>,
     /// Index of the container id in the parsed argv slice (argv without argv[0]). Flags may be
     /// inserted at `subcommand_index + 1`, or here unless a `--` precedes the id (the token
     /// before the id is then `--`, and anything inserted after it is a positional).

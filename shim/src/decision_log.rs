@@ -13,6 +13,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use ociguard_policy::config::Runtime;
 use ociguard_policy::excerpt;
 use ociguard_policy::Decision;
 use serde::{Serialize, Serializer};
@@ -24,7 +25,8 @@ pub struct DecisionRecord<'a> {
     #[serde(serialize_with = "bounded")]
     pub id: &'a str,
     pub bundle: &'a Path,
-    pub runtime: &'a Path,
+    #[serde(serialize_with = "display")]
+    pub runtime: &'a Runtime,
     /// `applied`, `unchanged` (already rewritten), `audit-error` (started anyway), `refused`.
     pub result: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -35,6 +37,10 @@ pub struct DecisionRecord<'a> {
         serialize_with = "bounded_error"
     )]
     pub error: Option<String>,
+}
+
+fn display<S: Serializer>(v: &&Runtime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 fn bounded<S: Serializer>(v: &&str, s: S) -> Result<S::Ok, S::Error> {
@@ -173,13 +179,16 @@ fn rotate(path: &Path, current: &File, rotation: Rotation, need: u64) -> std::io
 mod tests {
     use super::*;
 
+    static CRUN: std::sync::LazyLock<Runtime> =
+        std::sync::LazyLock::new(|| Runtime::Exec(PathBuf::from("/usr/bin/crun")));
+
     fn record<'a>(id: &'a str, error: Option<String>) -> DecisionRecord<'a> {
         DecisionRecord {
             time: "t".into(),
             command: "create",
             id,
             bundle: Path::new("/b"),
-            runtime: Path::new("/usr/bin/crun"),
+            runtime: &CRUN,
             result: "refused",
             decision: None,
             error,

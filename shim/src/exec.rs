@@ -277,7 +277,7 @@ mod tests {
         }
         fn exec(&self) -> Result<Vec<OsString>, ExecError> {
             let logger = crate::logging::Logger::default();
-            let rt = self.dir.path().join("rt");
+            let rt = ociguard_policy::config::Runtime::Exec(self.dir.path().join("rt"));
             let ctx = Context {
                 config: &self.config,
                 runtime: &rt,

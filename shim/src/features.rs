@@ -6,10 +6,10 @@
 //! with its own conservative document. Either way the result is checked against oci-spec's
 //! `Features` type before it is printed.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use ociguard_policy::annotations::UNSAFE;
+use ociguard_policy::config::Runtime;
 use serde_json::{json, Map, Value};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,8 +19,9 @@ pub enum FeaturesError {
 }
 
 /// Ask the delegate (spawned with a minimal environment; this is not the create hot path).
-pub fn delegate_features(runtime: &Path) -> Option<Value> {
-    let out = Command::new(runtime)
+/// The builtin runtime has no document of its own: ociguard's is what it implements.
+pub fn delegate_features(runtime: &Runtime) -> Option<Value> {
+    let out = Command::new(runtime.path()?)
         .arg("features")
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -63,7 +64,7 @@ pub fn apparmor_enabled() -> bool {
 }
 
 /// The document `ociguard features` prints.
-pub fn document(delegate: Option<Value>, runtime: &Path) -> Result<Vec<u8>, FeaturesError> {
+pub fn document(delegate: Option<Value>, runtime: &Runtime) -> Result<Vec<u8>, FeaturesError> {
     let mut doc = delegate.unwrap_or_else(|| own_features(apparmor_enabled()));
     if let Some(obj) = doc.as_object_mut() {
         let unsafe_list = obj
@@ -87,7 +88,7 @@ pub fn document(delegate: Option<Value>, runtime: &Path) -> Result<Vec<u8>, Feat
             );
             ann.insert(
                 "org.ociguard.delegate".to_owned(),
-                Value::String(runtime.display().to_string()),
+                Value::String(runtime.to_string()),
             );
         }
     }
@@ -104,7 +105,7 @@ mod tests {
 
     #[test]
     fn own_document_is_valid_and_lists_stripped_annotations() {
-        let bytes = document(None, Path::new("/usr/bin/crun")).unwrap();
+        let bytes = document(None, &Runtime::Exec("/usr/bin/crun".into())).unwrap();
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         let list = v["potentiallyUnsafeConfigAnnotations"].as_array().unwrap();
         assert!(list.contains(&json!("run.oci.seccomp_bpf_data")));
@@ -116,7 +117,7 @@ mod tests {
         let runc = json!({"ociVersionMin": "1.0.0", "ociVersionMax": "1.1.0",
             "potentiallyUnsafeConfigAnnotations": ["bpf", "run.oci.handler"],
             "annotations": {"io.github.seccomp.libseccomp.version": "2.5.4"}});
-        let bytes = document(Some(runc), Path::new("/usr/bin/runc")).unwrap();
+        let bytes = document(Some(runc), &Runtime::Exec("/usr/bin/runc".into())).unwrap();
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         let list = v["potentiallyUnsafeConfigAnnotations"].as_array().unwrap();
         assert_eq!(list.iter().filter(|x| *x == "run.oci.handler").count(), 1);

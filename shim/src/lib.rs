@@ -8,6 +8,8 @@ pub mod apparmor;
 pub mod argv;
 pub mod atomic;
 pub mod behavior;
+#[cfg(feature = "builtin")]
+pub mod builtin;
 pub mod bundle;
 pub mod container_state;
 pub mod create;
@@ -26,7 +28,7 @@ mod sys;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use ociguard_policy::config::ConfigError;
+use ociguard_policy::config::{ConfigError, Runtime};
 use ociguard_policy::RuntimeConfig;
 
 use crate::argv::{ArgvError, Command, LogFormat};
@@ -37,7 +39,7 @@ use crate::logging::Logger;
 #[derive(Debug)]
 pub struct Context<'a> {
     pub config: &'a RuntimeConfig,
-    pub runtime: &'a Path,
+    pub runtime: &'a Runtime,
     pub logger: &'a Logger,
     /// The runtime's `--root`, which scopes container ids.
     pub root: Option<&'a Path>,
@@ -99,7 +101,7 @@ fn dispatch(
     };
     let config = RuntimeConfig::load(config_path).map_err(config_err)?;
     let runtime = config
-        .resolve_runtime(config_path, self_exe)
+        .resolve_runtime(config_path, self_exe, delegate::HAS_BUILTIN)
         .map_err(config_err)?;
     let ctx = Context {
         config: &config,
@@ -151,14 +153,33 @@ fn dispatch(
         Command::Features => Ok(Outcome::Print {
             stdout: features::document(features::delegate_features(&runtime), &runtime)?,
         }),
+        // The builtin runtime's version line is ociguard's own; no second line to add.
+        Command::Version if runtime == Runtime::Builtin => Ok(Outcome::Print {
+            stdout: version_lines(true),
+        }),
         Command::Version => Ok(Outcome::PrintThenExec {
-            stdout: format!("ociguard version {}\n", env!("CARGO_PKG_VERSION")).into_bytes(),
+            stdout: version_lines(false),
             runtime: runtime.clone(),
             args: vec![OsString::from("--version")],
         }),
         _ => Ok(forward(args.to_vec())),
     }
 }
+
+/// `--version`: ociguard's line; with the builtin runtime, a second line naming it (a runtime
+/// binary prints its own lines after ours).
+fn version_lines(builtin: bool) -> Vec<u8> {
+    let mut out = format!("ociguard version {}\n", env!("CARGO_PKG_VERSION"));
+    if builtin {
+        out.push_str(&format!(
+            "runtime: builtin (youki libcontainer {BUILTIN_LIBCONTAINER_VERSION})\n"
+        ));
+    }
+    out.into_bytes()
+}
+
+/// The libcontainer version the builtin runtime is built with (Cargo.toml's requirement).
+const BUILTIN_LIBCONTAINER_VERSION: &str = "0.7";
 
 /// When argv itself is bad we still honour `--log`/`--log-format` if we can find them.
 fn fallback_logger(args: &[OsString]) -> Logger {

@@ -1,9 +1,10 @@
-//! `ociguard`: a drop-in OCI runtime. Thin: parse, let the library decide, exec the delegate.
+//! `ociguard`: a drop-in OCI runtime. Thin: parse, let the library decide, hand the command to
+//! the delegate runtime (crun/runc by execve, or the builtin one in process).
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use ociguard_shim::{Delegate, Execve, Outcome};
+use ociguard_shim::Outcome;
 
 /// A run of `ociguard` is short and ends in `execve` or exit: its heap is never returned
 /// (musl's allocator would unmap and remap as blocks come and go; see `ociguard_heap`).
@@ -20,7 +21,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (stdout, exec) = match outcome {
+    let (stdout, delegate) = match outcome {
         Outcome::Exec { runtime, args } => (None, Some((runtime, args))),
         Outcome::Print { stdout } => (Some(stdout), None),
         Outcome::PrintThenExec {
@@ -36,15 +37,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    if let Some((runtime, args)) = exec {
-        let err = Execve.exec(&runtime, &args);
-        logger.error(&format!("exec {}: {err}", runtime.display()));
-        // 127/126 like a shell: "not found" vs "found but could not run".
-        return ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound {
-            127
-        } else {
-            126
-        });
+    match delegate {
+        Some((runtime, args)) => ociguard_shim::delegate::for_runtime(&runtime).run(&args, &logger),
+        None => ExitCode::SUCCESS,
     }
-    ExitCode::SUCCESS
 }

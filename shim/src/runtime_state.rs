@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use ociguard_policy::config::Runtime;
 use std::process::{Command, Stdio};
 
 use serde::Deserialize;
@@ -26,31 +28,61 @@ pub struct RuntimeState {
 pub enum RuntimeStateError {
     #[error("run {runtime} state {id}: {source}")]
     Spawn {
-        runtime: PathBuf,
+        runtime: String,
         id: String,
         source: std::io::Error,
     },
-    #[error("{runtime} state {id} failed ({status}): {stderr}")]
+    #[error("{runtime} state {id} failed{}: {stderr}", status.map(|s| format!(" ({s})")).unwrap_or_default())]
     Failed {
-        runtime: PathBuf,
+        runtime: String,
         id: String,
-        status: std::process::ExitStatus,
+        status: Option<std::process::ExitStatus>,
         stderr: String,
     },
     #[error("{runtime} state {id}: unexpected output: {source}")]
     Parse {
-        runtime: PathBuf,
+        runtime: String,
         id: String,
         source: serde_json::Error,
     },
 }
 
-/// Ask `runtime` for the state of container `id` under `root`.
+/// Ask `runtime` for the state of container `id` under `root`: the builtin runtime answers
+/// in process, a runtime binary by `state`.
 pub fn query(
-    runtime: &Path,
+    runtime: &Runtime,
     root: Option<&Path>,
     id: &str,
 ) -> Result<RuntimeState, RuntimeStateError> {
+    let stdout = match runtime {
+        Runtime::Exec(path) => run_state(path, root, id)?,
+        #[cfg(feature = "builtin")]
+        Runtime::Builtin => {
+            crate::builtin::state_json(root, id).map_err(|e| RuntimeStateError::Failed {
+                runtime: runtime.to_string(),
+                id: id.to_owned(),
+                status: None,
+                stderr: e.to_string(),
+            })?
+        }
+        #[cfg(not(feature = "builtin"))]
+        Runtime::Builtin => {
+            return Err(RuntimeStateError::Failed {
+                runtime: runtime.to_string(),
+                id: id.to_owned(),
+                status: None,
+                stderr: "this ociguard was built without the builtin runtime".to_owned(),
+            })
+        }
+    };
+    serde_json::from_slice(&stdout).map_err(|source| RuntimeStateError::Parse {
+        runtime: runtime.to_string(),
+        id: id.to_owned(),
+        source,
+    })
+}
+
+fn run_state(runtime: &Path, root: Option<&Path>, id: &str) -> Result<Vec<u8>, RuntimeStateError> {
     let mut cmd = Command::new(runtime);
     // A minimal, explicit environment: nothing of the engine's (or a container's) leaks in.
     cmd.env_clear().env(
@@ -66,24 +98,20 @@ pub fn query(
         .stdin(Stdio::null())
         .output()
         .map_err(|source| RuntimeStateError::Spawn {
-            runtime: runtime.to_owned(),
+            runtime: runtime.display().to_string(),
             id: id.to_owned(),
             source,
         })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         return Err(RuntimeStateError::Failed {
-            runtime: runtime.to_owned(),
+            runtime: runtime.display().to_string(),
             id: id.to_owned(),
-            status: out.status,
+            status: Some(out.status),
             stderr: ociguard_policy::excerpt::excerpt(stderr.trim(), 1024).into_owned(),
         });
     }
-    serde_json::from_slice(&out.stdout).map_err(|source| RuntimeStateError::Parse {
-        runtime: runtime.to_owned(),
-        id: id.to_owned(),
-        source,
-    })
+    Ok(out.stdout)
 }
 
 #[cfg(test)]
@@ -106,7 +134,7 @@ mod tests {
             r#"[ "$1 $2 $3 $4" = "--root /r state c1" ] || { echo "bad args: $*" >&2; exit 1; }
 echo '{"ociVersion":"1.0.0","id":"c1","pid":7,"status":"running","bundle":"/b","rootfs":"/b/rootfs","created":"x","owner":"root","annotations":{"org.ociguard.policy":"p"}}'"#,
         );
-        let s = query(&rt, Some(Path::new("/r")), "c1").unwrap();
+        let s = query(&Runtime::Exec(rt), Some(Path::new("/r")), "c1").unwrap();
         assert_eq!(s.bundle, PathBuf::from("/b"));
         assert_eq!(s.status, "running");
         assert_eq!(s.annotations["org.ociguard.policy"], "p");
@@ -116,11 +144,15 @@ echo '{"ociVersion":"1.0.0","id":"c1","pid":7,"status":"running","bundle":"/b","
     fn failure_and_garbage_are_errors_naming_the_runtime() {
         let dir = tempfile::tempdir().unwrap();
         let rt = fake_runtime(dir.path(), "echo 'container does not exist' >&2; exit 1");
-        let err = query(&rt, None, "c1").unwrap_err().to_string();
+        let err = query(&Runtime::Exec(rt.clone()), None, "c1")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("state c1 failed"), "{err}");
         assert!(err.contains("container does not exist"), "{err}");
         let rt = fake_runtime(dir.path(), "echo not-json");
-        let err = query(&rt, None, "c1").unwrap_err().to_string();
+        let err = query(&Runtime::Exec(rt.clone()), None, "c1")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unexpected output"), "{err}");
     }
 }

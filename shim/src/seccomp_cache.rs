@@ -77,7 +77,7 @@ pub fn bpf_for(state_dir: &Path, profile: &Value) -> Result<(String, bool), Cach
 /// fails the create: on any error crun compiles the profile itself, as it would without
 /// ociguard, and the reason is logged.
 pub fn precompile(ctx: &Context<'_>, id: &str, rewritten: &mut Rewritten) {
-    if !delegate_honours_bpf_data(ctx.runtime) {
+    if !ctx.runtime.path().is_some_and(delegate_honours_bpf_data) {
         return;
     }
     match annotate(&ctx.config.state_dir, &mut rewritten.document) {

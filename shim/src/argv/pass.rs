@@ -354,9 +354,15 @@ impl<'a> Pass<'a> {
                         Key::PidFile => e.pid_file = Some(o.path()?),
                         Key::ConsoleSocket => e.console_socket = Some(o.path()?),
                         Key::Tty => e.tty = o.switch(),
+                        Key::Cwd => e.cwd = Some(o.path()?),
+                        Key::Env => e.env.push(o.string()?),
+                        Key::User => e.user = Some(o.string()?),
+                        Key::AdditionalGids => e.additional_gids.push(o.string()?),
+                        Key::PreserveFds => e.preserve_fds = Some(o.count()?),
                         _ => {}
                     }
                 }
+                e.args = self.args[id_index + 1..].to_vec();
                 Command::Exec(e)
             }
             b"kill" => {

@@ -1,0 +1,391 @@
+//! One function per runc command, each a thin use of libcontainer.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::oci_spec::runtime::{LinuxResources, Spec};
+use libcontainer::signal::Signal;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::unistd::Pid;
+use serde_json::{json, Map, Value};
+
+use super::exec_seccomp::SeccompExecutor;
+use super::{foreground, root_of, BuiltinError};
+use crate::argv::{Command, CreateArgs, ExecArgs, Invocation};
+
+type Result<T> = std::result::Result<T, BuiltinError>;
+
+pub(super) fn dispatch(inv: &Invocation) -> Result<ExitCode> {
+    let root = root_of(inv);
+    let systemd =
+        inv.global.systemd_cgroup || inv.global.cgroup_manager.as_deref() == Some("systemd");
+    match &inv.command {
+        Command::Create(c) => create(root, c, systemd, true).map(|_| ExitCode::SUCCESS),
+        Command::Run(c) => run(root, c, systemd),
+        Command::Start(a) => {
+            let mut c = load(root, &a.id)?;
+            c.start()
+                .map_err(|e| BuiltinError::runtime(format!("start {}", a.id), &e))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::State(a) => {
+            let doc = state_document(&load(root, &a.id)?);
+            let mut out = serde_json::to_vec_pretty(&doc).map_err(|e| json_err("state", &e))?;
+            out.push(b'\n');
+            print(&out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Kill(k) => {
+            let name = k.signal.as_deref().unwrap_or("SIGTERM");
+            let signal = Signal::try_from(name).map_err(|_| {
+                BuiltinError::Usage(format!("kill {}: unknown signal {name:?}", k.id))
+            })?;
+            let mut c = load(root, &k.id)?;
+            c.kill(signal, k.all)
+                .map_err(|e| BuiltinError::runtime(format!("kill {}", k.id), &e))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Delete(d) => {
+            let dir = root.join(&d.id);
+            if !dir.exists() && d.force {
+                // runc: `delete --force` of a container that is already gone succeeds.
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut c = load(root, &d.id)?;
+            c.delete(d.force)
+                .map_err(|e| BuiltinError::runtime(format!("delete {}", d.id), &e))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pause(a) => {
+            load(root, &a.id)?
+                .pause()
+                .map_err(|e| BuiltinError::runtime(format!("pause {}", a.id), &e))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume(a) => {
+            load(root, &a.id)?
+                .resume()
+                .map_err(|e| BuiltinError::runtime(format!("resume {}", a.id), &e))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ps { id, format } => ps(root, id, format.as_deref()),
+        Command::Update { id, resources } => update(root, id, resources.as_deref()),
+        Command::Exec(e) => exec(root, e),
+        Command::Help => {
+            print(USAGE.as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(BuiltinError::Unsupported {
+            command: other.name().to_owned(),
+            hint: match other {
+                Command::Restore(_) | Command::Checkpoint(_) => {
+                    " (checkpoint/restore needs crun or runc with CRIU)"
+                }
+                _ => "",
+            },
+        }),
+    }
+}
+
+const USAGE: &str = "\
+ociguard (builtin runtime: youki libcontainer)
+
+commands: create, run, start, state, kill, delete, ps, exec, pause, resume, update,
+features, --version. Options and output as runc's.
+";
+
+/// The state `ociguard state` prints for `id` under `root` (the engine's `--root`, or the
+/// default), as runc prints it.
+pub fn state_json(root: Option<&Path>, id: &str) -> Result<Vec<u8>> {
+    let root = root.unwrap_or(Path::new(super::DEFAULT_ROOT));
+    serde_json::to_vec(&state_document(&load(root, id)?)).map_err(|e| json_err("state", &e))
+}
+
+fn load(root: &Path, id: &str) -> Result<Container> {
+    // An id is one path component: never let `../x` name another directory.
+    if id.is_empty() || id.contains('/') || id == "." || id == ".." {
+        return Err(BuiltinError::Usage(format!("invalid container id {id:?}")));
+    }
+    let dir = root.join(id);
+    if !dir.join("state.json").exists() {
+        return Err(BuiltinError::NotFound {
+            id: id.to_owned(),
+            root: root.to_owned(),
+        });
+    }
+    Container::load(dir)
+        .map_err(|e| BuiltinError::runtime(format!("container {id}: load its state"), &e))
+}
+
+fn create(root: &Path, c: &CreateArgs, systemd: bool, detach: bool) -> Result<Container> {
+    let what = || format!("create {}", c.id);
+    let builder = ContainerBuilder::new(c.id.clone(), SyscallType::default())
+        .with_root_path(root)
+        .and_then(|b| b.with_pid_file(c.pid_file.as_ref()))
+        .and_then(|b| b.validate_id())
+        .map_err(|e| BuiltinError::runtime(what(), &e))?
+        .with_console_socket(c.console_socket.as_ref())
+        .with_preserved_fds(c.preserve_fds.unwrap_or(0).try_into().unwrap_or(i32::MAX));
+    std::fs::create_dir_all(root).map_err(|source| BuiltinError::Io {
+        what: format!("create the state root {}", root.display()),
+        source,
+    })?;
+    builder
+        .as_init(absolute(&c.bundle)?)
+        .with_systemd(systemd)
+        .with_detach(detach)
+        .with_no_pivot(c.no_pivot)
+        .build()
+        .map_err(|e| BuiltinError::runtime(what(), &e))
+}
+
+fn run(root: &Path, c: &CreateArgs, systemd: bool) -> Result<ExitCode> {
+    let mut container = create(root, c, systemd, c.detach)?;
+    container
+        .start()
+        .map_err(|e| BuiltinError::runtime(format!("run {}: start", c.id), &e))?;
+    if c.detach {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let pid = container.pid().ok_or_else(|| BuiltinError::Runtime {
+        what: format!("run {}", c.id),
+        message: "the container has no process".to_owned(),
+    })?;
+    let code = foreground::wait(pid)?;
+    // runc run removes a container it ran in the foreground once it exits.
+    if let Ok(mut c2) = load(root, &c.id) {
+        let _ = c2.delete(true);
+    }
+    Ok(code)
+}
+
+fn exec(root: &Path, e: &ExecArgs) -> Result<ExitCode> {
+    let what = || format!("exec {}", e.id);
+    if e.process.is_none() && e.tty {
+        return Err(BuiltinError::Usage(format!(
+            "{}: --tty needs --process (a process.json with terminal: true)",
+            what()
+        )));
+    }
+    let (user, group) = match e.user.as_deref() {
+        None => (None, None),
+        Some(u) => parse_user(u).ok_or_else(|| {
+            BuiltinError::Usage(format!("{}: --user {u:?}: expected UID[:GID]", what()))
+        })?,
+    };
+    let gids = e
+        .additional_gids
+        .iter()
+        .map(|g| g.parse::<u32>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| {
+            BuiltinError::Usage(format!("{}: --additional-gids: expected numbers", what()))
+        })?;
+    let env: HashMap<String, String> = e
+        .env
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (kv.clone(), String::new()),
+        })
+        .collect();
+    let args = e
+        .args
+        .iter()
+        .map(|a| a.to_str().map(str::to_owned))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| BuiltinError::Usage(format!("{}: arguments must be UTF-8", what())))?;
+    // The container must exist before anything is spawned; its seccomp profile goes with
+    // the new process (see exec_seccomp).
+    let container = load(root, &e.id)?;
+    let config = container.bundle().join("config.json");
+    let spec = Spec::load(&config).map_err(|err| {
+        BuiltinError::runtime(format!("{}: read {}", what(), config.display()), &err)
+    })?;
+    let executor = SeccompExecutor::new(spec.linux().as_ref().and_then(|l| l.seccomp().clone()))
+        .map_err(|message| BuiltinError::Runtime {
+            what: what(),
+            message,
+        })?;
+    let pid = ContainerBuilder::new(e.id.clone(), SyscallType::default())
+        .with_root_path(root)
+        .and_then(|b| b.with_pid_file(e.pid_file.as_ref()))
+        .map_err(|err| BuiltinError::runtime(what(), &err))?
+        .with_console_socket(e.console_socket.as_ref())
+        .with_preserved_fds(e.preserve_fds.unwrap_or(0).try_into().unwrap_or(i32::MAX))
+        .with_executor(executor)
+        .as_tenant()
+        .with_detach(e.detach)
+        .with_cwd(e.cwd.as_ref())
+        .with_env(env)
+        .with_process(e.process.as_ref())
+        .with_no_new_privs(e.no_new_privs)
+        .with_capabilities(e.caps.clone())
+        .with_container_args(args)
+        .with_user(user)
+        .with_group(group)
+        .with_additional_gids(gids)
+        .build()
+        .map_err(|err| BuiltinError::runtime(what(), &err))?;
+    if e.detach {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        foreground::wait(pid)
+    }
+}
+
+/// `UID[:GID]`, numbers only (runc resolves names in the container; engines pass numbers).
+fn parse_user(u: &str) -> Option<(Option<u32>, Option<u32>)> {
+    let (uid, gid) = match u.split_once(':') {
+        Some((a, b)) => (a, Some(b)),
+        None => (u, None),
+    };
+    let uid = uid.parse().ok()?;
+    let gid = match gid {
+        Some(g) => Some(g.parse().ok()?),
+        None => None,
+    };
+    Some((Some(uid), gid))
+}
+
+fn cgroup_manager(
+    root: &Path,
+    id: &str,
+) -> Result<(Container, libcgroups::common::AnyCgroupManager)> {
+    let container = load(root, id)?;
+    let config = container
+        .spec()
+        .map_err(|e| BuiltinError::runtime(format!("container {id}: read its config"), &e))?;
+    let manager = libcgroups::common::create_cgroup_manager(CgroupConfig {
+        cgroup_path: config.cgroup_path.clone(),
+        systemd_cgroup: container.systemd(),
+        container_name: id.to_owned(),
+    })
+    .map_err(|e| BuiltinError::runtime(format!("container {id}: its cgroup"), &e))?;
+    Ok((container, manager))
+}
+
+fn ps(root: &Path, id: &str, format: Option<&str>) -> Result<ExitCode> {
+    let (_, manager) = cgroup_manager(root, id)?;
+    let mut pids: Vec<i32> = manager
+        .get_all_pids()
+        .map_err(|e| BuiltinError::runtime(format!("ps {id}"), &e))?
+        .iter()
+        .map(|p| p.as_raw())
+        .collect();
+    pids.sort_unstable();
+    match format.unwrap_or("table") {
+        "json" => {
+            let mut out = serde_json::to_vec(&pids).map_err(|e| json_err("ps", &e))?;
+            out.push(b'\n');
+            print(&out)?;
+        }
+        "table" => {
+            let mut out = String::from("PID\tCMD\n");
+            for pid in pids {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                out.push_str(&format!("{pid}\t{}\n", comm.trim_end()));
+            }
+            print(out.as_bytes())?;
+        }
+        other => {
+            return Err(BuiltinError::Usage(format!(
+                "ps {id}: unknown format {other:?} (table or json)"
+            )))
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn update(root: &Path, id: &str, resources: Option<&str>) -> Result<ExitCode> {
+    let Some(source) = resources else {
+        return Err(BuiltinError::Usage(format!(
+            "update {id}: the builtin runtime takes the new resources as JSON \
+             (--resources FILE, or -r - for stdin); flags such as --memory are not supported"
+        )));
+    };
+    let bytes = if source == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
+    } else {
+        std::fs::read(source)
+    }
+    .map_err(|e| BuiltinError::Io {
+        what: format!("update {id}: read {source}"),
+        source: e,
+    })?;
+    let resources: LinuxResources = serde_json::from_slice(&bytes).map_err(|e| {
+        BuiltinError::Usage(format!("update {id}: {source}: not linux resources: {e}"))
+    })?;
+    let (_, manager) = cgroup_manager(root, id)?;
+    manager
+        .apply(&ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
+        .map_err(|e| BuiltinError::runtime(format!("update {id}"), &e))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// runc's `state` document: the OCI state plus `created` and `owner`.
+fn state_document(c: &Container) -> Value {
+    let status = match c.status() {
+        ContainerStatus::Creating => "creating",
+        ContainerStatus::Created => "created",
+        ContainerStatus::Running => "running",
+        ContainerStatus::Stopped => "stopped",
+        ContainerStatus::Paused => "paused",
+    };
+    let pid = match c.status() {
+        ContainerStatus::Stopped => 0,
+        _ => c.pid().map_or(0, Pid::as_raw),
+    };
+    let annotations: Map<String, Value> = c
+        .state
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    json!({
+        "ociVersion": c.state.oci_version,
+        "id": c.id(),
+        "pid": pid,
+        "status": status,
+        "bundle": c.bundle(),
+        "created": c.created().map(|t| t.to_rfc3339()),
+        "owner": c.creator().map(|o| o.to_string_lossy().into_owned()).unwrap_or_default(),
+        "annotations": annotations,
+    })
+}
+
+fn absolute(bundle: &Path) -> Result<PathBuf> {
+    std::path::absolute(bundle).map_err(|source| BuiltinError::Io {
+        what: format!("bundle {}", bundle.display()),
+        source,
+    })
+}
+
+fn print(bytes: &[u8]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|source| BuiltinError::Io {
+            what: "write stdout".to_owned(),
+            source,
+        })
+}
+
+fn json_err(what: &str, e: &serde_json::Error) -> BuiltinError {
+    BuiltinError::Runtime {
+        what: what.to_owned(),
+        message: e.to_string(),
+    }
+}
