@@ -108,7 +108,7 @@ fn a_shell_spawned_by_the_entrypoint_and_one_exec_d_into_the_container_are_block
     // An allowed tool still runs.
     let out = w.ociguard(&["exec", "bh-exec", "/bin/echo", "ECHO-RAN"]);
     assert!(stdout(&out).contains("ECHO-RAN"), "{}", stderr(&out));
-    let _ = w.crun(&["delete", "-f", "bh-exec"]);
+    let _ = w.delegate(&["delete", "-f", "bh-exec"]);
     let e = one(&events(&w, &b, "bh-exec", 1), "shell");
     assert_eq!(e["detail"]["asked"], "/bin/sh");
 }
@@ -305,7 +305,7 @@ fn what_cannot_be_held_is_refused_under_required_and_without_the_guard() {
         "{out}"
     );
     assert!(out.contains("--no-bpf"), "{out}");
-    assert!(!w.crun(&["state", "bh-env"]).status.success());
+    assert!(!w.delegate(&["state", "bh-env"]).status.success());
 
     // A monitor without its guard cannot hold required rules: refused by the hook.
     let w = world(&b, "deny_shells = true", "enforce");
@@ -315,7 +315,7 @@ fn what_cannot_be_held_is_refused_under_required_and_without_the_guard() {
     let (code, out) = run(&w, "bh-noguard", &spec);
     assert_ne!(code, 0, "a required rule set ran without a guard: {out}");
     assert!(out.contains("error executing hook"), "{out}");
-    assert!(!w.crun(&["state", "bh-noguard"]).status.success());
+    assert!(!w.delegate(&["state", "bh-noguard"]).status.success());
 
     // A rootfs that is not a filesystem of its own (a plain directory on the host's).
     let w = world(&b, "deny_shells = true", "enforce");
@@ -458,7 +458,7 @@ fn the_loader_is_no_way_around_and_the_kernel_holds_while_ociguardd_is_down() {
     // waited in the ring buffer name it.
     m.start();
     let evs = events(&w, &b, "bh-down", 2);
-    let _ = w.crun(&["delete", "-f", "bh-down"]);
+    let _ = w.delegate(&["delete", "-f", "bh-down"]);
     assert!(
         m.log()
             .contains("kept running (pinned by an earlier ociguardd)"),

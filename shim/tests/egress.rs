@@ -120,7 +120,7 @@ fn policy(w: &World, text: &str) {
 
 fn configure(w: &World, hook: &Path, extra: &str) {
     w.write_config(&format!(
-        "runtime = \"/usr/bin/crun\"\nhook_path = \"{}\"\nmonitor_socket = \"{}\"\nspool_dir = \"{}\"\n{extra}",
+        "hook_path = \"{}\"\nmonitor_socket = \"{}\"\nspool_dir = \"{}\"\n{extra}",
         hook.display(),
         w.path().join("monitor.sock").display(),
         w.path().join("spool").display(),
@@ -313,12 +313,8 @@ fn host_network_is_refused_under_an_allowlist() {
         err.contains("host's network namespace") && err.contains("allow_host_network"),
         "{err}"
     );
-    let list = w.crun(&["list", "-q"]);
-    assert!(
-        stdout(&list).trim().is_empty(),
-        "nothing left behind: {}",
-        stdout(&list)
-    );
+    let list = w.containers();
+    assert!(list.is_empty(), "nothing left behind: {list:?}");
 }
 
 /// The host's nft, run inside the container from a read-only bind mount of /usr.
@@ -379,8 +375,8 @@ fn a_hook_that_cannot_install_fails_the_create() {
         err.contains("failed to install the egress ruleset"),
         "{err}"
     );
-    let list = w.crun(&["list", "-q"]);
-    assert!(stdout(&list).trim().is_empty(), "{}", stdout(&list));
+    let list = w.containers();
+    assert!(list.is_empty(), "{list:?}");
 
     // A ruleset file changed after create decided it is refused by digest.
     let w = world(&hook, "");

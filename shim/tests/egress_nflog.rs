@@ -84,7 +84,7 @@ fn setup(b: &Bins, tag: &str) -> (Net, World, Monitor) {
     assert!(out.status.success(), "sysctl: {}", stderr(&out));
     let w = World::new();
     w.write_config(&format!(
-        "runtime = \"/usr/bin/crun\"\nhook_path = \"{}\"\nmonitor_socket = \"{}\"\nspool_dir = \"{}\"\n[egress]\nnflog_group = {GROUP}\n",
+        "hook_path = \"{}\"\nmonitor_socket = \"{}\"\nspool_dir = \"{}\"\n[egress]\nnflog_group = {GROUP}\n",
         b.hook.display(),
         w.path().join("run/monitor.sock").display(),
         w.path().join("spool").display(),

@@ -265,7 +265,7 @@ fn containerd_image_labels_select_the_same_policy() {
     };
     let w = world();
     w.write_config(&format!(
-        "runtime = \"/usr/bin/crun\"\nmonitor_socket = \"{}\"\n[labels]\ncontainerd_socket = \"{}\"\n",
+        "monitor_socket = \"{}\"\n[labels]\ncontainerd_socket = \"{}\"\n",
         w.path().join("run/monitor.sock").display(),
         ctd.sock.display()
     ));

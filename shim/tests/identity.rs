@@ -33,7 +33,7 @@ fn world(b: &Bins, mode: &str, hook_path: Option<&Path>) -> World {
     let w = World::new();
     let hook = hook_path.unwrap_or(&b.hook);
     w.write_config(&format!(
-        "runtime = \"/usr/bin/crun\"\nhook_path = \"{}\"\nmonitor_socket = \"{}\"\nspool_dir = \"{}\"\n",
+        "hook_path = \"{}\"\nmonitor_socket = \"{}\"\nspool_dir = \"{}\"\n",
         hook.display(),
         w.path().join("run/monitor.sock").display(),
         w.path().join("spool").display()
@@ -76,7 +76,7 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 fn crun_state(w: &World, id: &str) -> Option<Value> {
-    let out = w.crun(&["state", id]);
+    let out = w.delegate(&["state", id]);
     out.status
         .success()
         .then(|| serde_json::from_slice(&out.stdout).unwrap())
@@ -233,7 +233,7 @@ fn required_identity_with_monitor_down_refuses_the_container() {
     );
     let engine_log = std::fs::read_to_string(&log).unwrap();
     assert!(engine_log.contains("is not available"), "{engine_log}");
-    assert!(stdout(&w.crun(&["list", "-q"])).trim().is_empty());
+    assert!(w.containers().is_empty());
     assert!(!std::fs::read(bundle.join("config.json"))
         .unwrap()
         .windows(13)
@@ -290,7 +290,11 @@ fn required_identity_the_hook_fails_the_create_when_not_recorded() {
         "{engine_log}"
     );
     // Nothing left running.
-    let list = stdout(&w.crun(&["list"]));
+    let list: String = w
+        .containers()
+        .iter()
+        .map(|id| stdout(&w.delegate(&["state", id])))
+        .collect();
     assert!(
         !list.contains("running") && !list.contains("created"),
         "{list}"

@@ -105,6 +105,7 @@ fn quirks() -> Value {
 #[test]
 fn compile_matches_what_crun_compiles() {
     require_containers!();
+    require_crun_delegate!();
     let w = World::new();
     let mut cases = vec![
         ("builtin", builtin_profile(false)),
@@ -148,6 +149,7 @@ fn compile_matches_what_crun_compiles() {
 #[test]
 fn crun_loads_the_annotation_instead_of_compiling() {
     require_containers!();
+    require_crun_delegate!();
     let w = World::new();
     let bpf = compile(&narrowed()).unwrap();
     let mut s = spec(
@@ -180,6 +182,7 @@ deny = ["mkdir", "mkdirat"]
 #[test]
 fn ociguard_hands_crun_the_final_profile() {
     require_containers!();
+    require_crun_delegate!();
     let w = World::new();
     w.policy("no-mkdir.toml", NO_MKDIR);
     let mut s = spec(

@@ -26,6 +26,51 @@ pub static OCIGUARD: std::sync::LazyLock<String> =
         _ => env!("CARGO_BIN_EXE_ociguard").to_owned(),
     });
 
+/// The delegate the integration tests run ociguard with: `OCIGUARD_TEST_DELEGATE` is `crun`
+/// (the default) or `builtin` (youki's libcontainer inside ociguard). `make test` runs the
+/// container tests once with each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delegate {
+    Crun,
+    Builtin,
+}
+
+pub static DELEGATE: std::sync::LazyLock<Delegate> =
+    std::sync::LazyLock::new(
+        || match std::env::var("OCIGUARD_TEST_DELEGATE").as_deref() {
+            Ok("builtin") => Delegate::Builtin,
+            Ok("crun") | Ok("") | Err(_) => Delegate::Crun,
+            Ok(other) => panic!("OCIGUARD_TEST_DELEGATE={other}: expected crun or builtin"),
+        },
+    );
+
+impl Delegate {
+    /// config.toml's `runtime` value.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Delegate::Crun => "/usr/bin/crun",
+            Delegate::Builtin => "builtin",
+        }
+    }
+}
+
+/// `Some(reason)` when the test checks something only crun does (its precompiled-filter
+/// annotation, its state layout): the caller prints `skip:` and returns.
+pub fn crun_only() -> Option<String> {
+    (*DELEGATE != Delegate::Crun)
+        .then(|| format!("checks crun itself; delegate under test is {:?}", *DELEGATE))
+}
+
+#[macro_export]
+macro_rules! require_crun_delegate {
+    () => {
+        if let Some(why) = common::crun_only() {
+            eprintln!("skip: {}", why);
+            return;
+        }
+    };
+}
+
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -75,7 +120,7 @@ impl World {
         let w = World { dir };
         std::fs::create_dir_all(w.policies()).unwrap();
         std::fs::create_dir_all(w.root()).unwrap();
-        w.write_config("runtime = \"/usr/bin/crun\"\n");
+        w.write_config("");
         w
     }
     pub fn path(&self) -> &Path {
@@ -103,6 +148,7 @@ impl World {
         };
         let mut text = String::new();
         for (key, value) in [
+            ("runtime", PathBuf::from(DELEGATE.setting())),
             ("policy_dir", self.policies()),
             ("decision_log", self.decisions()),
             ("state_dir", self.path().join("state")),
@@ -181,7 +227,8 @@ impl World {
         path
     }
 
-    /// `crun --root <root> args...`
+    /// `crun --root <root> args...`: crun itself, on this world's containers when crun is the
+    /// delegate under test.
     pub fn crun(&self, args: &[&str]) -> Output {
         Command::new("/usr/bin/crun")
             .arg("--root")
@@ -190,11 +237,36 @@ impl World {
             .output()
             .unwrap()
     }
-    /// `ociguard run` to completion, then `crun delete -f`: (exit code, stdout + stderr).
+    /// The delegate under test, on this world's containers, without ociguard's policy work:
+    /// crun, or ociguard's builtin runtime (which does none for these commands).
+    pub fn delegate(&self, args: &[&str]) -> Output {
+        match *DELEGATE {
+            Delegate::Crun => self.crun(args),
+            Delegate::Builtin => self.ociguard(args),
+        }
+    }
+    /// Ids of this world's containers, as the delegate under test keeps them.
+    pub fn containers(&self) -> Vec<String> {
+        match *DELEGATE {
+            Delegate::Crun => String::from_utf8_lossy(&self.crun(&["list", "-q"]).stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect(),
+            Delegate::Builtin => std::fs::read_dir(self.root())
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| e.path().join("state.json").exists())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+    /// `ociguard run` to completion, then `delete -f`: (exit code, stdout + stderr).
     pub fn run_to_end(&self, id: &str, spec: &Value) -> (i32, String) {
         let b = self.bundle(id, spec);
         let out = self.ociguard(&["run", "--bundle", b.to_str().unwrap(), id]);
-        let _ = self.crun(&["delete", "-f", id]);
+        let _ = self.delegate(&["delete", "-f", id]);
         (
             out.status.code().unwrap_or(-1),
             format!("{}{}", stdout(&out), stderr(&out)),
@@ -224,20 +296,8 @@ impl World {
 impl Drop for World {
     fn drop(&mut self) {
         // Best effort: leave no container behind whatever the test did.
-        if let Ok(out) = Command::new("/usr/bin/crun")
-            .arg("--root")
-            .arg(self.root())
-            .arg("list")
-            .arg("-q")
-            .output()
-        {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = Command::new("/usr/bin/crun")
-                    .arg("--root")
-                    .arg(self.root())
-                    .args(["delete", "-f", id])
-                    .output();
-            }
+        for id in self.containers() {
+            let _ = self.delegate(&["delete", "-f", &id]);
         }
     }
 }

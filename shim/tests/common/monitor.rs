@@ -34,7 +34,7 @@ pub fn bins() -> Bins {
 pub fn monitored_world(b: &Bins, extra: &str) -> World {
     let w = World::new();
     w.write_config(&format!(
-        "runtime = \"/usr/bin/crun\"\nhook_path = \"{}\"\nmonitor_socket = \"{}\"\nspool_dir = \"{}\"\n{extra}",
+        "hook_path = \"{}\"\nmonitor_socket = \"{}\"\nspool_dir = \"{}\"\n{extra}",
         b.hook.display(),
         w.path().join("run/monitor.sock").display(),
         w.path().join("spool").display()
