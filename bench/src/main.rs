@@ -1,14 +1,17 @@
 //! `make bench`: what ociguard costs on top of crun, measured in one interleaved run.
 //!
-//! Four ways to run the same `/bin/true` container, N `run -d` + `delete -f` cycles each,
-//! interleaved (A B C D, B C D A, ...) so that drift of the machine hits all of them alike:
+//! Six ways to run the same `/bin/true` container, N `run -d` + `delete -f` cycles each,
+//! interleaved (A B C D E F, B C D E F A, ...) so that drift of the machine hits all of them
+//! alike:
 //! 1. crun alone;
 //! 2. a bare exec wrapper — a few lines of C that only `execv` crun, compiled here: the floor no
 //!    exec-based wrapper can beat;
 //! 3. ociguard with a policy (seccomp deny list, capability drop, no_new_privileges), injecting
 //!    its built-in seccomp profile;
 //! 4. ociguard under a default policy that changes nothing crun executes: ociguard's own cost,
-//!    without what the injected profile costs crun.
+//!    without what the injected profile costs crun;
+//! 5. and 6. the same two policies with `runtime = "builtin"`: ociguard running the container
+//!    itself with youki's libcontainer, no crun involved.
 //!
 //! Then the in-process cost of decision + rewrite on a bundle carrying Podman's full default
 //! profile, and of the whole create interception (policy load, read, decide, atomic write,
@@ -107,13 +110,13 @@ fn main() -> Result<()> {
     // itself costs, apart from what the injected seccomp profile costs crun.
     std::fs::create_dir_all(w.join("policies-none"))?;
     std::fs::write(w.join("policies-none/default.toml"), POLICY_NONE)?;
-    let config = |name: &str, policies: &str| -> Result<PathBuf> {
+    let config = |name: &str, policies: &str, runtime: &Path| -> Result<PathBuf> {
         let path = w.join(name);
         std::fs::write(
             &path,
             format!(
                 "runtime = \"{}\"\npolicy_dir = \"{}\"\ndecision_log = \"{}\"\nstate_dir = \"{}\"\n",
-                args.crun.display(),
+                runtime.display(),
                 w.join(policies).display(),
                 w.join("decisions.jsonl").display(),
                 w.join("state").display()
@@ -121,8 +124,12 @@ fn main() -> Result<()> {
         )?;
         Ok(path)
     };
-    let config_policy = config("config.toml", "policies")?;
-    let config_none = config("config-none.toml", "policies-none")?;
+    let config_policy = config("config.toml", "policies", &args.crun)?;
+    let config_none = config("config-none.toml", "policies-none", &args.crun)?;
+    // The same two policies with the runtime built into ociguard (youki's libcontainer).
+    let builtin = Path::new("builtin");
+    let builtin_policy = config("config-builtin.toml", "policies", builtin)?;
+    let builtin_none = config("config-builtin-none.toml", "policies-none", builtin)?;
     let wrapper = build_wrapper(w, &args.crun)?;
     let spec = bench_spec(&rootfs);
     let spec_bytes = serde_json::to_vec(&spec)?;
@@ -133,13 +140,15 @@ fn main() -> Result<()> {
     if args.only_behavior {
         return behavior_section(&args, &rootfs, w);
     }
-    const N: usize = 4;
+    const N: usize = 6;
     eprintln!("bench: {} cycles x {N} variants, interleaved", args.cycles);
     let variants: [(&str, &Path, &Path); N] = [
         ("crun", &args.crun, &config_policy),
         ("exec-wrapper", &wrapper, &config_policy),
         ("ociguard", &args.ociguard, &config_policy),
         ("ociguard-none", &args.ociguard, &config_none),
+        ("builtin", &args.ociguard, &builtin_policy),
+        ("builtin-none", &args.ociguard, &builtin_none),
     ];
     let mut samples: [Vec<Duration>; N] = Default::default();
     for i in 0..args.cycles + 3 {
@@ -177,6 +186,14 @@ fn main() -> Result<()> {
     println!(
         "  ociguard-none / exec-wrapper = {:.3}x   (policy that changes nothing: ociguard's own cost)",
         med[3] / med[1]
+    );
+    println!(
+        "  builtin-none / crun      = {:.3}x   (ociguard running the container itself, youki's libcontainer)",
+        med[5] / med[0]
+    );
+    println!(
+        "  builtin / ociguard       = {:.3}x   (default policy: the builtin runtime against ociguard -> crun)",
+        med[4] / med[2]
     );
 
     in_process(&args, &repo, w)?;

@@ -27,9 +27,10 @@ extern "C" fn capture_sigpipe() {
 #[link_section = ".init_array"]
 static CAPTURE_SIGPIPE: extern "C" fn() = capture_sigpipe;
 
-/// Restore SIGPIPE to what the engine gave us and execv `path` with `argv` (argv[0] included).
-/// Returns only on failure.
-pub fn execv(path: &CString, argv: &[CString]) -> std::io::Error {
+/// Put SIGPIPE back to the disposition the engine gave this process. Before an exec of the
+/// delegate, and before the builtin runtime clones a container's processes: an ignored signal
+/// stays ignored across execve, so Rust's "ignore" would reach the container's workload.
+pub fn restore_sigpipe() {
     let disposition = if SIGPIPE_WAS_IGNORED.load(Ordering::Relaxed) {
         libc::SIG_IGN
     } else {
@@ -39,6 +40,41 @@ pub fn execv(path: &CString, argv: &[CString]) -> std::io::Error {
     unsafe {
         libc::signal(libc::SIGPIPE, disposition);
     }
+}
+
+/// Set the `lo` interface up in the calling thread's network namespace (SIOCSIFFLAGS), as runc
+/// and crun do in a network namespace they create.
+#[cfg(feature = "builtin")]
+pub fn loopback_up() -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: `ifreq` is plain data, zero-initialised; the name fits with its NUL; the two
+    // ioctls read and write only that struct, and `sock` is an open socket for their duration.
+    unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Restore SIGPIPE to what the engine gave us and execv `path` with `argv` (argv[0] included).
+/// Returns only on failure.
+pub fn execv(path: &CString, argv: &[CString]) -> std::io::Error {
+    restore_sigpipe();
     match nix::unistd::execv(path, argv) {
         Ok(never) => match never {},
         Err(errno) => std::io::Error::from(errno),

@@ -131,17 +131,46 @@ fn create(root: &Path, c: &CreateArgs, systemd: bool, detach: bool) -> Result<Co
         .map_err(|e| BuiltinError::runtime(what(), &e))?
         .with_console_socket(c.console_socket.as_ref())
         .with_preserved_fds(c.preserve_fds.unwrap_or(0).try_into().unwrap_or(i32::MAX));
+    let bundle = absolute(&c.bundle)?;
+    let config_path = bundle.join("config.json");
+    let config = std::fs::read(&config_path).map_err(|source| BuiltinError::Io {
+        what: format!("{}: read {}", what(), config_path.display()),
+        source,
+    })?;
+    let new_netns = super::network::creates_netns(&config).map_err(|e| BuiltinError::Runtime {
+        what: what(),
+        message: format!("{}: {e}", config_path.display()),
+    })?;
+    adapt_mounts(&bundle, &config).map_err(|message| BuiltinError::Runtime {
+        what: what(),
+        message,
+    })?;
     std::fs::create_dir_all(root).map_err(|source| BuiltinError::Io {
         what: format!("create the state root {}", root.display()),
         source,
     })?;
-    builder
-        .as_init(absolute(&c.bundle)?)
+    let mut container = builder
+        .as_init(bundle)
         .with_systemd(systemd)
         .with_detach(detach)
         .with_no_pivot(c.no_pivot)
         .build()
-        .map_err(|e| BuiltinError::runtime(what(), &e))
+        .map_err(|e| BuiltinError::runtime(what(), &e))?;
+    if new_netns {
+        let up = match container.pid() {
+            Some(pid) => super::network::loopback_up(pid),
+            None => Err("the container has no process".to_owned()),
+        };
+        if let Err(message) = up {
+            // Half-created is worse than not created: the engine sees a failed create.
+            let _ = container.delete(true);
+            return Err(BuiltinError::Runtime {
+                what: what(),
+                message,
+            });
+        }
+    }
+    Ok(container)
 }
 
 fn run(root: &Path, c: &CreateArgs, systemd: bool) -> Result<ExitCode> {
@@ -364,6 +393,23 @@ fn state_document(c: &Container) -> Value {
         "owner": c.creator().map(|o| o.to_string_lossy().into_owned()).unwrap_or_default(),
         "annotations": annotations,
     })
+}
+
+/// Rewrite the bundle's config.json (atomically) where a mount option needs it (see
+/// [`super::mounts`]); most bundles have none, and are only read.
+fn adapt_mounts(bundle: &Path, bytes: &[u8]) -> std::result::Result<(), String> {
+    let path = bundle.join("config.json");
+    if memchr::memmem::find(bytes, b"tmpcopyup").is_none() {
+        return Ok(());
+    }
+    let mut document: Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    if super::mounts::drop_empty_tmpcopyup(&mut document, bundle)?.is_empty() {
+        return Ok(());
+    }
+    let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let out = serde_json::to_vec(&document).map_err(|e| e.to_string())?;
+    crate::bundle::write_atomic(&path, &meta, &out).map_err(|e| e.to_string())
 }
 
 fn absolute(bundle: &Path) -> Result<PathBuf> {
