@@ -46,8 +46,14 @@ demo: host-demo build
 # print "skip: <reason>" when they cannot. They also run the other packages' binaries
 # (ociguardd, ociguard-hook, ociguardctl), which cargo does not build for a package's tests:
 # `build` does (a missing one fails the test, it is never a skip).
+# The container tests run twice: delegating to crun, then to the runtime built into ociguard
+# (youki's libcontainer). One suite, two delegates (OCIGUARD_TEST_DELEGATE; tests that check
+# crun itself skip visibly under the builtin one).
+BUILTIN_TESTS := crun identity fail_closed egress egress_nflog behavior profile engines engine_matrix seccomp_bpf
 test: fixtures build
 	$(CARGO) test --release --workspace -- --test-threads=2
+	OCIGUARD_TEST_DELEGATE=builtin $(CARGO) test --release -p ociguard-shim \
+	  $(addprefix --test ,$(BUILTIN_TESTS)) -- --test-threads=2
 
 unit:
 	$(CARGO) test --workspace --lib
