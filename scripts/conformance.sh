@@ -177,7 +177,9 @@ fi
 # ------------------------------------------------------------ runtime under test
 work=$(mktemp -d /tmp/rt-conformance.XXXXXX)
 run_tmp=$work/tmp
-mkdir -p "$run_tmp"
+# as /tmp: a container in a user namespace must be able to reach its bundle
+chmod 0755 "$work"
+mkdir -p -m 1777 "$run_tmp"
 
 version_label() { # "crun version 1.8.1" -> "crun 1.8.1"
     local line
@@ -247,9 +249,43 @@ cleanup_containers() {
     echo "$n"
 }
 
+# Mounts a container left in the host's mount namespace under our TMPDIR (seen with crun 1.8.1:
+# proc, dev, sys of one bundle propagate out): unmounted, deepest first.
+cleanup_mounts() {
+    local m n=0
+    while read -r m; do
+        umount -l "$m" 2>/dev/null && n=$((n + 1))
+    done < <(findmnt -rn -o TARGET | awk -v p="$run_tmp/" 'index($0, p) == 1' | sort -r)
+    echo "$n"
+}
+
+# The cgroups the suite asks for (runtime-tools' cgroups.AbsCgroupPath "/cgrouptest" and
+# RelCgroupPath "testdir/cgrouptest/container"): the runtime removes the leaf on delete, not the
+# parents it made. Those that did not exist before this run are removed (rmdir: empty ones only).
+cg_names=(cgrouptest testdir)
+cg_before=()
+for h in /sys/fs/cgroup /sys/fs/cgroup/*/; do
+    for n in "${cg_names[@]}"; do [[ -d ${h%/}/$n ]] && cg_before+=("${h%/}/$n"); done
+done
+cleanup_cgroups() {
+    local h n d k=0
+    for h in /sys/fs/cgroup /sys/fs/cgroup/*/; do
+        for n in "${cg_names[@]}"; do
+            d=${h%/}/$n
+            [[ -d $d ]] || continue
+            [[ " ${cg_before[*]} " == *" $d "* ]] && continue
+            find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+            [[ -d $d ]] || k=$((k + 1))
+        done
+    done
+    echo "$k"
+}
+
 finish() {
     local rc=$?
     cleanup_containers >/dev/null 2>&1 || true
+    cleanup_mounts >/dev/null 2>&1 || true
+    cleanup_cgroups >/dev/null 2>&1 || true
     rm -rf "$work" 2>/dev/null || true
     exit "$rc"
 }
@@ -296,9 +332,12 @@ inyaml              { blk = blk $0 "\n"
 /^ok/               { endfail(); pending = ""
                       if (tolower($0) ~ /# *skip/) skip++; else ok++
                       prev = "result_ok"; next }
-/^#/ || /^  /       { next }
+/^#/                { if (failbuf != "") failbuf = failbuf $0 "\n"; next }   # "# expect: 1, actual: 2"
+/^  /               { next }
 /^1\.\.[0-9]+/       { endfail(); resolve(0); sub(/^1\.\./, ""); plan = $0 + 0; hasplan = 1; prev = "plan"; next }
-                    { endfail(); resolve(0); prev = "other" }
+/^TAP version/      { prev = "header"; next }
+# anything else continues the multi-line description of a result ("...\nRefer to: URL")
+                    { next }
 END { if (inyaml) { pending = blk; pending_prev = blk_prev }
       endfail(); resolve(0)
       printf "ok %d\nnotok %d\nskip %d\nplan %d\nhasplan %d\n", ok, notok, skip, plan, hasplan }
@@ -343,14 +382,23 @@ for t in $tests; do
     fi
     left=$(cleanup_containers)
     if ((left > 0)); then note="${note:+$note; }deleted $left leftover container(s)"; fi
+    left=$(cleanup_mounts)
+    if ((left > 0)); then note="${note:+$note; }unmounted $left leaked mount(s)"; fi
+    left=$(cleanup_cgroups)
+    if ((left > 0)); then note="${note:+$note; }removed $left leftover cgroup(s)"; fi
     if [[ -s $work/fail ]]; then
-        { printf '=== %s\n' "$t"; cat "$work/fail"; echo; } >>"$failures"
+        # the whole diagnostic stays in $t.tap; here long lines (ociguard's precompiled seccomp
+        # filter in the hook state, 10 KiB of base64) are cut
+        { printf '=== %s\n' "$t"; cut -c1-1500 "$work/fail"; echo; } >>"$failures"
     fi
     printf '%s\t%d\t%d\t%d\t%d\t%d\t%s\n' "$t" "$r_ok" "$r_notok" "$r_skip" "$rc" "$secs" "$note" >>"$out/results.tsv"
     log "$(printf '%-40s %3d ok %3d not ok %3d skip  %3ds %s' "$t" "$r_ok" "$r_notok" "$r_skip" "$secs" "$note")"
     total_ok=$((total_ok + r_ok)) total_notok=$((total_notok + r_notok)) total_skip=$((total_skip + r_skip))
 done
 
+if [[ -n $ociguard ]]; then
+    cp "$cfgdir/log/decisions.jsonl" "$out/ociguard-decisions.jsonl" 2>/dev/null || true
+fi
 summary="$name: $total_ok ok, $total_notok not ok, $total_skip skip (of $((total_ok + total_notok + total_skip))) in $nfiles test files"
 printf '%s\n' "$summary" >"$out/summary.txt"
 {
