@@ -17,6 +17,8 @@
 #   --timeout SECS     per test file (default 120); a test still running then is killed and
 #                      counted as one failure named "timeout"
 #   --tests LIST       space-separated test names (default: all of validation/*/)
+#   --keep             keep the run's temporary directory (bundles left behind, the ociguard
+#                      config, state, spool and decision log) and print its path
 #   --src DIR          runtime-tools source: a checkout or a bare git dir ($RUNTIME_TOOLS_SRC;
 #                      default: the mirror at /work/.mirror/opencontainers+runtime-tools/repo)
 #
@@ -50,6 +52,7 @@ name=''
 out=''
 timeout_s=120
 tests=''
+keep=0
 src=${RUNTIME_TOOLS_SRC:-}
 default_src=/work/.mirror/opencontainers+runtime-tools/repo
 build=${RUNTIME_TOOLS_BUILD:-/tmp/rt-build/runtime-tools}
@@ -66,6 +69,7 @@ while (($#)); do
         --timeout) timeout_s=$2; shift 2 ;;
         --tests) tests=$2; shift 2 ;;
         --src) src=$2; shift 2 ;;
+        --keep) keep=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
@@ -82,7 +86,7 @@ if [[ -z $src || ! -d $src ]]; then
 fi
 if [[ -f $src/go.mod && -d $src/validation ]]; then
     src_kind=tree
-    src_id=$(git -C "$src" rev-parse HEAD 2>/dev/null || find "$src" -path "$src/.git" -prune -o -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+    src_id=$( { [[ -e $src/.git ]] && git -C "$src" rev-parse HEAD 2>/dev/null; } || find "$src" -path "$src/.git" -prune -o -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
 elif git --git-dir="$src" rev-parse --verify -q HEAD^{commit} >/dev/null 2>&1; then
     src_kind=git
     src_id=$(git --git-dir="$src" rev-parse HEAD)
@@ -286,7 +290,7 @@ finish() {
     cleanup_containers >/dev/null 2>&1 || true
     cleanup_mounts >/dev/null 2>&1 || true
     cleanup_cgroups >/dev/null 2>&1 || true
-    rm -rf "$work" 2>/dev/null || true
+    if ((keep)); then log "kept $work"; else rm -rf "$work" 2>/dev/null || true; fi
     exit "$rc"
 }
 trap finish EXIT
