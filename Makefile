@@ -19,7 +19,7 @@ HOOK    := target/static/ociguard-hook
 export OCIGUARD_TEST_OCIGUARD := $(CURDIR)/$(SHIM)
 export OCIGUARD_TEST_OCIGUARD_HOOK := $(CURDIR)/$(HOOK)
 
-.PHONY: all build demo test unit lint bench install image clean fixtures host-test host-demo fuzz
+.PHONY: all build demo test unit lint bench install image clean fixtures host-test host-demo fuzz conformance
 
 all: build
 
@@ -85,6 +85,14 @@ fuzz:
 	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
 	    -print_final_stats=1 || exit 1; \
 	done
+
+# OCI runtime-tools' validation suite, built from its source (RUNTIME_TOOLS_SRC: a checkout or a
+# bare git dir; without it the script exits 2), against crun and against ociguard delegating to
+# CONFORMANCE_DELEGATE (e.g. builtin). Needs root. Not part of `test`: docs/conformance.md.
+CONFORMANCE_DELEGATE ?= /usr/bin/crun
+conformance: build
+	scripts/conformance.sh --runtime /usr/bin/crun
+	scripts/conformance.sh --ociguard $(SHIM) --delegate $(CONFORMANCE_DELEGATE)
 
 install: build
 	install -D -m 0755 $(SHIM) $(DESTDIR)$(PREFIX)/bin/ociguard
