@@ -87,12 +87,12 @@ fuzz:
 	done
 
 # OCI runtime-tools' validation suite, built from its source (RUNTIME_TOOLS_SRC: a checkout or a
-# bare git dir; without it the script exits 2), against crun and against ociguard delegating to
-# CONFORMANCE_DELEGATE (e.g. builtin). Needs root. Not part of `test`: docs/conformance.md.
-CONFORMANCE_DELEGATE ?= /usr/bin/crun
+# bare git dir; without it the script exits 2), against crun, ociguard -> crun and ociguard ->
+# builtin (youki's libcontainer). Needs root. Not part of `test`: docs/conformance.md.
 conformance: build
 	scripts/conformance.sh --runtime /usr/bin/crun
-	scripts/conformance.sh --ociguard $(SHIM) --delegate $(CONFORMANCE_DELEGATE)
+	scripts/conformance.sh --ociguard $(SHIM) --delegate /usr/bin/crun
+	scripts/conformance.sh --ociguard $(SHIM) --delegate builtin --name "ociguard->builtin"
 
 install: build
 	install -D -m 0755 $(SHIM) $(DESTDIR)$(PREFIX)/bin/ociguard

@@ -122,7 +122,7 @@ impl Sink {
     fn failed(&mut self, e: &io::Error) {
         if self
             .error_logged
-            .map_or(true, |t| t.elapsed() >= ERROR_LOG_INTERVAL)
+            .is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL)
         {
             log::error!(
                 "event export to {:?}: {e}: events are not exported",

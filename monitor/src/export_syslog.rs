@@ -137,7 +137,7 @@ impl Sink {
     fn failed(&mut self, e: &dyn std::fmt::Display) {
         if self
             .error_logged
-            .map_or(true, |t| t.elapsed() >= ERROR_LOG_INTERVAL)
+            .is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL)
         {
             log::error!(
                 "event export to syslog {}: {e}: events are not exported",

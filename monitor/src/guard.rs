@@ -879,7 +879,7 @@ impl Guarded {
         let w = lim.entry(rule).or_default();
         let now = Instant::now();
         if w.start
-            .map_or(true, |s| now.duration_since(s) >= Duration::from_secs(1))
+            .is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1))
         {
             w.start = Some(now);
             w.sent = 0;

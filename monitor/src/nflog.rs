@@ -497,7 +497,7 @@ impl Binder {
         // Never hold the store's lock and ours together (the reader takes ours, then the
         // store's): snapshot one, then work under the other.
         let attached = lock(&self.watches).attached();
-        let in_scope = |k: &Key| keys.map_or(true, |ks| ks.contains(k));
+        let in_scope = |k: &Key| keys.is_none_or(|ks| ks.contains(k));
         let (gone, new) = {
             let store = match self.store.read() {
                 Ok(g) => g,
@@ -686,9 +686,10 @@ impl Reader {
                 Err(Errno::ENOBUFS) => {
                     watch.lost += 1;
                     self.hub.counters().inc(Count::Overflow(Overflow::Nflog));
-                    if watch.lost_logged.map_or(true, |t| {
-                        now.saturating_duration_since(t) >= LOST_LOG_INTERVAL
-                    }) {
+                    if watch
+                        .lost_logged
+                        .is_none_or(|t| now.saturating_duration_since(t) >= LOST_LOG_INTERVAL)
+                    {
                         log::warn!(
                             "egress denials of container(s) {}: the kernel's queue overflowed \
                              ({} time(s)); some denials were not reported (the nft counter has them all)",

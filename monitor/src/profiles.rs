@@ -285,10 +285,9 @@ impl Profiles {
             w.gone = Some(now);
             w.seen = HashSet::new();
         }
-        inner.watched.retain(|_, w| {
-            w.gone
-                .map_or(true, |t| now.duration_since(t) < DEPARTED_FOR)
-        });
+        inner
+            .watched
+            .retain(|_, w| w.gone.is_none_or(|t| now.duration_since(t) < DEPARTED_FOR));
     }
 
     /// Is the container observed?
@@ -466,7 +465,7 @@ impl Profiles {
         let mut found: Vec<Profile> = inner
             .profiles
             .values()
-            .filter(|s| sel.map_or(true, |sel| s.profile.subject.matches(sel)))
+            .filter(|s| sel.is_none_or(|sel| s.profile.subject.matches(sel)))
             .map(|s| s.profile.clone())
             .collect();
         found.sort_by(|a, b| a.subject.cmp(&b.subject));

@@ -74,7 +74,7 @@ impl Store {
         let mut v: Vec<Identity> = self
             .records
             .values()
-            .filter(|r| r.id == id && bundle.map_or(true, |b| r.bundle == b))
+            .filter(|r| r.id == id && bundle.is_none_or(|b| r.bundle == b))
             .map(|b| (**b).clone())
             .collect();
         v.sort_by_key(|r| r.created);

@@ -250,7 +250,7 @@ impl Writer {
                             .values()
                             .flatten()
                             .filter(|r| {
-                                r.id == id && bundle.as_deref().map_or(true, |x| r.bundle == x)
+                                r.id == id && bundle.as_deref().is_none_or(|x| r.bundle == x)
                             })
                             .cloned(),
                     );
@@ -484,7 +484,7 @@ impl Writer {
         let res = self.journal.compact(
             store
                 .iter()
-                .filter(|r| r.is_active() || !r.exited.is_some_and(|t| t.0 < cutoff)),
+                .filter(|r| r.is_active() || r.exited.is_none_or(|t| t.0 >= cutoff)),
         );
         match res {
             Ok(()) => {

@@ -55,16 +55,17 @@ pub fn loopback_up() -> std::io::Result<()> {
     )?;
     // SAFETY: `ifreq` is plain data, zero-initialised; the name fits with its NUL; the two
     // ioctls read and write only that struct, and `sock` is an open socket for their duration.
+    // (`as _`: the request's type is c_ulong with glibc, c_int with musl.)
     unsafe {
         let mut req: libc::ifreq = std::mem::zeroed();
         for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
             *dst = *src as libc::c_char;
         }
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) < 0 {
             return Err(std::io::Error::last_os_error());
         }
         req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) < 0 {
             return Err(std::io::Error::last_os_error());
         }
     }

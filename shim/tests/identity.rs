@@ -92,7 +92,7 @@ fn start(w: &World, script: &str, id: &str) {
 fn stop(w: &World, id: &str) {
     let _ = w.ociguard(&["kill", id, "KILL"]);
     wait_for("container stopped", || {
-        (crun_state(w, id).map_or(true, |s| s["status"] == "stopped")).then_some(())
+        (crun_state(w, id).is_none_or(|s| s["status"] == "stopped")).then_some(())
     });
 }
 

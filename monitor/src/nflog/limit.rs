@@ -22,9 +22,8 @@ impl Window {
     }
 
     fn ended(&self, now: Instant) -> bool {
-        self.start.map_or(true, |s| {
-            now.saturating_duration_since(s) >= Duration::from_secs(1)
-        })
+        self.start
+            .is_none_or(|s| now.saturating_duration_since(s) >= Duration::from_secs(1))
     }
 
     /// Take one slot at `now`, if there is one left.

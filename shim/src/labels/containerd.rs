@@ -102,7 +102,7 @@ fn via_monitor(
 ) -> Option<ImageInfo> {
     let published =
         ociguard_monitor::imagemap::read(&ociguard_monitor::imagemap::dir(monitor), namespace, id)
-            .filter(|found| image_hint.map_or(true, |hint| hint == found.name));
+            .filter(|found| image_hint.is_none_or(|hint| hint == found.name));
     // Published by the follower: no round trip at all. (Its socket would give the same digest,
     // so a label-cache miss then goes straight to containerd.)
     let (found, how) = match published {

@@ -485,7 +485,10 @@ mod tests {
         );
         // A config blob over the metadata limit is not even read whole.
         let mut blob = config_with(r#"{"a":"b"}"#);
-        blob.extend(std::iter::repeat(b' ').take(super::super::MAX_METADATA_FILE as usize));
+        blob.extend(std::iter::repeat_n(
+            b' ',
+            super::super::MAX_METADATA_FILE as usize,
+        ));
         assert_unresolved(&blob, "too large");
         // `Labels` that is a huge string, not a map: serde quotes it, the reason does not.
         assert_unresolved(&config_with(&format!(r#""{big}""#)), "invalid type: string");
