@@ -113,3 +113,25 @@ pub(crate) fn root_of(invocation: &Invocation) -> &Path {
         .as_deref()
         .unwrap_or(Path::new(DEFAULT_ROOT))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct E(&'static str, #[source] Option<Box<E>>);
+
+    #[test]
+    fn the_whole_chain_without_repeats() {
+        let inner = E("failed to prepare rootfs", None);
+        let mid = E("exec process failed", Some(Box::new(inner)));
+        assert_eq!(chain(&mid), "exec process failed: failed to prepare rootfs");
+        // A transparent wrapper repeats its source's text: said once.
+        let same = E(
+            "failed to prepare rootfs",
+            Some(Box::new(E("failed to prepare rootfs", None))),
+        );
+        assert_eq!(chain(&same), "failed to prepare rootfs");
+    }
+}

@@ -435,3 +435,46 @@ fn json_err(what: &str, e: &serde_json::Error) -> BuiltinError {
         message: e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_are_numbers() {
+        assert_eq!(parse_user("0"), Some((Some(0), None)));
+        assert_eq!(parse_user("1000:100"), Some((Some(1000), Some(100))));
+        assert_eq!(parse_user("root"), None);
+        assert_eq!(parse_user("1:x"), None);
+        assert_eq!(parse_user(""), None);
+    }
+
+    #[test]
+    fn ids_never_leave_the_root() {
+        let root = Path::new("/nonexistent-root");
+        for id in ["", ".", "..", "../x", "a/b"] {
+            assert!(
+                matches!(load(root, id), Err(BuiltinError::Usage(_))),
+                "{id:?}"
+            );
+        }
+        assert!(matches!(
+            load(root, "c1"),
+            Err(BuiltinError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn unsupported_commands_say_so() {
+        let inv = crate::argv::parse(&["checkpoint".into(), "c1".into()]).unwrap();
+        let err = dispatch(&inv).unwrap_err().to_string();
+        assert!(
+            err.contains("`checkpoint` is not supported by the builtin runtime"),
+            "{err}"
+        );
+        assert!(err.contains("CRIU"), "{err}");
+        let inv = crate::argv::parse(&["update".into(), "c1".into()]).unwrap();
+        let err = dispatch(&inv).unwrap_err().to_string();
+        assert!(err.contains("--resources"), "{err}");
+    }
+}
