@@ -85,7 +85,7 @@ pub struct Builtin;
 
 impl crate::Delegate for Builtin {
     fn run(&self, args: &[OsString], logger: &Logger) -> ExitCode {
-        match run(args) {
+        match run(args, logger) {
             Ok(code) => code,
             Err(e) => {
                 logger.error(&e.to_string());
@@ -96,13 +96,13 @@ impl crate::Delegate for Builtin {
 }
 
 /// Carry out the runc command `args` (argv without argv[0]).
-pub fn run(args: &[OsString]) -> Result<ExitCode, BuiltinError> {
+pub fn run(args: &[OsString], logger: &Logger) -> Result<ExitCode, BuiltinError> {
     // The container's processes are cloned from this one: they must inherit the engine's
     // SIGPIPE disposition, not the "ignore" Rust's runtime set.
     crate::sys::restore_sigpipe();
     let invocation =
         crate::argv::parse(args).map_err(|e| BuiltinError::Usage(format!("command line: {e}")))?;
-    commands::dispatch(&invocation)
+    commands::dispatch(&invocation, logger)
 }
 
 /// The container directory for `id` under the invocation's root.

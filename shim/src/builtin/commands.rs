@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::error::LibcontainerError;
 use libcontainer::oci_spec::runtime::{LinuxResources, Spec};
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
@@ -17,10 +18,11 @@ use serde_json::{json, Map, Value};
 use super::exec_seccomp::SeccompExecutor;
 use super::{foreground, root_of, BuiltinError};
 use crate::argv::{Command, CreateArgs, ExecArgs, Invocation};
+use crate::logging::Logger;
 
 type Result<T> = std::result::Result<T, BuiltinError>;
 
-pub(super) fn dispatch(inv: &Invocation) -> Result<ExitCode> {
+pub(super) fn dispatch(inv: &Invocation, logger: &Logger) -> Result<ExitCode> {
     let root = root_of(inv);
     let systemd =
         inv.global.systemd_cgroup || inv.global.cgroup_manager.as_deref() == Some("systemd");
@@ -56,9 +58,7 @@ pub(super) fn dispatch(inv: &Invocation) -> Result<ExitCode> {
                 // runc: `delete --force` of a container that is already gone succeeds.
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut c = load(root, &d.id)?;
-            c.delete(d.force)
-                .map_err(|e| BuiltinError::runtime(format!("delete {}", d.id), &e))?;
+            delete(root, &d.id, d.force, logger)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Pause(a) => {
@@ -171,6 +171,29 @@ fn create(root: &Path, c: &CreateArgs, systemd: bool, detach: bool) -> Result<Co
         }
     }
     Ok(container)
+}
+
+/// `delete`. A failing poststop hook is a warning, as the runtime spec says ("the runtime MUST
+/// log a warning" and go on): libcontainer returns its error before removing the container's
+/// state, which would leave a container that no retry can delete (the hook runs, and fails,
+/// again). Its cgroup is gone by then; the state directory is removed here.
+fn delete(root: &Path, id: &str, force: bool, logger: &Logger) -> Result<()> {
+    let mut c = load(root, id)?;
+    match c.delete(force) {
+        Ok(()) => Ok(()),
+        Err(LibcontainerError::Hook(e)) => {
+            logger.warn(&format!(
+                "delete {id}: poststop hook: {}; the container is deleted",
+                super::chain(&e)
+            ));
+            let dir = root.join(id);
+            std::fs::remove_dir_all(&dir).map_err(|source| BuiltinError::Io {
+                what: format!("delete {id}: remove {}", dir.display()),
+                source,
+            })
+        }
+        Err(e) => Err(BuiltinError::runtime(format!("delete {id}"), &e)),
+    }
 }
 
 fn run(root: &Path, c: &CreateArgs, systemd: bool) -> Result<ExitCode> {
@@ -467,14 +490,14 @@ mod tests {
     #[test]
     fn unsupported_commands_say_so() {
         let inv = crate::argv::parse(&["checkpoint".into(), "c1".into()]).unwrap();
-        let err = dispatch(&inv).unwrap_err().to_string();
+        let err = dispatch(&inv, &Logger::default()).unwrap_err().to_string();
         assert!(
             err.contains("`checkpoint` is not supported by the builtin runtime"),
             "{err}"
         );
         assert!(err.contains("CRIU"), "{err}");
         let inv = crate::argv::parse(&["update".into(), "c1".into()]).unwrap();
-        let err = dispatch(&inv).unwrap_err().to_string();
+        let err = dispatch(&inv, &Logger::default()).unwrap_err().to_string();
         assert!(err.contains("--resources"), "{err}");
     }
 }
