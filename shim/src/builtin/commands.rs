@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt};
+use libcontainer::config::YoukiConfig;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::{Container, ContainerStatus};
-use libcontainer::error::LibcontainerError;
 use libcontainer::oci_spec::runtime::{LinuxResources, Spec};
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
@@ -173,27 +173,59 @@ fn create(root: &Path, c: &CreateArgs, systemd: bool, detach: bool) -> Result<Co
     Ok(container)
 }
 
-/// `delete`. A failing poststop hook is a warning, as the runtime spec says ("the runtime MUST
-/// log a warning" and go on): libcontainer returns its error before removing the container's
-/// state, which would leave a container that no retry can delete (the hook runs, and fails,
-/// again). Its cgroup is gone by then; the state directory is removed here.
+/// `delete`, with the poststop hooks run here, one by one, once the container is gone. The
+/// runtime spec makes a failing poststop hook a warning ("the remaining hooks and lifecycle
+/// continue"); libcontainer stops at the first failure and returns before it removes the
+/// container's state, which leaves a container no retry can delete (the hook fails again).
+/// So the hooks are taken out of libcontainer's copy of the config before its delete, and put
+/// back if that delete fails (a running container without --force, say).
 fn delete(root: &Path, id: &str, force: bool, logger: &Logger) -> Result<()> {
     let mut c = load(root, id)?;
-    match c.delete(force) {
-        Ok(()) => Ok(()),
-        Err(LibcontainerError::Hook(e)) => {
+    let dir = root.join(id);
+    let what = || format!("delete {id}");
+    let mut config = YoukiConfig::load(&dir)
+        .map_err(|e| BuiltinError::runtime(format!("{}: its config", what()), &e))?;
+    let poststop = config
+        .hooks
+        .as_mut()
+        .and_then(|h| h.poststop().clone().map(|p| (h, p)))
+        .map(|(h, p)| {
+            h.set_poststop(None);
+            p
+        });
+    if poststop.is_some() {
+        config
+            .save(&dir)
+            .map_err(|e| BuiltinError::runtime(format!("{}: its config", what()), &e))?;
+    }
+    if let Err(e) = c.delete(force) {
+        if let Some(hooks) = &poststop {
+            if let Some(h) = config.hooks.as_mut() {
+                h.set_poststop(Some(hooks.clone()));
+            }
+            if let Err(e) = config.save(&dir) {
+                logger.warn(&format!(
+                    "{}: put its poststop hooks back: {}",
+                    what(),
+                    super::chain(&e)
+                ));
+            }
+        }
+        return Err(BuiltinError::runtime(what(), &e));
+    }
+    for hook in poststop.iter().flatten() {
+        let one = vec![hook.clone()];
+        if let Err(e) = libcontainer::hooks::run_hooks(Some(&one), Some(&c.state), None, None, None)
+        {
             logger.warn(&format!(
-                "delete {id}: poststop hook: {}; the container is deleted",
+                "{}: poststop hook {}: {}",
+                what(),
+                hook.path().display(),
                 super::chain(&e)
             ));
-            let dir = root.join(id);
-            std::fs::remove_dir_all(&dir).map_err(|source| BuiltinError::Io {
-                what: format!("delete {id}: remove {}", dir.display()),
-                source,
-            })
         }
-        Err(e) => Err(BuiltinError::runtime(format!("delete {id}"), &e)),
     }
+    Ok(())
 }
 
 fn run(root: &Path, c: &CreateArgs, systemd: bool) -> Result<ExitCode> {
