@@ -18,10 +18,10 @@
 //! containers created by one delegate are not visible to the other.
 
 mod commands;
-mod exec_seccomp;
 mod foreground;
 mod mounts;
 mod network;
+mod workload;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -97,9 +97,6 @@ impl crate::Delegate for Builtin {
 
 /// Carry out the runc command `args` (argv without argv[0]).
 pub fn run(args: &[OsString], logger: &Logger) -> Result<ExitCode, BuiltinError> {
-    // The container's processes are cloned from this one: they must inherit the engine's
-    // SIGPIPE disposition, not the "ignore" Rust's runtime set.
-    crate::sys::restore_sigpipe();
     let invocation =
         crate::argv::parse(args).map_err(|e| BuiltinError::Usage(format!("command line: {e}")))?;
     commands::dispatch(&invocation, logger)

@@ -27,9 +27,9 @@ extern "C" fn capture_sigpipe() {
 #[link_section = ".init_array"]
 static CAPTURE_SIGPIPE: extern "C" fn() = capture_sigpipe;
 
-/// Put SIGPIPE back to the disposition the engine gave this process. Before an exec of the
-/// delegate, and before the builtin runtime clones a container's processes: an ignored signal
-/// stays ignored across execve, so Rust's "ignore" would reach the container's workload.
+/// Put SIGPIPE back to the disposition the engine gave this process: before an exec of the
+/// delegate, and in a container's process right before the builtin runtime execs its workload
+/// (an ignored signal stays ignored across execve, so Rust's "ignore" would reach it).
 pub fn restore_sigpipe() {
     let disposition = if SIGPIPE_WAS_IGNORED.load(Ordering::Relaxed) {
         libc::SIG_IGN

@@ -31,10 +31,21 @@ fn a_search_list_that_finds_nothing_falls_back_to_the_builtin_runtime() {
         "{text}"
     );
 
-    let (code, out) = w.run_to_end("bi-fallback", &spec("grep Seccomp: /proc/self/status"));
+    let (code, out) = w.run_to_end(
+        "bi-fallback",
+        &spec("grep -E '^(Seccomp|SigIgn):' /proc/self/status"),
+    );
     assert_eq!(code, 0, "{out}");
     // The default policy's filter is in place: the builtin runtime applied the profile.
     assert!(out.contains("Seccomp:\t2"), "{out}");
+    // The workload inherits ociguard's caller's SIGPIPE (default here), not the "ignore" that
+    // Rust's runtime sets in ociguard: bit 13 of SigIgn is clear.
+    let sig_ign = out
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    assert_eq!(sig_ign & (1 << (13 - 1)), 0, "{out}");
     assert_eq!(w.last_decision()["runtime"], "builtin");
 
     let features: Value = serde_json::from_slice(&w.ociguard(&["features"]).stdout).unwrap();

@@ -222,7 +222,7 @@ fn exec_cannot_regain_what_the_policy_took() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(status_field(&stdout(&out), "NoNewPrivs"), Some("1"));
     // The container's seccomp filter holds in an exec'd process (libcontainer alone would
-    // leave it out: see shim/src/builtin/exec_seccomp.rs).
+    // leave it out: see shim/src/builtin/workload.rs).
     let out = w.ociguard(&[
         "exec",
         id,

@@ -15,7 +15,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::unistd::Pid;
 use serde_json::{json, Map, Value};
 
-use super::exec_seccomp::SeccompExecutor;
+use super::workload::WorkloadExecutor;
 use super::{foreground, root_of, BuiltinError};
 use crate::argv::{Command, CreateArgs, ExecArgs, Invocation};
 use crate::logging::Logger;
@@ -130,7 +130,8 @@ fn create(root: &Path, c: &CreateArgs, systemd: bool, detach: bool) -> Result<Co
         .and_then(|b| b.validate_id())
         .map_err(|e| BuiltinError::runtime(what(), &e))?
         .with_console_socket(c.console_socket.as_ref())
-        .with_preserved_fds(c.preserve_fds.unwrap_or(0).try_into().unwrap_or(i32::MAX));
+        .with_preserved_fds(c.preserve_fds.unwrap_or(0).try_into().unwrap_or(i32::MAX))
+        .with_executor(WorkloadExecutor::init());
     let bundle = absolute(&c.bundle)?;
     let config_path = bundle.join("config.json");
     let config = std::fs::read(&config_path).map_err(|source| BuiltinError::Io {
@@ -285,13 +286,13 @@ fn exec(root: &Path, e: &ExecArgs) -> Result<ExitCode> {
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| BuiltinError::Usage(format!("{}: arguments must be UTF-8", what())))?;
     // The container must exist before anything is spawned; its seccomp profile goes with
-    // the new process (see exec_seccomp).
+    // the new process (see workload.rs).
     let container = load(root, &e.id)?;
     let config = container.bundle().join("config.json");
     let spec = Spec::load(&config).map_err(|err| {
         BuiltinError::runtime(format!("{}: read {}", what(), config.display()), &err)
     })?;
-    let executor = SeccompExecutor::new(spec.linux().as_ref().and_then(|l| l.seccomp().clone()))
+    let executor = WorkloadExecutor::exec(spec.linux().as_ref().and_then(|l| l.seccomp().clone()))
         .map_err(|message| BuiltinError::Runtime {
             what: what(),
             message,

@@ -1,6 +1,12 @@
-//! The container's seccomp filter for processes started by `exec`.
+//! The last steps in a container's process before it execs the workload: the engine's SIGPIPE
+//! disposition, and for a process started by `exec`, the container's seccomp filter.
 //!
-//! crun and runc load the container's `linux.seccomp` into every process they `exec` into it.
+//! SIGPIPE: ociguard keeps it ignored (Rust's default), so that a hook that exits without
+//! reading the state libcontainer writes to it cannot kill ociguard mid-create. An ignored
+//! signal stays ignored across execve, so the workload gets the engine's disposition back here,
+//! in its own process, right before the exec.
+//!
+//! seccomp: crun and runc load the container's `linux.seccomp` into every process they `exec` into it.
 //! libcontainer 0.7 does not: the spec its exec builds keeps the container's namespaces,
 //! cgroup, personality and time offsets, not its seccomp profile, so an exec'd shell would run
 //! without the filter ociguard's policy put on the container. This executor closes that gap:
@@ -19,13 +25,19 @@ use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
 #[derive(Clone, Debug)]
-pub(super) struct SeccompExecutor {
+pub(super) struct WorkloadExecutor {
     seccomp: Option<LinuxSeccomp>,
 }
 
-impl SeccompExecutor {
-    /// An executor for a container whose profile is `seccomp`; `Err` says why exec is refused.
-    pub(super) fn new(seccomp: Option<LinuxSeccomp>) -> Result<Self, String> {
+impl WorkloadExecutor {
+    /// For a container's init: libcontainer loads its seccomp filter itself.
+    pub(super) fn init() -> Self {
+        WorkloadExecutor { seccomp: None }
+    }
+
+    /// For a process `exec`'d into a container whose profile is `seccomp`; `Err` says why the
+    /// exec is refused.
+    pub(super) fn exec(seccomp: Option<LinuxSeccomp>) -> Result<Self, String> {
         if let Some(s) = &seccomp {
             let notify = s
                 .syscalls()
@@ -41,12 +53,13 @@ impl SeccompExecutor {
                 );
             }
         }
-        Ok(SeccompExecutor { seccomp })
+        Ok(WorkloadExecutor { seccomp })
     }
 }
 
-impl Executor for SeccompExecutor {
+impl Executor for WorkloadExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        crate::sys::restore_sigpipe();
         if let Some(seccomp) = &self.seccomp {
             load(seccomp)?;
         }
