@@ -54,6 +54,10 @@ struct Args {
     /// Only the `[behavior]` measurements.
     #[arg(long)]
     only_behavior: bool,
+    /// Only the run+delete comparison of the runtimes (crun, the wrapper, ociguard -> crun,
+    /// ociguard -> builtin).
+    #[arg(long)]
+    only_runtime: bool,
     /// Where ociguardd is (default: next to `--ociguard`; `make bench` measures the static
     /// `ociguard` of target/static/ against the release ociguardd).
     #[arg(long)]
@@ -196,6 +200,9 @@ fn main() -> Result<()> {
         med[4] / med[2]
     );
 
+    if args.only_runtime {
+        return Ok(());
+    }
     in_process(&args, &repo, w)?;
     egress_hook(&args, w)?;
     behavior_section(&args, &rootfs, w)

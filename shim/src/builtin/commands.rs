@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt};
 use libcontainer::config::YoukiConfig;
+use libcontainer::error::LibcontainerError;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::{Container, ContainerStatus};
 use libcontainer::oci_spec::runtime::{LinuxResources, Spec};
@@ -28,11 +29,9 @@ pub(super) fn dispatch(inv: &Invocation, logger: &Logger) -> Result<ExitCode> {
         inv.global.systemd_cgroup || inv.global.cgroup_manager.as_deref() == Some("systemd");
     match &inv.command {
         Command::Create(c) => create(root, c, systemd, true).map(|_| ExitCode::SUCCESS),
-        Command::Run(c) => run(root, c, systemd),
+        Command::Run(c) => run(root, c, systemd, logger),
         Command::Start(a) => {
-            let mut c = load(root, &a.id)?;
-            c.start()
-                .map_err(|e| BuiltinError::runtime(format!("start {}", a.id), &e))?;
+            start(&mut load(root, &a.id)?, root, logger)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::State(a) => {
@@ -157,70 +156,124 @@ fn create(root: &Path, c: &CreateArgs, systemd: bool, detach: bool) -> Result<Co
         .with_no_pivot(c.no_pivot)
         .build()
         .map_err(|e| BuiltinError::runtime(what(), &e))?;
-    if new_netns {
-        let up = match container.pid() {
-            Some(pid) => super::network::loopback_up(pid),
-            None => Err("the container has no process".to_owned()),
-        };
-        if let Err(message) = up {
-            // Half-created is worse than not created: the engine sees a failed create.
-            let _ = container.delete(true);
-            return Err(BuiltinError::Runtime {
-                what: what(),
-                message,
-            });
+    // What libcontainer leaves undone, while the container waits for `start`.
+    let finish = || -> std::result::Result<(), String> {
+        if new_netns {
+            match container.pid() {
+                Some(pid) => super::network::loopback_up(pid)?,
+                None => return Err("the container has no process".to_owned()),
+            }
         }
+        disable_oom_killer(root, &c.id, &config)
+    };
+    if let Err(message) = finish() {
+        // Half-created is worse than not created: the engine sees a failed create.
+        let _ = container.delete(true);
+        return Err(BuiltinError::Runtime {
+            what: what(),
+            message,
+        });
     }
     Ok(container)
 }
 
-/// `delete`, with the poststop hooks run here, one by one, once the container is gone. The
-/// runtime spec makes a failing poststop hook a warning ("the remaining hooks and lifecycle
-/// continue"); libcontainer stops at the first failure and returns before it removes the
-/// container's state, which leaves a container no retry can delete (the hook fails again).
-/// So the hooks are taken out of libcontainer's copy of the config before its delete, and put
-/// back if that delete fails (a running container without --force, say).
+/// `delete`, with its poststop hooks run by [`warn_on_hook_failure`].
 fn delete(root: &Path, id: &str, force: bool, logger: &Logger) -> Result<()> {
     let mut c = load(root, id)?;
-    let dir = root.join(id);
-    let what = || format!("delete {id}");
-    let mut config = YoukiConfig::load(&dir)
-        .map_err(|e| BuiltinError::runtime(format!("{}: its config", what()), &e))?;
-    let poststop = config
-        .hooks
-        .as_mut()
-        .and_then(|h| h.poststop().clone().map(|p| (h, p)))
-        .map(|(h, p)| {
-            h.set_poststop(None);
-            p
-        });
-    if poststop.is_some() {
-        config
-            .save(&dir)
-            .map_err(|e| BuiltinError::runtime(format!("{}: its config", what()), &e))?;
+    warn_on_hook_failure(&mut c, &root.join(id), Phase::Poststop, logger, |c| {
+        c.delete(force)
+    })
+    .map_err(|e| e.named(format!("delete {id}")))
+}
+
+/// `start`, with its poststart hooks run by [`warn_on_hook_failure`].
+fn start(container: &mut Container, root: &Path, logger: &Logger) -> Result<()> {
+    let id = container.id().to_owned();
+    warn_on_hook_failure(
+        container,
+        &root.join(&id),
+        Phase::Poststart,
+        logger,
+        Container::start,
+    )
+    .map_err(|e| e.named(format!("start {id}")))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Poststart,
+    Poststop,
+}
+
+/// What [`warn_on_hook_failure`] could not do.
+enum HookedError {
+    Runtime(LibcontainerError),
+    Config(libcontainer::config::ConfigError),
+}
+
+impl HookedError {
+    fn named(self, what: String) -> BuiltinError {
+        match self {
+            HookedError::Runtime(e) => BuiltinError::runtime(what, &e),
+            HookedError::Config(e) => BuiltinError::runtime(format!("{what}: its config"), &e),
+        }
     }
-    if let Err(e) = c.delete(force) {
-        if let Some(hooks) = &poststop {
-            if let Some(h) = config.hooks.as_mut() {
-                h.set_poststop(Some(hooks.clone()));
-            }
-            if let Err(e) = config.save(&dir) {
+}
+
+/// Run `step` (libcontainer's start or delete) without `phase`'s hooks, then run them one by
+/// one. The runtime spec makes a failing poststart or poststop hook a warning: "the remaining
+/// hooks and lifecycle continue as if the hook had succeeded". libcontainer instead stops at
+/// the first failure and fails the command: after the container was started, or before its
+/// state was removed, leaving a container that no retried delete can remove (the hook fails
+/// again). So the hooks are taken out of libcontainer's copy of the config for `step`, and put
+/// back if `step` itself fails (a running container deleted without --force, say).
+fn warn_on_hook_failure(
+    c: &mut Container,
+    dir: &Path,
+    phase: Phase,
+    logger: &Logger,
+    step: impl FnOnce(&mut Container) -> std::result::Result<(), LibcontainerError>,
+) -> std::result::Result<(), HookedError> {
+    let mut config = YoukiConfig::load(dir).map_err(HookedError::Config)?;
+    let taken = config.hooks.as_mut().and_then(|h| {
+        let hooks = match phase {
+            Phase::Poststart => h.poststart().clone(),
+            Phase::Poststop => h.poststop().clone(),
+        }?;
+        match phase {
+            Phase::Poststart => h.set_poststart(None),
+            Phase::Poststop => h.set_poststop(None),
+        };
+        Some(hooks)
+    });
+    if taken.is_some() {
+        config.save(dir).map_err(HookedError::Config)?;
+    }
+    if let Err(e) = step(c) {
+        if let (Some(hooks), Some(h)) = (&taken, config.hooks.as_mut()) {
+            match phase {
+                Phase::Poststart => h.set_poststart(Some(hooks.clone())),
+                Phase::Poststop => h.set_poststop(Some(hooks.clone())),
+            };
+            if let Err(e) = config.save(dir) {
                 logger.warn(&format!(
-                    "{}: put its poststop hooks back: {}",
-                    what(),
+                    "container {}: put its {phase:?} hooks back: {}",
+                    c.id(),
                     super::chain(&e)
                 ));
             }
         }
-        return Err(BuiltinError::runtime(what(), &e));
+        return Err(HookedError::Runtime(e));
     }
-    for hook in poststop.iter().flatten() {
+    // poststart hooks run in the container's state directory, as libcontainer runs them.
+    let cwd = matches!(phase, Phase::Poststart).then_some(dir);
+    for hook in taken.iter().flatten() {
         let one = vec![hook.clone()];
-        if let Err(e) = libcontainer::hooks::run_hooks(Some(&one), Some(&c.state), None, None, None)
+        if let Err(e) = libcontainer::hooks::run_hooks(Some(&one), Some(&c.state), cwd, None, None)
         {
             logger.warn(&format!(
-                "{}: poststop hook {}: {}",
-                what(),
+                "container {}: {phase:?} hook {}: {}",
+                c.id(),
                 hook.path().display(),
                 super::chain(&e)
             ));
@@ -229,11 +282,9 @@ fn delete(root: &Path, id: &str, force: bool, logger: &Logger) -> Result<()> {
     Ok(())
 }
 
-fn run(root: &Path, c: &CreateArgs, systemd: bool) -> Result<ExitCode> {
+fn run(root: &Path, c: &CreateArgs, systemd: bool, logger: &Logger) -> Result<ExitCode> {
     let mut container = create(root, c, systemd, c.detach)?;
-    container
-        .start()
-        .map_err(|e| BuiltinError::runtime(format!("run {}: start", c.id), &e))?;
+    start(&mut container, root, logger)?;
     if c.detach {
         return Ok(ExitCode::SUCCESS);
     }
@@ -449,6 +500,36 @@ fn state_document(c: &Container) -> Value {
         "owner": c.creator().map(|o| o.to_string_lossy().into_owned()).unwrap_or_default(),
         "annotations": annotations,
     })
+}
+
+/// `linux.resources.memory.disableOOMKiller`, which libcontainer 0.7 never applies (it always
+/// passes `false` to its cgroup manager): applied here, with the rest of the container's
+/// resources as they are, while the container waits for `start`. cgroup v1 only has the knob.
+fn disable_oom_killer(root: &Path, id: &str, config: &[u8]) -> std::result::Result<(), String> {
+    if memchr::memmem::find(config, b"disableOOMKiller").is_none() {
+        return Ok(());
+    }
+    let spec: Spec = serde_json::from_slice(config).map_err(|e| format!("config.json: {e}"))?;
+    let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().clone()) else {
+        return Ok(());
+    };
+    let wanted = resources
+        .memory()
+        .as_ref()
+        .and_then(|m| m.disable_oom_killer())
+        .unwrap_or(false);
+    if !wanted {
+        return Ok(());
+    }
+    let (_, manager) = cgroup_manager(root, id).map_err(|e| e.to_string())?;
+    manager
+        .apply(&ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: true,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
+        .map_err(|e| format!("disable the OOM killer: {}", super::chain(&e)))
 }
 
 /// Rewrite the bundle's config.json (atomically) where a mount option needs it (see
