@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt};
 use libcontainer::config::YoukiConfig;
-use libcontainer::error::LibcontainerError;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::error::LibcontainerError;
 use libcontainer::oci_spec::runtime::{LinuxResources, Spec};
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
