@@ -53,9 +53,16 @@ pub(super) fn dispatch(inv: &Invocation, logger: &Logger) -> Result<ExitCode> {
         }
         Command::Delete(d) => {
             let dir = root.join(&d.id);
-            if !dir.exists() && d.force {
-                // runc: `delete --force` of a container that is already gone succeeds.
-                return Ok(ExitCode::SUCCESS);
+            if d.force && valid_id(&d.id) && !dir.join("state.json").exists() {
+                // runc: `delete --force` of a container that is gone succeeds; what a create
+                // that never finished left behind goes with it.
+                return match std::fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(BuiltinError::Io {
+                        what: format!("delete {}: remove {}", d.id, dir.display()),
+                        source: e,
+                    }),
+                    _ => Ok(ExitCode::SUCCESS),
+                };
             }
             delete(root, &d.id, d.force, logger)?;
             Ok(ExitCode::SUCCESS)
@@ -105,9 +112,13 @@ pub fn state_json(root: Option<&Path>, id: &str) -> Result<Vec<u8>> {
     serde_json::to_vec(&state_document(&load(root, id)?)).map_err(|e| json_err("state", &e))
 }
 
+/// An id is one path component: never let `../x` name another directory.
+fn valid_id(id: &str) -> bool {
+    !(id.is_empty() || id.contains('/') || id == "." || id == "..")
+}
+
 fn load(root: &Path, id: &str) -> Result<Container> {
-    // An id is one path component: never let `../x` name another directory.
-    if id.is_empty() || id.contains('/') || id == "." || id == ".." {
+    if !valid_id(id) {
         return Err(BuiltinError::Usage(format!("invalid container id {id:?}")));
     }
     let dir = root.join(id);
