@@ -153,7 +153,7 @@ fn dispatch(
         Command::Features => Ok(Outcome::Print {
             stdout: features::document(features::delegate_features(&runtime), &runtime)?,
         }),
-        // The builtin runtime's version line is ociguard's own; no second line to add.
+        // No runtime binary to print its own lines after ours: ociguard names the builtin one.
         Command::Version if runtime == Runtime::Builtin => Ok(Outcome::Print {
             stdout: version_lines(true),
         }),

@@ -10,7 +10,7 @@ use libcontainer::config::YoukiConfig;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::{Container, ContainerStatus};
 use libcontainer::error::LibcontainerError;
-use libcontainer::oci_spec::runtime::{LinuxResources, Spec};
+use libcontainer::oci_spec::runtime::{Hook, Hooks, LinuxResources, Spec};
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::unistd::Pid;
@@ -175,7 +175,7 @@ fn create(root: &Path, c: &CreateArgs, systemd: bool, detach: bool) -> Result<Co
                 None => return Err("the container has no process".to_owned()),
             }
         }
-        disable_oom_killer(root, &c.id, &config)
+        disable_oom_killer(&container, &config)
     };
     if let Err(message) = finish() {
         // Half-created is worse than not created: the engine sees a failed create.
@@ -216,6 +216,21 @@ enum Phase {
     Poststop,
 }
 
+impl Phase {
+    /// Replace this phase's hooks in `hooks` with `with`; the ones it had.
+    fn swap(self, hooks: &mut Hooks, with: Option<Vec<Hook>>) -> Option<Vec<Hook>> {
+        let had = match self {
+            Phase::Poststart => hooks.poststart().clone(),
+            Phase::Poststop => hooks.poststop().clone(),
+        };
+        match self {
+            Phase::Poststart => hooks.set_poststart(with),
+            Phase::Poststop => hooks.set_poststop(with),
+        };
+        had
+    }
+}
+
 /// What [`warn_on_hook_failure`] could not do.
 enum HookedError {
     Runtime(LibcontainerError),
@@ -246,26 +261,13 @@ fn warn_on_hook_failure(
     step: impl FnOnce(&mut Container) -> std::result::Result<(), LibcontainerError>,
 ) -> std::result::Result<(), HookedError> {
     let mut config = YoukiConfig::load(dir).map_err(HookedError::Config)?;
-    let taken = config.hooks.as_mut().and_then(|h| {
-        let hooks = match phase {
-            Phase::Poststart => h.poststart().clone(),
-            Phase::Poststop => h.poststop().clone(),
-        }?;
-        match phase {
-            Phase::Poststart => h.set_poststart(None),
-            Phase::Poststop => h.set_poststop(None),
-        };
-        Some(hooks)
-    });
+    let taken = config.hooks.as_mut().and_then(|h| phase.swap(h, None));
     if taken.is_some() {
         config.save(dir).map_err(HookedError::Config)?;
     }
     if let Err(e) = step(c) {
         if let (Some(hooks), Some(h)) = (&taken, config.hooks.as_mut()) {
-            match phase {
-                Phase::Poststart => h.set_poststart(Some(hooks.clone())),
-                Phase::Poststop => h.set_poststop(Some(hooks.clone())),
-            };
+            phase.swap(h, Some(hooks.clone()));
             if let Err(e) = config.save(dir) {
                 logger.warn(&format!(
                     "container {}: put its {phase:?} hooks back: {}",
@@ -305,8 +307,8 @@ fn run(root: &Path, c: &CreateArgs, systemd: bool, logger: &Logger) -> Result<Ex
     })?;
     let code = foreground::wait(pid)?;
     // runc run removes a container it ran in the foreground once it exits.
-    if let Ok(mut c2) = load(root, &c.id) {
-        let _ = c2.delete(true);
+    if let Err(e) = delete(root, &c.id, true, logger) {
+        logger.warn(&e.to_string());
     }
     Ok(code)
 }
@@ -400,25 +402,22 @@ fn parse_user(u: &str) -> Option<(Option<u32>, Option<u32>)> {
     Some((Some(uid), gid))
 }
 
-fn cgroup_manager(
-    root: &Path,
-    id: &str,
-) -> Result<(Container, libcgroups::common::AnyCgroupManager)> {
-    let container = load(root, id)?;
+/// The cgroup manager of a loaded container.
+fn cgroup_manager(container: &Container) -> Result<libcgroups::common::AnyCgroupManager> {
+    let id = container.id();
     let config = container
         .spec()
         .map_err(|e| BuiltinError::runtime(format!("container {id}: read its config"), &e))?;
-    let manager = libcgroups::common::create_cgroup_manager(CgroupConfig {
-        cgroup_path: config.cgroup_path.clone(),
+    libcgroups::common::create_cgroup_manager(CgroupConfig {
+        cgroup_path: config.cgroup_path,
         systemd_cgroup: container.systemd(),
         container_name: id.to_owned(),
     })
-    .map_err(|e| BuiltinError::runtime(format!("container {id}: its cgroup"), &e))?;
-    Ok((container, manager))
+    .map_err(|e| BuiltinError::runtime(format!("container {id}: its cgroup"), &e))
 }
 
 fn ps(root: &Path, id: &str, format: Option<&str>) -> Result<ExitCode> {
-    let (_, manager) = cgroup_manager(root, id)?;
+    let manager = cgroup_manager(&load(root, id)?)?;
     let mut pids: Vec<i32> = manager
         .get_all_pids()
         .map_err(|e| BuiltinError::runtime(format!("ps {id}"), &e))?
@@ -469,7 +468,7 @@ fn update(root: &Path, id: &str, resources: Option<&str>) -> Result<ExitCode> {
     let resources: LinuxResources = serde_json::from_slice(&bytes).map_err(|e| {
         BuiltinError::Usage(format!("update {id}: {source}: not linux resources: {e}"))
     })?;
-    let (_, manager) = cgroup_manager(root, id)?;
+    let manager = cgroup_manager(&load(root, id)?)?;
     manager
         .apply(&ControllerOpt {
             resources: &resources,
@@ -516,7 +515,7 @@ fn state_document(c: &Container) -> Value {
 /// `linux.resources.memory.disableOOMKiller`, which libcontainer 0.7 never applies (it always
 /// passes `false` to its cgroup manager): applied here, with the rest of the container's
 /// resources as they are, while the container waits for `start`. cgroup v1 only has the knob.
-fn disable_oom_killer(root: &Path, id: &str, config: &[u8]) -> std::result::Result<(), String> {
+fn disable_oom_killer(container: &Container, config: &[u8]) -> std::result::Result<(), String> {
     if memchr::memmem::find(config, b"disableOOMKiller").is_none() {
         return Ok(());
     }
@@ -532,7 +531,7 @@ fn disable_oom_killer(root: &Path, id: &str, config: &[u8]) -> std::result::Resu
     if !wanted {
         return Ok(());
     }
-    let (_, manager) = cgroup_manager(root, id).map_err(|e| e.to_string())?;
+    let manager = cgroup_manager(container).map_err(|e| e.to_string())?;
     manager
         .apply(&ControllerOpt {
             resources: &resources,
